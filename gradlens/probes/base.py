@@ -1,0 +1,139 @@
+"""The probe extension point: ``Schedule``, ``Quantity`` and the ``Probe`` base class.
+
+A probe is a small class with a ``name``, a ``schedule`` (step -> bool), a declaration of what it needs
+(``needs``), a declaration of what it records (``quantities``) and a ``compute`` that returns detached
+tensors. Probes never register hooks, never touch numpy and never draw from the global RNG: the
+session (``gradlens.session``) installs and removes hooks, and the recorder turns tensors into numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from gradlens.session import ProbeContext
+
+# What a probe may need from the session.
+GRADS = "grads"  # parameter gradients, read at each optimizer.step() before the update
+PROBE_BATCH = "probe_batch"  # a fixed batch (x, y), the same samples at every record
+
+
+class Schedule:
+    """When a probe fires: a predicate over the optimizer step counter (0-based).
+
+    Build with the class methods and combine with ``|``::
+
+        Schedule.every(10) | Schedule.at([0, 5]) | Schedule.log_spaced(per_decade=4)
+    """
+
+    def __init__(self, predicate: Callable[[int], bool], description: str) -> None:
+        self._predicate = predicate
+        self.description = description
+
+    def __call__(self, step: int) -> bool:
+        return bool(self._predicate(step))
+
+    def __or__(self, other: Schedule) -> Schedule:
+        return Schedule(lambda s: self(s) or other(s), f"{self.description} | {other.description}")
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.description})"
+
+    @classmethod
+    def every(cls, n: int, start: int = 0) -> Schedule:
+        """Steps start, start + n, start + 2n, ..."""
+        if int(n) < 1:
+            raise ValueError(f"Schedule.every needs n >= 1, got {n!r}")
+        return cls(lambda s: s >= start and (s - start) % n == 0, f"every {n} from {start}")
+
+    @classmethod
+    def at(cls, steps: Iterable[int]) -> Schedule:
+        """Exactly the listed steps."""
+        chosen = frozenset(int(s) for s in steps)
+        return cls(chosen.__contains__, f"at {sorted(chosen)}")
+
+    @classmethod
+    def log_spaced(cls, per_decade: int = 4, first: int = 0) -> Schedule:
+        """Step ``first`` and the first step at or after each point of a log10 grid (per_decade=4: 1, 2, 4, 6, 10, 18, ...)."""
+        if int(per_decade) < 1:
+            raise ValueError(f"Schedule.log_spaced needs per_decade >= 1, got {per_decade!r}")
+
+        def fires(step: int) -> bool:
+            if step < first:
+                return False
+            if step == first:
+                return True
+            k = step - first
+            # fire when k is the first integer at or after a grid point 10**(j/per_decade): the largest
+            # grid point <= k is j = floor(log10(k)·per_decade), and k fires when it rounds up to k
+            j = math.floor(math.log10(k) * per_decade + 1e-9)
+            return k == math.ceil(10 ** (j / per_decade) - 1e-9)
+
+        return cls(fires, f"log-spaced {per_decade}/decade")
+
+    @classmethod
+    def first_last(cls, total_steps: int) -> Schedule:
+        """The first step and the last step of a run of ``total_steps`` optimizer steps."""
+        return cls.at([0, int(total_steps) - 1])
+
+
+def as_schedule(when: int | Iterable[int] | Schedule) -> Schedule:
+    """``every=N`` → ``Schedule.every(N)``; a list of steps → ``Schedule.at``; a Schedule is kept."""
+    if isinstance(when, Schedule):
+        return when
+    if isinstance(when, int):
+        return Schedule.every(when)
+    return Schedule.at(when)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One recorded array per firing.
+
+    Attributes:
+        shape: shape of one record (the step axis is added by the recorder).
+        axes: one name per dimension of ``shape``, e.g. ``("layer",)``, ``("layer", "bin")``, ``("sample",)``.
+        labels: optional labels per axis, e.g. ``{"layer": ["fc1", "fc2"]}``; stored in the HDF5 file.
+        dtype: numpy dtype name of the stored values.
+    """
+
+    shape: tuple[int, ...]
+    axes: tuple[str, ...]
+    labels: dict[str, list[str]] = field(default_factory=dict)
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        if len(self.shape) != len(self.axes):
+            raise ValueError(f"Quantity shape {self.shape} and axes {self.axes} differ in length")
+
+
+class Probe(ABC):
+    """Base class of every probe.
+
+    Subclasses set ``name`` and ``needs`` and implement ``quantities`` and ``compute``.
+    """
+
+    name: str = ""
+    needs: frozenset[str] = frozenset()
+
+    def __init__(self, every: int | Iterable[int] | Schedule | None = None) -> None:
+        # None: the session's default schedule (``attach(..., every=N)``) applies.
+        self.schedule = None if every is None else as_schedule(every)
+
+    @abstractmethod
+    def quantities(self, ctx: ProbeContext) -> dict[str, Quantity]:
+        """What one firing records: quantity name -> ``Quantity`` (called once, when layers are known)."""
+
+    @abstractmethod
+    def compute(self, ctx: ProbeContext) -> dict[str, torch.Tensor]:
+        """Compute one record: quantity name -> detached tensor of the declared shape."""
+
+    def __repr__(self) -> str:
+        when = "session default" if self.schedule is None else self.schedule.description
+        return f"{type(self).__name__}(schedule={when})"

@@ -1,0 +1,198 @@
+"""A small, reusable, deterministic trainer shared by the demo and the analyses.
+
+SGD with momentum, weight decay (in the optimizer, or as an explicit penalty term such as document 004's
+‖T⁻¹(p)‖²), learning-rate milestones, float32/float64, a seed for the mini-batch order, a progress bar,
+and epoch-level train/test loss and accuracy logged through a gradlens session when one is attached.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from gradlens.data import Dataset, make_loader
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        epochs: passes over the training set.
+        batch_size: mini-batch size (the last, smaller batch of an epoch is kept).
+        lr: initial learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 coefficient given to the optimizer (0 when a ``penalty`` carries the decay).
+        milestones: epochs at which the learning rate is multiplied by ``gamma``.
+        gamma: learning-rate factor at each milestone.
+        dtype: "float32" or "float64".
+        seed: seed of the mini-batch order (a local generator; the global RNG is not touched).
+        log_every: log the mini-batch training loss every this many steps (0: never).
+    """
+
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    dtype: str = "float32"
+    seed: int = 0
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not supported; use one of {sorted(DTYPES)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if self.lr <= 0 or not math.isfinite(self.lr):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (stored in run metadata)."""
+        return asdict(self)
+
+
+@dataclass
+class History:
+    """Epoch-level results of :func:`train` (index e − 1 = after epoch e).
+
+    ``train_loss``/``train_acc`` are running means over the epoch's mini-batches (as the documents report
+    training loss); ``test_*`` are evaluated after the epoch in eval mode.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    penalty: list[float] = field(default_factory=list)
+    steps: int = 0
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, params: list | None = None) -> torch.optim.SGD:
+    """SGD with the config's learning rate, momentum and weight decay over ``params`` (all by default)."""
+    return torch.optim.SGD(
+        model.parameters() if params is None else params,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, loss_fn=nn.functional.cross_entropy
+) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` on ``(x, y)`` in eval mode (train/eval flags restored)."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    total_loss, correct = 0.0, 0
+    try:
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size]
+            xb = xb.to(dtype) if xb.is_floating_point() else xb
+            out = model(xb)
+            yb = y[start : start + batch_size]
+            total_loss += float(loss_fn(out, yb, reduction="sum"))
+            correct += int((out.argmax(1) == yb).sum())
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+    return total_loss / len(x), correct / len(x)
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    session=None,
+    optimizer: torch.optim.Optimizer | None = None,
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+    after_step: Callable[[], None] | None = None,
+    loss_fn=nn.functional.cross_entropy,
+    progress: bool = True,
+    description: str = "train",
+) -> History:
+    """Train ``model`` on ``data`` and log through ``session`` (a :class:`gradlens.Session`) if given.
+
+    Args:
+        model: the network; converted to ``config.dtype``.
+        data: train/test tensors (``gradlens.data.Dataset``).
+        config: hyperparameters.
+        session: logs ``train_loss`` per ``log_every`` steps, and per epoch ``epoch``, ``lr``,
+            ``epoch_train_loss`` (running mean), ``train_acc``, ``test_loss``, ``test_acc`` and ``cost`` (loss + penalty).
+        optimizer: defaults to :func:`make_optimizer`; pass the one the session was attached to.
+        penalty: extra term added to the loss (e.g. ``lambda m: 1e-4 * decay_penalty(m)``).
+        after_step: called after every ``optimizer.step()`` (e.g. a VAN α/λ update).
+        loss_fn: ``loss_fn(output, y, reduction=...)``.
+        progress: show a tqdm progress bar.
+        description: the progress bar's label.
+    """
+    dtype = DTYPES[config.dtype]
+    model.to(dtype)
+    optimizer = optimizer or make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.gamma)
+    history = History()
+
+    def log_epoch(epoch: int, train_loss: float, train_acc: float, penalty_value: float) -> None:
+        test_loss, test_acc = evaluate(model, data.x_test, data.y_test, loss_fn=loss_fn)
+        history.train_loss.append(train_loss)
+        history.train_acc.append(train_acc)
+        history.test_loss.append(test_loss)
+        history.test_acc.append(test_acc)
+        history.penalty.append(penalty_value)
+        if session is not None:
+            session.log(
+                epoch=epoch,
+                lr=optimizer.param_groups[0]["lr"],
+                epoch_train_loss=train_loss,
+                train_acc=train_acc,
+                test_loss=test_loss,
+                test_acc=test_acc,
+                cost=train_loss + penalty_value,
+            )
+
+    def penalty_now() -> float:
+        if penalty is None:
+            return 0.0
+        with torch.no_grad():
+            return float(penalty(model))
+
+    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc=description, disable=not progress, leave=False)
+    with bar:
+        loader = make_loader(data.x_train, data.y_train, config.batch_size, shuffle=True, seed=config.seed)
+        for epoch in range(config.epochs):
+            model.train()
+            loader.set_epoch(epoch)
+            loss_sum, correct, seen = 0.0, 0, 0
+            for xb, yb in loader:
+                optimizer.zero_grad(set_to_none=True)
+                out = model(xb.to(dtype))
+                loss = loss_fn(out, yb)
+                total = loss if penalty is None else loss + penalty(model)
+                total.backward()
+                optimizer.step()
+                if after_step is not None:
+                    after_step()
+                history.steps += 1
+                loss_sum += loss.item() * len(yb)
+                correct += int((out.argmax(1) == yb).sum())
+                seen += len(yb)
+                if session is not None and config.log_every and (history.steps - 1) % config.log_every == 0:
+                    session.log(train_loss=loss.item())
+                bar.update()
+            scheduler.step()
+            log_epoch(epoch + 1, loss_sum / seen, correct / seen, penalty_now())
+            bar.set_postfix(loss=f"{history.train_loss[-1]:.3g}", test_acc=f"{history.test_acc[-1]:.3f}")
+    return history

@@ -11,6 +11,7 @@ from gradlens.models import (  # noqa: F401  (imported for registration)
     mlp,
     preact,
     resnet_v1,
+    schematic,
     short_circuit,
     simplified,
     thin_mlp,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ["quickstart.md"]
+PAGES = ["quickstart.md", "schema.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -185,5 +185,5 @@ def test_probe_batch_required_and_bad_names(tmp_path):
         model, optimizer, tmp_path / "b.h5", probes=[DominantFlow(activations=["nope"])], probe_batch=batch
     )
     with pytest.raises(KeyError, match="'nope' does not exist"):
-        session.context
+        _ = session.context
     session.close(status="failed")

@@ -1,0 +1,331 @@
+"""The HDF5 recorder: exact round trips, overwrite/resume rules, flush policy, SWMR and a real SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from gradlens.loader import load
+from gradlens.probes.base import Quantity
+from gradlens.recorder import Recorder
+
+LAYERS = [
+    {"name": "fc1", "kind": "Linear", "shape": [4, 3], "params": 16, "residual": False},
+    {"name": "fc2", "kind": "Linear", "shape": [2, 4], "params": 10, "residual": True},
+]
+QUANTITIES = {
+    "grad": {
+        "norm": Quantity((2,), ("layer",)),
+        "nonfinite": Quantity((), (), dtype="int64"),
+        "hist": Quantity((2, 3), ("layer", "bin"), labels={"bin": ["lo", "mid", "hi"]}, dtype="float32"),
+    }
+}
+
+
+def norm_at(step: int) -> np.ndarray:
+    """A float64 record whose every bit matters, with a NaN and an Inf at some steps."""
+    values = np.array([np.sqrt(step + 2.0) / 3.0, -np.exp(-step / 7.0)])
+    if step % 4 == 3:
+        values[0] = np.nan
+    if step % 5 == 4:
+        values[1] = -np.inf
+    return values
+
+
+def hist_at(step: int) -> np.ndarray:
+    return (np.arange(6, dtype=np.float32).reshape(2, 3) + np.float32(step) / np.float32(3.0)).astype(
+        np.float32
+    )
+
+
+def record_steps(recorder: Recorder, steps, offset: float = 0.0) -> None:
+    for step in steps:
+        recorder.record(
+            "grad",
+            step,
+            {
+                "norm": torch.from_numpy(norm_at(step) + offset),
+                "nonfinite": torch.tensor(step % 3),
+                "hist": torch.from_numpy(hist_at(step)),
+            },
+        )
+        recorder.log_scalars(step, loss=1.0 / (step + 1.0) + offset, lr=0.1)
+
+
+def write_run(path, steps=range(10), **kw) -> None:
+    with Recorder(path, meta={"config": {"lr": 0.1, "depth": 2}}, **kw) as recorder:
+        recorder.start(LAYERS, QUANTITIES)
+        record_steps(recorder, steps)
+
+
+def test_round_trip_is_exact_and_follows_the_documented_layout(tmp_path):
+    path = tmp_path / "run.h5"
+    recorder = Recorder(path, meta={"config": {"lr": 0.1}}, flush_every=3)
+    recorder.log_scalars(0, before_start=7.5)  # buffered until the file has its tables
+    recorder.start(LAYERS, QUANTITIES)
+    record_steps(recorder, range(10))
+    recorder.close()
+    recorder.close()  # idempotent
+
+    run = load(path)
+    assert run.status == "finished"
+    steps, values, axes, labels = run.array("grad", "norm")
+    np.testing.assert_array_equal(steps, np.arange(10))
+    np.testing.assert_array_equal(
+        values, np.stack([norm_at(s) for s in range(10)])
+    )  # NaN/Inf kept as they are
+    assert axes == ("step", "layer") and labels == {"layer": ["fc1", "fc2"]}
+    steps, values, axes, labels = run.array("grad", "hist")
+    assert values.dtype == np.float32 and axes == ("step", "layer", "bin")
+    np.testing.assert_array_equal(values, np.stack([hist_at(s) for s in range(10)]))
+    assert labels == {"bin": ["lo", "mid", "hi"], "layer": ["fc1", "fc2"]}
+    _, counts, _, _ = run.array("grad", "nonfinite")
+    assert counts.dtype == np.int64 and counts.tolist() == [s % 3 for s in range(10)]
+    scalars = run.scalars()
+    assert scalars.iloc[0].tolist() == [0, "before_start", 7.5]
+    loss = scalars[scalars["name"] == "loss"]
+    assert loss["step"].tolist() == list(range(10))
+    assert loss["value"].tolist() == [1.0 / (s + 1.0) for s in range(10)]
+    assert run.meta["config"] == {"lr": 0.1}
+    assert set(run.meta["versions"]) == {"gradlens", "torch", "numpy", "h5py", "hdf5", "python"}
+
+    # The same file read with plain h5py, as docs/schema.md describes it.
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format"] == "gradlens" and f.attrs["schema_version"] == 1
+        assert json.loads(f.attrs["meta"])["config"] == {"lr": 0.1}
+        assert f["run/status"][()] == b"finished" and f["run/last_flush"][()] > 0
+        assert f["layers"]["name"].tolist() == [b"fc1", b"fc2"] and f["layers"]["params"].tolist() == [16, 10]
+        group = f["probes/grad"]
+        assert (
+            group["n_rows"][()] == 10
+            and group["norm"].shape == (10, 2)
+            and group["norm"].maxshape == (None, 2)
+        )
+        assert list(group["hist"].attrs["axes"]) == ["step", "layer", "bin"]
+        assert list(group["hist"].attrs["labels_bin"]) == ["lo", "mid", "hi"]
+        assert f["scalars/name"].dtype == np.dtype("S64") and f["scalars/n_rows"][()] == 21
+
+
+def test_refuses_an_existing_file_unless_asked(tmp_path):
+    path = tmp_path / "run.h5"
+    write_run(path, steps=range(5))
+    with pytest.raises(FileExistsError, match=r"run\.h5 already exists; pass overwrite=True"):
+        Recorder(path, meta={})
+    assert load(path).array("grad", "norm")[0].tolist() == [0, 1, 2, 3, 4]  # untouched
+    write_run(path, steps=[7], mode="overwrite")
+    assert load(path).array("grad", "norm")[0].tolist() == [7]
+
+
+def test_resume_drops_records_after_the_step_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "run.h5"
+    write_run(path, steps=range(10))
+    with Recorder(path, meta={"config": {"lr": 0.05}}, mode="resume", resume_step=5) as recorder:
+        recorder.start(LAYERS, QUANTITIES)
+        record_steps(recorder, range(6, 9), offset=100.0)
+
+    run = load(path)
+    steps, values, _, _ = run.array("grad", "norm")
+    assert steps.tolist() == list(range(9))
+    expected = [norm_at(s) for s in range(6)] + [norm_at(s) + 100.0 for s in range(6, 9)]
+    np.testing.assert_array_equal(values, np.stack(expected))
+    loss = run.scalars().query("name == 'loss'")
+    assert loss["step"].tolist() == list(range(9))
+    assert loss["value"].tolist() == [1 / (s + 1) for s in range(6)] + [
+        1 / (s + 1) + 100 for s in range(6, 9)
+    ]
+    assert run.meta["config"] == {"lr": 0.1, "depth": 2}  # the original config stays; the resume is logged
+    (resumed,) = run.meta["resumed"]
+    assert resumed["step"] == 5 and resumed["meta"] == {"config": {"lr": 0.05}}
+    assert not (tmp_path / "run.h5.resume-tmp").exists()
+
+
+def test_resume_with_another_model_is_refused_and_leaves_the_file_untouched(tmp_path):
+    path = tmp_path / "run.h5"
+    write_run(path, steps=range(4))
+    before = path.read_bytes()
+    other_layers = [dict(LAYERS[0]), dict(LAYERS[1], shape=[3, 4])]
+    recorder = Recorder(path, meta={}, mode="resume", resume_step=1)
+    with pytest.raises(ValueError, match=r"layer table differs .* at row 1"):
+        recorder.start(other_layers, QUANTITIES)
+    recorder = Recorder(path, meta={}, mode="resume", resume_step=1)
+    with pytest.raises(ValueError, match=r"probes \['grad'\] declare other quantities"):
+        recorder.start(LAYERS, {"grad": {"norm": Quantity((2,), ("layer",))}})
+    assert path.read_bytes() == before and not (tmp_path / "run.h5.resume-tmp").exists()
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        Recorder(tmp_path / "absent.h5", meta={}, mode="resume", resume_step=0)
+
+
+def test_bad_records_are_refused_with_the_offending_values(tmp_path):
+    with Recorder(tmp_path / "run.h5", meta={}) as recorder:
+        recorder.start(LAYERS, QUANTITIES)
+        good = {"norm": torch.zeros(2), "nonfinite": 0, "hist": np.zeros((2, 3))}
+        with pytest.raises(
+            ValueError, match=r"probe 'grad' quantity 'norm' at step 3 has shape \(3,\), declared \(2,\)"
+        ):
+            recorder.record("grad", 3, {**good, "norm": torch.zeros(3)})
+        with pytest.raises(ValueError, match=r"returned quantities \['hist', 'norm'\], declared"):
+            recorder.record("grad", 3, {"norm": good["norm"], "hist": good["hist"]})
+        with pytest.raises(KeyError, match="probe 'other' was not declared"):
+            recorder.record("other", 3, good)
+        with pytest.raises(ValueError, match="longer than 64 bytes"):
+            recorder.log_scalars(3, **{"x" * 65: 1.0})
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        Recorder(tmp_path / "b.h5", meta={"dtype": torch.float32})
+    with pytest.raises(ValueError, match=r"meta keys \['versions'\] are reserved"):
+        Recorder(tmp_path / "c.h5", meta={"versions": 1})
+    with pytest.raises(ValueError, match="reserves"):
+        Recorder(tmp_path / "d.h5", meta={}).start(LAYERS, {"p": {"step": Quantity((), ())}})
+
+
+def test_a_run_that_never_started_keeps_its_scalars_and_no_file_exists_before(tmp_path):
+    path = tmp_path / "sub" / "run.h5"
+    recorder = Recorder(path, meta={"config": {}}, flush_every=1)
+    recorder.log_scalars(0, loss=2.5)
+    assert not path.exists()  # a writer killed now leaves nothing half-made
+    recorder.close()
+    run = load(path)
+    assert run.probes == [] and run.layers.empty and run.status == "finished"
+    assert run.scalars().values.tolist() == [[0, "loss", 2.5]]
+
+
+def test_an_exception_inside_the_context_marks_the_run_failed(tmp_path):
+    path = tmp_path / "run.h5"
+    with pytest.raises(RuntimeError, match="boom"), Recorder(path, meta={}) as recorder:
+        recorder.start(LAYERS, QUANTITIES)
+        record_steps(recorder, range(2))
+        raise RuntimeError("boom")
+    run = load(path)
+    assert run.status == "failed" and run.array("grad", "norm")[0].tolist() == [0, 1]
+
+
+def on_disk(path, tmp_path) -> int:
+    """Committed probe records in a byte copy of a file that is still open: what a crash now would leave."""
+    copy = tmp_path / "copy.h5"
+    shutil.copyfile(path, copy)
+    return len(load(copy).array("grad", "norm")[0])
+
+
+def test_flush_policy_every_k_records_and_every_t_seconds(tmp_path):
+    path = tmp_path / "run.h5"
+    recorder = Recorder(path, meta={}, flush_every=4, flush_seconds=3600)
+    recorder.start(LAYERS, QUANTITIES)
+    good = {"norm": torch.zeros(2), "nonfinite": 0, "hist": np.zeros((2, 3))}
+    for step in range(3):
+        recorder.record("grad", step, good)
+    assert on_disk(path, tmp_path) == 0
+    recorder.record("grad", 3, good)
+    assert on_disk(path, tmp_path) == 4
+    recorder.flush_seconds = 0.05
+    recorder.record("grad", 4, good)  # less than 0.05 s after the last flush... on any sane machine
+    time.sleep(0.1)
+    recorder.record("grad", 5, good)  # ... and this one comes later than that
+    assert on_disk(path, tmp_path) == 6
+    recorder.close()
+
+
+WRITER = r"""
+import sys, time
+import numpy as np, torch
+from gradlens.probes.base import Quantity
+from gradlens.recorder import Recorder
+
+path = sys.argv[1]
+recorder = Recorder(path, meta={"config": {"crash": True}}, flush_every=5, flush_seconds=3600)
+recorder.start(
+    [{"name": "a", "kind": "Linear", "shape": [2, 2], "params": 6}],
+    {"grad": {"norm": Quantity((2,), ("layer",))}},
+)
+last = {"probe": -1, "scalar": -1}  # the latest step handed to record / log_scalars
+commit = recorder.flush
+
+def reporting_flush():
+    commit()
+    print(last["probe"], last["scalar"], flush=True)
+
+recorder.flush = reporting_flush
+step = 0
+while True:
+    last["scalar"] = step
+    recorder.log_scalars(step, loss=1.0 / (step + 1.0))
+    last["probe"] = step
+    recorder.record("grad", step, {"norm": torch.from_numpy(np.array([np.sqrt(step + 2.0), -step / 3.0]))})
+    step += 1
+    time.sleep(0.002)
+"""
+
+
+def expected_norm(steps: np.ndarray) -> np.ndarray:
+    return np.stack([np.array([np.sqrt(s + 2.0), -s / 3.0]) for s in steps])
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory):
+    """A run whose writer (a real subprocess) was SIGKILLed mid-run; also checks reading it while it ran."""
+    path = tmp_path_factory.mktemp("crash") / "run.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
+    flushed = []
+    try:
+        while len(flushed) < 6:
+            line = proc.stdout.readline()
+            assert line, f"the writer died: {proc.stderr.read()}"
+            flushed.append(tuple(int(v) for v in line.split()))
+            if len(flushed) == 3:  # SWMR: a second process reads the file while the writer runs
+                live = load(path)
+                assert live.status == "running" and live.last_flush is not None
+                steps = live.array("grad", "norm")[0]
+                assert len(steps) >= flushed[-1][0] + 1
+                np.testing.assert_array_equal(steps, np.arange(len(steps)))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    return path, flushed[-1]
+
+
+def test_a_sigkilled_writer_leaves_every_flushed_record(killed_run):
+    path, (last_probe, last_scalar) = killed_run
+    run = load(path)
+    assert run.status == "running" and run.meta["config"] == {"crash": True}
+    steps, values, _, _ = run.array("grad", "norm")
+    assert len(steps) >= last_probe + 1  # records flushed after the last line we read may be there too
+    np.testing.assert_array_equal(steps, np.arange(len(steps)))
+    np.testing.assert_array_equal(values, expected_norm(steps))
+    scalars = run.scalars()
+    assert len(scalars) >= last_scalar + 1
+    np.testing.assert_array_equal(scalars["step"], np.arange(len(scalars)))
+    assert scalars["value"].tolist() == [1.0 / (s + 1.0) for s in range(len(scalars))]
+
+
+def test_a_killed_run_can_be_resumed(killed_run, tmp_path):
+    path = tmp_path / "run.h5"
+    shutil.copyfile(killed_run[0], path)
+    with Recorder(path, meta={}, mode="resume", resume_step=10) as recorder:
+        recorder.start(
+            [{"name": "a", "kind": "Linear", "shape": [2, 2], "params": 6}],
+            {"grad": {"norm": Quantity((2,), ("layer",))}},
+        )
+        recorder.record("grad", 11, {"norm": np.array([1.5, 2.5])})
+    run = load(path)
+    steps, values, _, _ = run.array("grad", "norm")
+    assert run.status == "finished" and steps.tolist() == list(range(12))
+    np.testing.assert_array_equal(values, np.vstack([expected_norm(np.arange(11)), [[1.5, 2.5]]]))
+    assert run.scalars()["step"].tolist() == list(range(11))

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +55,9 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     from gradlens.report import write_report
 
     if len(args.runs) < 2:
-        raise ValueError(f"compare needs at least two runs, got {len(args.runs)}; use `gradlens report` for one")
+        raise ValueError(
+            f"compare needs at least two runs, got {len(args.runs)}; use `gradlens report` for one"
+        )
     out = args.out or "compare.html"
     _refuse_existing(out, args.force)
     print(f"report: {os.path.abspath(write_report(_load_all(args.runs), out, title='gradlens comparison'))}")
@@ -85,14 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="train a deep plain and a deep residual MLP on the embedded digits and write a comparison report",
+        help="train deep plain and residual MLPs on the embedded digits; write a comparison report",
         description="Trains a deep plain MLP and the same MLP with identity skips on scikit-learn's embedded "
         "8x8 digits, records GradStats at every step, and writes both HDF5 files and an HTML report.",
     )
     demo.add_argument("--out", default="gradlens-demo", help="output folder (default: gradlens-demo)")
     demo.add_argument("--depth", type=int, default=30, help="hidden blocks per network (default: 30)")
     demo.add_argument("--epochs", type=int, default=8, help="training epochs (default: 8)")
-    demo.add_argument("--seed", type=int, default=0, help="seed for weights and mini-batch order (default: 0)")
+    demo.add_argument(
+        "--seed", type=int, default=0, help="seed for weights and mini-batch order (default: 0)"
+    )
     demo.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
@@ -112,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print what a run file holds")
     info.add_argument("run", help="a gradlens HDF5 file")
     info.set_defaults(func=_cmd_info)
+
+    # Commands contributed by installed packages (the repository's `figures` package adds `figures`);
+    # the library itself never imports them.
+    for entry in entry_points(group="gradlens.commands"):
+        entry.load()(commands)
     return parser
 
 

@@ -30,8 +30,9 @@ and, with ``backward=True``, the backpropagation flow in orange (document 000, F
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -141,6 +142,18 @@ class SchematicGraph:
             if node.name == name:
                 return node
         raise KeyError(f"no schematic node {name!r}; nodes are e.g. {[n.name for n in self.nodes[:5]]}")
+
+    def to_json(self) -> str:
+        """The graph as JSON (analyses store it in HDF5; figures draw it without building the model)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SchematicGraph:
+        """Inverse of :meth:`to_json`."""
+        data = json.loads(text)
+        nodes = [SchematicNode(**{**n, "shape": tuple(n["shape"])}) for n in data["nodes"]]
+        edges = [SchematicEdge(**e) for e in data["edges"]]
+        return cls(nodes, edges, data.get("title", ""), list(data.get("notes", [])))
 
 
 # ---------------------------------------------------------------------------------------------- recording
@@ -469,11 +482,7 @@ def draw_schematic(
     Returns:
         The axes; the figure is ``ax.figure``.
     """
-    graph = (
-        model
-        if isinstance(model, SchematicGraph)
-        else schematic_graph(model, level=level, max_blocks=max_blocks)
-    )
+    graph = model if isinstance(model, SchematicGraph) else schematic_graph(model, level=level, max_blocks=max_blocks)
     pos = _layout(graph, max_rows)
     n_cols = 1 + round(max(x for x, _ in pos.values()) / _COL)
     n_rows = 1 + round(max(-y for _, y in pos.values()) / _ROW)
@@ -551,9 +560,7 @@ def draw_schematic(
         drop = start[1] - _ROW * 0.3
         verts = [start, (start[0], drop), (gutter, drop), (gutter, end[1]), end]
         path = Path(verts, [Path.MOVETO] + [Path.LINETO] * 4)
-        ax.add_patch(
-            FancyArrowPatch(path=path, arrowstyle="-|>", mutation_scale=6, color=colour, lw=0.8, zorder=1)
-        )
+        ax.add_patch(FancyArrowPatch(path=path, arrowstyle="-|>", mutation_scale=6, color=colour, lw=0.8, zorder=1))
 
     present = set()
     for e in graph.edges:
@@ -603,9 +610,7 @@ def draw_schematic(
             ax.text(*mid, f"×{e.count}", fontsize=5, color=colour)
 
     legend = [
-        Line2D(
-            [], [], color=EDGE_COLOURS[k], ls="--" if k == "short_circuit" else "-", label=k.replace("_", " ")
-        )
+        Line2D([], [], color=EDGE_COLOURS[k], ls="--" if k == "short_circuit" else "-", label=k.replace("_", " "))
         for k in EDGE_COLOURS
         if k in present
     ]
@@ -626,10 +631,7 @@ def draw_schematic(
 def draw_schematics(models: Iterable[nn.Module], titles: Iterable[str], **kw: Any) -> plt.Figure:
     """Side-by-side schematics (e.g. ResNet vs SCResNet); ``kw`` as in :func:`draw_schematic`."""
     models, titles = list(models), list(titles)
-    graphs = [
-        schematic_graph(m, level=kw.get("level", "layers"), max_blocks=kw.get("max_blocks", 9))
-        for m in models
-    ]
+    graphs = [schematic_graph(m, level=kw.get("level", "layers"), max_blocks=kw.get("max_blocks", 9)) for m in models]
     fig, axes = plt.subplots(1, len(graphs), figsize=(5.0 * len(graphs), 8.0), squeeze=False)
     rest = {k: v for k, v in kw.items() if k not in ("level", "max_blocks")}
     for ax, graph, title in zip(axes[0], graphs, titles, strict=True):

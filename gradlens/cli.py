@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="gradlens-demo", help="output folder (default: gradlens-demo)")
     demo.add_argument("--depth", type=int, default=30, help="hidden blocks per network (default: 30)")
-    demo.add_argument("--epochs", type=int, default=8, help="training epochs (default: 8)")
+    demo.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
     demo.add_argument(
         "--seed", type=int, default=0, help="seed for weights and mini-batch order (default: 0)"
     )

@@ -34,9 +34,14 @@ def run_label(run: Run) -> str:
 def describe(run: Run) -> str:
     """One line stating what the run is: model, dataset, scale, seed, epochs (from its stored config)."""
     config = run.meta.get("config", {})
-    parts = [f"{key}={config[key]}" for key in ("model", "dataset", "scale", "seed", "epochs") if key in config]
+    parts = [
+        f"{key}={config[key]}" for key in ("model", "dataset", "scale", "seed", "epochs") if key in config
+    ]
     model = run.meta.get("model", {})
-    parts.append(f"{model.get('class', '?')} with {model.get('parameters', '?')} parameters ({model.get('dtype', '?')})")
+    parts.append(
+        f"{model.get('class', '?')} with {model.get('parameters', '?')} parameters "
+        f"({model.get('dtype', '?')})"
+    )
     return f"{run_label(run)}: " + ", ".join(parts)
 
 
@@ -137,14 +142,17 @@ def curves_figure(runs: Sequence[Run]) -> plt.Figure | None:
     if all(frame.empty for frame in scalars.values()):
         return None
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for label, frame in scalars.items():
+    for index, (label, frame) in enumerate(scalars.items()):
+        colour = f"C{index}"
         loss = frame[frame["name"] == "train_loss"]
         if not loss.empty:
-            loss_ax.plot(loss["step"], loss["value"], lw=0.8, label=f"{label} (mini-batch)")
+            loss_ax.plot(loss["step"], loss["value"], lw=0.8, color=colour, label=f"{label} (mini-batch)")
         for name, style in (("test_acc", "-o"), ("train_acc", "--")):
             acc = frame[frame["name"] == name]
             if not acc.empty:
-                acc_ax.plot(acc["step"], acc["value"], style, ms=3, label=f"{label} {name.replace('_', ' ')}")
+                acc_ax.plot(
+                    acc["step"], acc["value"], style, ms=3, color=colour, label=f"{label} {name.replace('_', ' ')}"
+                )
     loss_ax.set_yscale("log")
     loss_ax.set_xlabel("optimizer step")
     loss_ax.set_ylabel("training loss")
@@ -200,10 +208,13 @@ def write_report(runs: Sequence[Run], out: str | os.PathLike, title: str | None 
     if curves is not None:
         sections.append(("Loss and accuracy", curves))
     body = "".join(
-        f"<h2>{html.escape(heading)}</h2><img alt='{html.escape(heading)}' src='data:image/png;base64,{_png(fig)}'>"
+        f"<h2>{html.escape(heading)}</h2>"
+        f"<img alt='{html.escape(heading)}' src='data:image/png;base64,{_png(fig)}'>"
         for heading, fig in sections
     )
-    runs_list = "".join(f"<li>{html.escape(describe(run))} — <code>{html.escape(run.path)}</code></li>" for run in runs)
+    runs_list = "".join(
+        f"<li>{html.escape(describe(run))} — <code>{html.escape(run.path)}</code></li>" for run in runs
+    )
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}}

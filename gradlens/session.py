@@ -52,7 +52,7 @@ class ProbeContext:
         model: the observed model.
         spec: the resolved ModelSpec (declared by the model, given by the user, or discovered).
         layers: resolved weight layers in forward order.
-        probe_batch: a fixed ``(x, y)`` on the model's device and dtype, or None.
+        probe_batch: the fixed ``(x, y)``, moved to the model's current device and (floating) dtype, or None.
         loss_fn: ``loss_fn(output, y) -> scalar``.
         step: the 0-based index of the optimizer step about to be taken.
     """
@@ -68,10 +68,22 @@ class ProbeContext:
         self.model = model
         self.spec = spec
         self.layers = layers
-        self.probe_batch = probe_batch
+        self._probe_batch = probe_batch
         self.loss_fn = loss_fn
         self.step = 0
         self._modules = dict(model.named_modules())
+
+    @property
+    def probe_batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        # Placed when read: the trainer may convert the model (float64, a device) after attach.
+        if self._probe_batch is None:
+            return None
+        x, y = self._probe_batch
+        reference = next(self.model.parameters())
+        if x.is_floating_point() and (x.dtype, x.device) != (reference.dtype, reference.device):
+            x = x.to(device=reference.device, dtype=reference.dtype)
+            self._probe_batch = (x, y.to(reference.device))
+        return self._probe_batch
 
     def module(self, name: str) -> nn.Module:
         """The module called ``name``; a clear error when there is none."""
@@ -180,7 +192,9 @@ class Session:
         names = [p.name for p in self.probes]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
-            raise ValueError(f"probe names must be unique, {duplicated} appear twice; give one a name= of its own")
+            raise ValueError(
+                f"probe names must be unique, {duplicated} appear twice; give one a name= of its own"
+            )
         default = as_schedule(every)
         self.schedules = {p.name: p.schedule or default for p in self.probes}
         self.step = 0 if resume_step is None else int(resume_step) + 1
@@ -189,7 +203,7 @@ class Session:
         self._tracer: ForwardOrderTracer | None = None
         self._ctx: ProbeContext | None = None
         self._loss_fn = loss_fn or nn.functional.cross_entropy
-        self._probe_batch = self._place(probe_batch)
+        self._probe_batch = probe_batch
         needs_batch = [p.name for p in self.probes if PROBE_BATCH in p.needs]
         if needs_batch and self._probe_batch is None:
             raise ValueError(f"probes {needs_batch} need a probe batch; pass attach(..., probe_batch=(x, y))")
@@ -221,15 +235,6 @@ class Session:
         declared = getattr(self.model, "gradlens_spec", None)
         return declared() if callable(declared) else None
 
-    def _place(self, batch: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if batch is None:
-            return None
-        x, y = batch
-        reference = next(self.model.parameters())
-        if x.is_floating_point():
-            x = x.to(device=reference.device, dtype=reference.dtype)
-        return x.to(reference.device), y.to(reference.device)
-
     def _meta(self, meta: Mapping[str, object] | None) -> dict:
         return {
             "config": dict(meta or {}),
@@ -238,7 +243,10 @@ class Session:
                 "parameters": sum(p.numel() for p in self.model.parameters()),
                 "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             },
-            "optimizer": {"class": type(self.optimizer).__name__, "defaults": _jsonable(self.optimizer.defaults)},
+            "optimizer": {
+                "class": type(self.optimizer).__name__,
+                "defaults": _jsonable(self.optimizer.defaults),
+            },
             "probes": [
                 {"name": p.name, "class": type(p).__name__, "schedule": self.schedules[p.name].description}
                 for p in self.probes
@@ -257,21 +265,23 @@ class Session:
         if self._spec is None:
             if self._tracer is None or not self._tracer.done:
                 raise RuntimeError(
-                    "gradlens discovers layers on the first forward pass, but optimizer.step() came before any "
-                    "forward; run the model first or pass attach(..., layers=[...])"
+                    "gradlens discovers layers on the first forward pass, but optimizer.step() came before "
+                    "any forward; run the model first or pass attach(..., layers=[...])"
                 )
             self._spec = self._tracer.spec()
             self._tracer = None
         layers = resolve_layers(self.model, self._spec)
         self._ctx = ProbeContext(self.model, self._spec, layers, self._probe_batch, self._loss_fn)
-        self.recorder.start([info.row() for info in layers], {p.name: p.quantities(self._ctx) for p in self.probes})
+        self.recorder.start(
+            [info.row() for info in layers], {p.name: p.quantities(self._ctx) for p in self.probes}
+        )
 
     def _on_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         ctx = self.context
         ctx.step = self.step
         for probe in self.probes:
             if self.schedules[probe.name](self.step):
-                # Gradient-only probes never need a graph; probe-batch probes choose via ctx.capture(grad=...).
+                # Gradient-only probes need no graph; probe-batch probes choose via ctx.capture(grad=...).
                 reads_grads_only = probe.needs <= {GRADS}
                 with torch.no_grad() if reads_grads_only else contextlib.nullcontext():
                     values = probe.compute(ctx)

@@ -1,0 +1,81 @@
+"""Whole-run overhead of the science probes scheduled every 64 steps on a ResNet-20-shaped training run.
+
+Two identical ``resnet_v1_20`` models (32×32 inputs, batch 128) train on the same fixed batch; one has a
+session with GradStats, LayerCushion, InterlayerCushion, DominantFlow and FinalGradHist every 64 steps on a
+fixed probe batch. They alternate in blocks of 64 steps (each probed block holds exactly one firing of every
+probe), and the ratio of median block times is printed. Target (issue 3): ≤ 1.10×.
+
+Run: ``python benchmarks/bench_probes.py [--blocks N] [--probe-batch B]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import tempfile
+import time
+
+import torch
+from torch import nn
+
+from gradlens.models import create_model
+from gradlens.probes import DominantFlow, FinalGradHist, GradStats, InterlayerCushion, LayerCushion
+from gradlens.session import attach
+
+EVERY = 64
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print per-block times and the overhead ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=3, help="alternating blocks of 64 steps each (default 3)")
+    parser.add_argument("--batch", type=int, default=128, help="training batch (default 128)")
+    parser.add_argument("--probe-batch", type=int, default=16, help="probe batch (default 16)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    bare = create_model("resnet_v1_20")
+    probed = copy.deepcopy(bare)
+    generator = torch.Generator().manual_seed(0)
+    x = bare.example_input(args.batch, generator)
+    y = torch.randint(0, 10, (args.batch,), generator=generator)
+    probe_batch = (bare.example_input(args.probe_batch, generator), torch.randint(0, 10, (args.probe_batch,)))
+    optimizers = {
+        "bare": torch.optim.SGD(bare.parameters(), lr=0.01, momentum=0.9),
+        "probed": torch.optim.SGD(probed.parameters(), lr=0.01, momentum=0.9),
+    }
+    models = {"bare": bare, "probed": probed}
+
+    def block(label: str) -> float:
+        model, optimizer = models[label], optimizers[label]
+        start = time.perf_counter()
+        for _ in range(EVERY):
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return time.perf_counter() - start
+
+    probes = [
+        GradStats(every=EVERY),
+        LayerCushion(every=EVERY),
+        InterlayerCushion(every=EVERY),
+        DominantFlow(every=EVERY),
+        FinalGradHist(every=EVERY),
+    ]
+    times: dict[str, list[float]] = {"bare": [], "probed": []}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; resnet_v1_20, batch {args.batch}, "
+          f"probe batch {args.probe_batch}, probes every {EVERY} steps: {', '.join(type(p).__name__ for p in probes)}")
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "bench.h5")
+        with attach(probed, optimizers["probed"], path, probes=probes, probe_batch=probe_batch):
+            for index in range(args.blocks):
+                for label in ("bare", "probed") if index % 2 == 0 else ("probed", "bare"):
+                    times[label].append(block(label))
+                print(f"block {index}: bare {times['bare'][-1]:.2f} s, probed {times['probed'][-1]:.2f} s", flush=True)
+    ratio = statistics.median(times["probed"]) / statistics.median(times["bare"])
+    print(f"whole-run overhead (median of {args.blocks} blocks of {EVERY} steps): {ratio:.3f}x  (target <= 1.10x)")
+
+
+if __name__ == "__main__":
+    main()

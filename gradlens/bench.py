@@ -24,7 +24,9 @@ from gradlens.probes import GradStats
 from gradlens.session import attach
 
 
-def _step_fn(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> Callable:
+def _step_fn(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> Callable:
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x), y).backward()
@@ -71,7 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=15, help="alternating rounds (default 15)")
     parser.add_argument("--steps", type=int, default=8, help="steps per round (default 8)")
     args = parser.parse_args(argv)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, rounds={args.rounds}, steps={args.steps}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"rounds={args.rounds}, steps={args.steps}"
+    )
     print(f"{'case':<42} {'bare ms':>9} {'+GradStats ms':>14} {'ratio':>7} {'target':>7}")
     for label, (name, kw, batch, target) in CASES.items():
         torch.manual_seed(0)

@@ -139,5 +139,7 @@ class ForwardOrderTracer:
     def spec(self) -> ModelSpec:
         """The discovered layers as a ModelSpec (no activations, final activation or blocks)."""
         if not self.order:
-            raise RuntimeError("no forward pass has been traced yet; run the model once before the first step")
+            raise RuntimeError(
+                "no forward pass has been traced yet; run the model once before the first step"
+            )
         return ModelSpec(layers=tuple(LayerSpec(name) for name in self.order))

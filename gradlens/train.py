@@ -7,7 +7,9 @@ and epoch-level train/test loss and accuracy logged through a gradlens session w
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -75,6 +77,7 @@ class History:
     test_acc: list[float] = field(default_factory=list)
     penalty: list[float] = field(default_factory=list)
     steps: int = 0
+    epochs_done: int = 0
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, params: list | None = None) -> torch.optim.SGD:
@@ -89,7 +92,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig, params: list | None = 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, loss_fn=nn.functional.cross_entropy
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1024,
+    loss_fn=nn.functional.cross_entropy,
 ) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` on ``(x, y)`` in eval mode (train/eval flags restored)."""
     modes = {m: m.training for m in model.modules()}
@@ -122,6 +129,8 @@ def train(
     loss_fn=nn.functional.cross_entropy,
     progress: bool = True,
     description: str = "train",
+    checkpoint: str | os.PathLike | None = None,
+    resume_from: Checkpoint | None = None,
 ) -> History:
     """Train ``model`` on ``data`` and log through ``session`` (a :class:`gradlens.Session`) if given.
 
@@ -130,19 +139,29 @@ def train(
         data: train/test tensors (``gradlens.data.Dataset``).
         config: hyperparameters.
         session: logs ``train_loss`` per ``log_every`` steps, and per epoch ``epoch``, ``lr``,
-            ``epoch_train_loss`` (running mean), ``train_acc``, ``test_loss``, ``test_acc`` and ``cost`` (loss + penalty).
+            ``epoch_train_loss`` (running mean), ``train_acc``, ``test_loss``, ``test_acc`` and ``cost``
+            (loss + penalty).
         optimizer: defaults to :func:`make_optimizer`; pass the one the session was attached to.
         penalty: extra term added to the loss (e.g. ``lambda m: 1e-4 * decay_penalty(m)``).
         after_step: called after every ``optimizer.step()`` (e.g. a VAN α/λ update).
         loss_fn: ``loss_fn(output, y, reduction=...)``.
         progress: show a tqdm progress bar.
         description: the progress bar's label.
+        checkpoint: save a :class:`Checkpoint` here after every epoch (model, optimizer, scheduler, history),
+            written atomically so a kill never leaves a half-written checkpoint.
+        resume_from: continue from this checkpoint (see :func:`load_checkpoint`); attach the session with
+            ``resume_step=checkpoint.history.steps - 1`` so records after it are dropped.
     """
     dtype = DTYPES[config.dtype]
     model.to(dtype)
     optimizer = optimizer or make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.gamma)
     history = History()
+    if resume_from is not None:
+        model.load_state_dict(resume_from.model)
+        optimizer.load_state_dict(resume_from.optimizer)
+        scheduler.load_state_dict(resume_from.scheduler)
+        history = copy.deepcopy(resume_from.history)
 
     def log_epoch(epoch: int, train_loss: float, train_acc: float, penalty_value: float) -> None:
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test, loss_fn=loss_fn)
@@ -169,16 +188,22 @@ def train(
             return float(penalty(model))
 
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc=description, disable=not progress, leave=False)
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        initial=history.steps,
+        desc=description,
+        disable=not progress,
+        leave=False,
+    )
     with bar:
         loader = make_loader(data.x_train, data.y_train, config.batch_size, shuffle=True, seed=config.seed)
-        for epoch in range(config.epochs):
+        for epoch in range(history.epochs_done, config.epochs):
             model.train()
             loader.set_epoch(epoch)
             loss_sum, correct, seen = 0.0, 0, 0
             for xb, yb in loader:
                 optimizer.zero_grad(set_to_none=True)
-                out = model(xb.to(dtype))
+                out = model(xb.to(dtype) if xb.is_floating_point() else xb)
                 loss = loss_fn(out, yb)
                 total = loss if penalty is None else loss + penalty(model)
                 total.backward()
@@ -194,5 +219,42 @@ def train(
                 bar.update()
             scheduler.step()
             log_epoch(epoch + 1, loss_sum / seen, correct / seen, penalty_now())
+            history.epochs_done = epoch + 1
+            if checkpoint is not None:
+                save_checkpoint(
+                    checkpoint,
+                    Checkpoint(model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), history),
+                )
             bar.set_postfix(loss=f"{history.train_loss[-1]:.3g}", test_acc=f"{history.test_acc[-1]:.3f}")
     return history
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to continue training after an epoch."""
+
+    model: dict
+    optimizer: dict
+    scheduler: dict
+    history: History
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
+    """Write ``checkpoint`` atomically (a temporary file, then ``os.replace``)."""
+    tmp = f"{os.fspath(path)}.tmp"
+    torch.save(
+        {
+            "model": checkpoint.model,
+            "optimizer": checkpoint.optimizer,
+            "scheduler": checkpoint.scheduler,
+            "history": asdict(checkpoint.history),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return Checkpoint(state["model"], state["optimizer"], state["scheduler"], History(**state["history"]))

@@ -60,7 +60,10 @@ class Schedule:
 
     @classmethod
     def log_spaced(cls, per_decade: int = 4, first: int = 0) -> Schedule:
-        """Step ``first`` and the first step at or after each point of a log10 grid (per_decade=4: 1, 2, 4, 6, 10, 18, ...)."""
+        """Step ``first``, then the first step at or after each point of a log10 grid.
+
+        With ``per_decade=4``: 0, 1, 2, 4, 6, 10, 18, 32, 57, 100, ...
+        """
         if int(per_decade) < 1:
             raise ValueError(f"Schedule.log_spaced needs per_decade >= 1, got {per_decade!r}")
 

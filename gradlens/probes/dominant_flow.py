@@ -58,7 +58,9 @@ class DominantFlow(Probe):
     def _activations(self, ctx) -> list[str]:
         names = list(ctx.spec.activations) if self.activations is None else self.activations
         if not names:
-            raise ValueError("DominantFlow found no activations: the model declares none; pass activations=[...]")
+            raise ValueError(
+                "DominantFlow found no activations: the model declares none; pass activations=[...]"
+            )
         for name in names:
             ctx.module(name)
         return names

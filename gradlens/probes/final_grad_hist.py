@@ -59,7 +59,10 @@ class FinalGradHist(Probe):
 
     def quantities(self, ctx) -> dict[str, Quantity]:
         final_activation(ctx, self.final)
-        out = {"counts": Quantity((self.bins,), ("bin",), dtype="int64"), "edges": Quantity((self.bins + 1,), ("edge",))}
+        out = {
+            "counts": Quantity((self.bins,), ("bin",), dtype="int64"),
+            "edges": Quantity((self.bins + 1,), ("edge",)),
+        }
         out.update({q: Quantity((), ()) for q in MOMENTS})
         return out
 
@@ -71,7 +74,9 @@ class FinalGradHist(Probe):
             loss = ctx.loss_fn(seen.output, y)
             (grad,) = torch.autograd.grad(loss, seen.outputs[final], allow_unused=True)
         if grad is None:
-            raise ValueError(f"the loss does not depend on the final activation {final!r}; name the a^(L) module")
+            raise ValueError(
+                f"the loss does not depend on the final activation {final!r}; name the a^(L) module"
+            )
         if self.edges is None:
             self.edges = self._automatic_edges(grad)
         result = final_grad_histogram(grad, self.edges)

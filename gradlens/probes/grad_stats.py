@@ -66,7 +66,10 @@ class GradStats(Probe):
         present = [g for g in grads if g is not None]
         n = len(grads)
         ref = present[0] if present else ctx.layers[0].weight
-        out = {q: torch.full((n,), float("nan"), dtype=torch.float64) for q in ("mean", "mean_abs", "norm", "max_abs")}
+        out = {
+            q: torch.full((n,), float("nan"), dtype=torch.float64)
+            for q in ("mean", "mean_abs", "norm", "max_abs")
+        }
         out["nonfinite"] = torch.full((n,), -1.0, dtype=torch.float64)
         if self.edges is not None:
             out["hist"] = torch.zeros((n, self.edges.numel() - 1), dtype=torch.int64)

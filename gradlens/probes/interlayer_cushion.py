@@ -56,7 +56,9 @@ class InterlayerCushion(Probe):
     def _blocks(self, ctx) -> list[str]:
         blocks = list(ctx.spec.blocks) if self.blocks is None else self.blocks
         if not blocks:
-            raise ValueError("InterlayerCushion found no blocks: the model declares none; pass blocks=[module names]")
+            raise ValueError(
+                "InterlayerCushion found no blocks: the model declares none; pass blocks=[module names]"
+            )
         for name in blocks:
             ctx.module(name)
         return blocks

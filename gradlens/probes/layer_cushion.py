@@ -51,7 +51,9 @@ class LayerCushion(Probe):
         by_name = {layer.name: layer for layer in ctx.layers}
         unknown = [n for n in self.names if n not in by_name]
         if unknown:
-            raise ValueError(f"LayerCushion layers {unknown} are not layers of this session; choose from {list(by_name)}")
+            raise ValueError(
+                f"LayerCushion layers {unknown} are not layers of this session; choose from {list(by_name)}"
+            )
         return [by_name[n] for n in self.names]
 
     def quantities(self, ctx) -> dict[str, Quantity]:
@@ -68,7 +70,9 @@ class LayerCushion(Probe):
         seen = ctx.capture(ctx.probe_batch[0], inputs=names, outputs=names, eval_mode=self.eval_mode)
         mu = torch.stack(
             [
-                layer_cushion(layer.module, seen.inputs[layer.name], layer.residual, out=seen.outputs[layer.name])
+                layer_cushion(
+                    layer.module, seen.inputs[layer.name], layer.residual, out=seen.outputs[layer.name]
+                )
                 for layer in layers
             ]
         )

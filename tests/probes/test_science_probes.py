@@ -195,7 +195,8 @@ def test_probe_batch_follows_a_model_converted_after_attach(tmp_path):
     batch = (torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2]))
     with gradlens.attach(model, optimizer, tmp_path / "run.h5", probes=[LayerCushion()], probe_batch=batch):
         model.double()  # what gradlens.train does for dtype="float64"
-        nn.functional.cross_entropy(model(torch.randn(2, 1, 8, 8, dtype=torch.float64)), torch.tensor([0, 1])).backward()
+        x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+        nn.functional.cross_entropy(model(x), torch.tensor([0, 1])).backward()
         optimizer.step()
     _, mu, _, _ = gradlens.load(tmp_path / "run.h5").array("layer_cushion", "mu")
     assert np.isfinite(mu).all()

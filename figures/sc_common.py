@@ -1,0 +1,118 @@
+"""Readers shared by the figures of documents 000 (SCNet) and 001 (skip explainer): per-layer gradient
+profiles over chosen epochs, epoch boundaries, final scalars, mean ± sd over seeds. Not a figure module."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from figures.base import Recorded, config
+
+
+def epoch_ends(run: Recorded) -> np.ndarray:
+    """The optimizer step at which each epoch ended ``[E]`` (the step the trainer logged ``epoch`` at)."""
+    scalars = run.scalars()
+    return scalars[scalars["name"] == "epoch"]["step"].to_numpy()
+
+
+def epoch_steps(run: Recorded, first: int, last: int) -> tuple[int, int]:
+    """Inclusive step range ``(start, stop)`` of epochs ``first .. last`` (1-based)."""
+    ends = epoch_ends(run)
+    start = 0 if first == 1 else int(ends[first - 2]) + 1
+    return start, int(ends[last - 1])
+
+
+def grad_profile(
+    run: Recorded, quantity: str, steps: tuple[int, int] | None = None, probe: str = "grad_stats"
+) -> tuple[list[str], np.ndarray]:
+    """Layer names and the per-layer mean of ``quantity`` over the records with steps in ``steps``
+    (inclusive; all records when None)."""
+    recorded, values, _, labels = run.array(probe, quantity)
+    if steps is not None:
+        keep = (recorded >= steps[0]) & (recorded <= steps[1])
+        values = values[keep]
+    return list(labels["layer"]), values.mean(axis=0)
+
+
+def grad_at_step(run: Recorded, quantity: str, step: int, probe: str = "grad_stats") -> np.ndarray:
+    """Per-layer ``quantity`` recorded at ``step``."""
+    recorded, values, _, _ = run.array(probe, quantity)
+    return values[int(np.flatnonzero(recorded == step)[0])]
+
+
+def final_scalar(run: Recorded, name: str) -> float:
+    """The last logged value of scalar ``name``."""
+    scalars = run.scalars()
+    return float(scalars[scalars["name"] == name]["value"].to_numpy()[-1])
+
+
+def scalar_series(run: Recorded, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and values of scalar ``name``."""
+    scalars = run.scalars()
+    rows = scalars[scalars["name"] == name]
+    return rows["step"].to_numpy(), rows["value"].to_numpy()
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def seeds_of(runs: Sequence[Recorded]) -> list[int]:
+    """Sorted seeds of ``runs``."""
+    return sorted({int(config(r)["seed"]) for r in runs})
+
+
+def sc_resnet_defaults(scale: str) -> dict:
+    """The main configuration of the sc_resnet sweep at ``scale`` (SC weight, batch size, depths) from its preset."""
+    from analyses.runner import preset
+
+    cfg = preset("sc_resnet", scale)
+    return {
+        "sc_weight": cfg.sc_weight,
+        "batch_size": cfg.batch_size,
+        "depths": cfg.depths,
+        "ablation_depths": cfg.ablation_depths,
+    }
+
+
+def main_runs(inputs, depth: int, sc: bool) -> list[Recorded]:
+    """The main-comparison runs (default SC weight, single SC per stage, default batch) of one model."""
+    defaults = sc_resnet_defaults(inputs.scale)
+    match = {"depth": depth, "sc": sc, "batch_size": defaults["batch_size"]}
+    if sc:
+        match |= {"sc_weight": defaults["sc_weight"], "sc_rears": "stage_end"}
+    return inputs.of("sc_resnet", **match)
+
+
+def final_accuracies(runs: Sequence[Recorded]) -> list[float]:
+    """Final test accuracy (%) of each run."""
+    return [100.0 * final_scalar(r, "test_acc") for r in runs]
+
+
+def grouped_bars(ax, groups: Sequence[str], series: dict[str, list[list[float]]], ylabel: str) -> dict:
+    """Grouped bars (one group per entry of ``groups``, one bar per series) with ±sd error bars.
+
+    Returns ``{series label: (means, sds)}`` as plotted; bars with no runs are left out (height NaN).
+    """
+    width = 0.8 / len(series)
+    x = np.arange(len(groups))
+    plotted = {}
+    for k, (label, per_group) in enumerate(series.items()):
+        stats = [mean_sd(values) if values else (np.nan, 0.0) for values in per_group]
+        means = np.array([m for m, _ in stats])
+        sds = np.array([s for _, s in stats])
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, means, width, yerr=sds, capsize=3, label=label)
+        plotted[label] = (means, sds)
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+    finite = np.concatenate([m[np.isfinite(m)] - s[np.isfinite(m)] for m, s in plotted.values()])
+    top = np.concatenate([m[np.isfinite(m)] + s[np.isfinite(m)] for m, s in plotted.values()])
+    if finite.size:
+        span = max(top.max() - finite.min(), 1e-9)
+        ax.set_ylim(finite.min() - 0.6 * span, top.max() + 0.4 * span)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="lower right")
+    return plotted

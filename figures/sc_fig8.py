@@ -1,0 +1,57 @@
+"""sc-fig8: accuracy vs SC weight (0.1 / 0.2 / 0.5), several backbone depths (document 000, section 5.4,
+Figure 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from analyses.runner import preset
+from figures.base import FigureInputs, FigureOutput, describe, save_figure
+from figures.sc_common import final_accuracies, grouped_bars, main_runs, sc_resnet_defaults
+
+ID = "sc-fig8"
+ANALYSES = ("sc_resnet",)
+NEEDS = {"sc_resnet": ("scalars/test_acc",)}
+CLAIM = "All SC models do best with SC weight 0.2; weight 0.5 loses more than 0.1 (document 000, Figure 8)."
+
+
+def series(inputs: FigureInputs) -> tuple[list[int], dict[str, list[list[float]]], list]:
+    """Depths, accuracies per bar series (ResNet, then each SC weight) and depth, and the runs used."""
+    defaults = sc_resnet_defaults(inputs.scale)
+    weights = sorted(set(preset("sc_resnet", inputs.scale).weights) | {defaults["sc_weight"]})
+    depths = list(defaults["ablation_depths"])
+    out: dict[str, list[list[float]]] = {"ResNet": [], **{f"SC weight {w:g}": [] for w in weights}}
+    used = []
+    for depth in depths:
+        base = main_runs(inputs, depth, False)
+        out["ResNet"].append(final_accuracies(base))
+        used += base
+        for w in weights:
+            runs = inputs.of(
+                "sc_resnet", depth=depth, sc=True, sc_rears="stage_end", sc_weight=w, batch_size=defaults["batch_size"]
+            )
+            out[f"SC weight {w:g}"].append(final_accuracies(runs))
+            used += runs
+    return depths, out, used
+
+
+def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
+    depths, values, used = series(inputs)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    plotted = grouped_bars(ax, [f"depth {d}" for d in depths], values, "test accuracy (%)")
+    ax.set_title("SC weight (document 000, Figure 8)")
+    numbers = {
+        f"{label} depth {d}": f"{m:.2f}±{s:.2f}"
+        for label, (means, sds) in plotted.items()
+        for d, m, s in zip(depths, means, sds, strict=True)
+    }
+    caption = (
+        "Final test accuracy, mean ± sd over seeds, of SCResNet (single SC per stage) with SC weights "
+        + ", ".join(k.split()[-1] for k in values if k != "ResNet")
+        + " and of ResNet. "
+        + "; ".join(f"{k}: {v}" for k, v in numbers.items())
+        + f". {describe(used, inputs.scale)}"
+    )
+    return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

@@ -1,0 +1,57 @@
+"""sc-fig9: SCResNet accuracy vs training batch size, several backbone depths (document 000, section 5.4,
+Figure 9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from analyses.runner import preset
+from figures.base import FigureInputs, FigureOutput, describe, save_figure
+from figures.sc_common import final_accuracies, grouped_bars, sc_resnet_defaults
+
+ID = "sc-fig9"
+ANALYSES = ("sc_resnet",)
+NEEDS = {"sc_resnet": ("scalars/test_acc",)}
+CLAIM = (
+    "Batch size 32 beats the others in most settings; accuracy falls as the batch grows (fewer updates per "
+    "epoch) (document 000, Figure 9)."
+)
+
+
+def series(inputs: FigureInputs) -> tuple[list[int], dict[str, list[list[float]]], list]:
+    """Depths, accuracies per batch size and depth, and the runs used."""
+    defaults = sc_resnet_defaults(inputs.scale)
+    sizes = sorted(set(preset("sc_resnet", inputs.scale).batch_sizes) | {defaults["batch_size"]})
+    depths = list(defaults["ablation_depths"])
+    out: dict[str, list[list[float]]] = {f"batch {b}": [] for b in sizes}
+    used = []
+    for depth in depths:
+        for b in sizes:
+            runs = inputs.of(
+                "sc_resnet", depth=depth, sc=True, sc_rears="stage_end", sc_weight=defaults["sc_weight"], batch_size=b
+            )
+            out[f"batch {b}"].append(final_accuracies(runs))
+            used += runs
+    return depths, out, used
+
+
+def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
+    depths, values, used = series(inputs)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    plotted = grouped_bars(ax, [f"depth {d}" for d in depths], values, "test accuracy (%)")
+    ax.set_title("SCResNet vs batch size (document 000, Figure 9)")
+    numbers = {
+        f"{label} depth {d}": f"{m:.2f}±{s:.2f}"
+        for label, (means, sds) in plotted.items()
+        for d, m, s in zip(depths, means, sds, strict=True)
+    }
+    caption = (
+        "Final test accuracy, mean ± sd over seeds, of SCResNet (SC weight as in sc-tab2, single SC per stage) "
+        "trained with each batch size for the same number of epochs and the same learning rate (so larger "
+        "batches take fewer steps). "
+        + "; ".join(f"{k}: {v}" for k, v in numbers.items())
+        + f". {describe(used, inputs.scale)}"
+    )
+    return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

@@ -112,9 +112,10 @@ class ProbeContext:
                     self.model.eval()
                 yield
         finally:
-            with torch.no_grad():
-                for name, buf in self.model.named_buffers():
-                    buf.copy_(saved[name])
+            # Through .data: the restore must not bump the buffers' autograd version counters, or a graph
+            # built inside (BN in eval mode saves running statistics for backward) could not be differentiated.
+            for name, buf in self.model.named_buffers():
+                buf.data.copy_(saved[name])
             for name, module in self.model.named_modules():
                 module.training = modes[name]
 

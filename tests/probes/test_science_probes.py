@@ -200,3 +200,32 @@ def test_probe_batch_follows_a_model_converted_after_attach(tmp_path):
         optimizer.step()
     _, mu, _, _ = gradlens.load(tmp_path / "run.h5").array("layer_cushion", "mu")
     assert np.isfinite(mu).all()
+
+
+def test_dominant_flow_backpropagates_through_batchnorm(tmp_path):
+    """The capture restores BN buffers without invalidating the graph that saved them (eval-mode BN)."""
+
+    class BNBlock(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(x + self.bn(self.conv(x)))
+
+    class Net(TinyResNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block1 = BNBlock()
+
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = (torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2]))
+    with gradlens.attach(model, optimizer, tmp_path / "run.h5", probes=[DominantFlow()], probe_batch=batch):
+        nn.functional.cross_entropy(model(torch.randn(2, 1, 8, 8)), torch.tensor([0, 1])).backward()
+        optimizer.step()
+    _, sigma, _, _ = gradlens.load(tmp_path / "run.h5").array("dominant_flow", "sigma")
+    assert np.isfinite(sigma).all()

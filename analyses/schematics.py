@@ -21,14 +21,42 @@ from gradlens.results import save_result
 # drawing name -> list of (model name, create_model keywords, schematic_graph keywords). One section per
 # document; a figure draws one drawing (several models side by side).
 MODELS: dict[str, list[tuple[str, dict, dict]]] = {
-    # document 004: simplified plain and residual nets (blocks: one depth-1 block of each)
+    # document 004 (CIFAR-shaped input 3×32×32, as in its Figure 4): "simplified_blocks" are the depth-5 nets
+    # (one depth-1 block per group, so every block is drawn in full), "simplified_nets" the depth-20 nets
     "simplified_blocks": [
-        ("simplified_plain_8", {"in_channels": 1, "image_size": 28}, {"max_blocks": 2}),
-        ("simplified_resnet_8", {"in_channels": 1, "image_size": 28}, {"max_blocks": 2}),
+        ("simplified_plain_5", {"in_channels": 3, "image_size": 32}, {"max_blocks": None}),
+        ("simplified_resnet_5", {"in_channels": 3, "image_size": 32}, {"max_blocks": None}),
     ],
     "simplified_nets": [
-        ("simplified_plain_20", {"in_channels": 1, "image_size": 28}, {"max_blocks": 9}),
-        ("simplified_resnet_20", {"in_channels": 1, "image_size": 28}, {"max_blocks": 9}),
+        ("simplified_plain_20", {"in_channels": 3, "image_size": 32}, {"max_blocks": None}),
+        ("simplified_resnet_20", {"in_channels": 3, "image_size": 32}, {"max_blocks": None}),
+    ],
+    # document 003: the EMNIST MLP (3- and 4-layer, dense skips) and the CIFAR-10 CNN (vanilla, concat skips)
+    "concat_mlp": [
+        ("concat_mlp_emnist_skip_3", {}, {"max_blocks": None}),
+        ("concat_mlp_emnist_skip_4", {}, {"max_blocks": None}),
+    ],
+    "concat_cnn": [
+        ("concat_cnn_vanilla", {}, {"max_blocks": None}),
+        ("concat_cnn_skip", {}, {"max_blocks": None}),
+    ],
+    # document 000 (SCNet): SCFCN (short circuit fc4 -> fc2), ResNet-20 vs SCResNet-20, encoder vs SC encoder
+    "sc_fcn": [
+        ("scfcn_5", {}, {}),
+    ],
+    "sc_resnets": [
+        ("resnet_v1_20", {"in_channels": 1, "image_size": 28}, {"max_blocks": 3}),
+        ("scresnet_v1_20", {"in_channels": 1, "image_size": 28}, {"max_blocks": 3}),
+    ],
+    "sc_encoders": [
+        ("encoder_8", {}, {"level": "blocks"}),
+        ("scencoder_8", {"sc_gap": 4}, {"level": "blocks"}),
+    ],
+    # document 001 (skip explainer): residual block (addition), dense block (concatenation), U-Net long skips
+    "sk_blocks": [
+        ("explainer_residual_3", {}, {}),
+        ("dense_block_4", {}, {}),
+        ("unet_small", {}, {}),
     ],
 }
 

@@ -7,11 +7,8 @@ Trains simplified plain/residual nets (depths ``simplified_depths``) and fully-f
   two channel-doubling block convolutions have no identity of their own), ``DominantFlow`` at the first and
   the last step, ``FinalGradHist`` (residual nets only) every ``hist_every`` steps of the first
   ``hist_epochs`` epochs, ``GradStats`` every ``grad_every`` steps;
-- fully-fledged nets: ``InterlayerCushion`` of the ``block_index``-th block at the first and last step and
-  ``GradStats``. σ per layer of these nets is computed with :func:`gradlens.metrics.dominant_flow` on an eval-
-  mode copy of the model before the first and after the last update, not by the ``DominantFlow`` probe: the
-  session restores BatchNorm buffers in place after its capture forward, which invalidates the autograd graph
-  of a BN net (``RuntimeError: ... modified by an inplace operation``), so the probe cannot run on BN nets.
+- fully-fledged nets: ``InterlayerCushion`` of the ``block_index``-th block and ``DominantFlow`` at the first
+  and the last step, and ``GradStats``.
 
 File layout: the training run (probes, scalars, checkpoint) is the sibling ``<key>.train.h5``; ``execute``
 then copies what the figures read into a computed result at ``path`` (the file the runner tracks), with
@@ -20,7 +17,6 @@ arrays named ``<probe>/<quantity>`` (+ ``<probe>/steps`` and ``<probe>/layers``)
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +26,6 @@ from torch import nn
 
 from analyses.common import load_data, probe_batch, train_recorded
 from gradlens.loader import load
-from gradlens.metrics import dominant_flow
 from gradlens.models import create_model
 from gradlens.probes import DominantFlow, FinalGradHist, GradStats, InterlayerCushion, LayerCushion
 from gradlens.probes.base import Schedule
@@ -166,12 +161,10 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         if params["kind"] == "residual":
             hist_steps = min(steps, params["hist_epochs"] * -(-data.n_train // config.batch_size))
             probes.append(FinalGradHist(every=range(0, hist_steps, params["hist_every"])))
-        sigma_first = sigma_last = None
     else:
         meta["block_name"] = spec.blocks[params["block_index"] - 1]
         meta["n_blocks"] = len(spec.blocks)
-        probes.append(InterlayerCushion(every=first_last, blocks=[meta["block_name"]]))
-        sigma_first = sigma_per_layer(model, batch, spec.activations, spec.final_activation)
+        probes += [InterlayerCushion(every=first_last, blocks=[meta["block_name"]]), DominantFlow(every=first_last)]
     train_path = path.with_name(path.stem + ".train.h5")
     train_recorded(
         params, train_path, model=model, data=data, config=config, probes=probes, resume=resume,
@@ -193,11 +186,6 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         arrays[f"{probe}/steps"] = recorded_steps
         if "layer" in labels:
             arrays[f"{probe}/layers"] = np.array(labels["layer"])
-    if sigma_first is not None:
-        sigma_last = sigma_per_layer(model, batch, spec.activations, spec.final_activation)
-        arrays["dominant_flow/sigma"] = np.stack([sigma_first, sigma_last])
-        arrays["dominant_flow/steps"] = np.array([0, steps - 1])
-        arrays["dominant_flow/layers"] = np.array(spec.activations)
     scalars = run.scalars()
     for name in FINAL_SCALARS:
         arrays[f"final/{name}"] = np.array(scalars.loc[scalars["name"] == name, "value"].iloc[-1])
@@ -220,23 +208,3 @@ def cushion_layers(model: nn.Module) -> list[str]:
         if not (reshapes and layer.name.startswith("group")):
             names.append(layer.name)
     return names
-
-
-def sigma_per_layer(
-    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], activations: tuple[str, ...], final: str
-) -> np.ndarray:
-    """σ^(ℓ) of every activation layer on ``batch`` (eval-mode copy of ``model``; the model is untouched)."""
-    twin = copy.deepcopy(model).eval()
-    seen: dict[str, torch.Tensor] = {}
-    handles = [
-        twin.get_submodule(name).register_forward_hook(lambda m, a, out, name=name: seen.setdefault(name, out))
-        for name in (*activations, final)
-    ]
-    try:
-        x, y = batch
-        loss = nn.functional.cross_entropy(twin(x), y)
-        result = dominant_flow(seen[final], [seen[n] for n in activations], loss=loss)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return result.sigma.detach().double().numpy()

@@ -64,9 +64,8 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     caption = (
         f"σ^(ℓ) (eq. 13, mean over the fixed probe batch of {first['probe_size']} test samples, eval mode) of every "
         f"activation a^(ℓ) against a^(L) = the average-pooled last map, before the first update (solid) and at the "
-        f"last step (dotted). Simplified nets: DominantFlow probe; fully-fledged nets (BatchNorm): the same metric "
-        f"on an eval-mode copy of the model, because the probe's capture restores BN buffers in place and breaks "
-        f"the backward graph of BN nets. The last activation feeds the pool alone, so σ = 1 there for every net. "
+        f"last step (dotted), recorded by the DominantFlow probe. The last activation feeds the pool alone, so "
+        f"σ = 1 there for every net. "
         f"{'; '.join(notes)}. Layers of (b) are block outputs (the document plots one point per conv layer). "
         f"{describe(used, inputs.scale)} Document: CIFAR-10, 200 (simplified) and 180 (fully-fledged) epochs."
     )

@@ -1,0 +1,219 @@
+"""Simplified PlnNet (KWI) vs ResNet (HMWI) vs dominant-path net T′ (document 004, appendices A, C, D):
+Tables 1, 3, 4, 5 and Figures 2, 7, 9.
+
+One training run per (kind, depth, seed) with ``kind`` in ``plain`` (``simplified_plain_{d}``, KWI),
+``residual`` (``simplified_resnet_{d}``, HMWI) and ``dominant`` (``simplified_dominant_{d}``, T′ = I + R_s,
+HMWI). Every run records :class:`~gradlens.probes.GradStats` at every step and the trainer's per-step loss
+and per-epoch ``epoch_train_loss`` (risk L), ``cost`` (C = L + λ‖θ‖²) and ``test_acc`` (E = 1 − test_acc).
+
+Training follows the document: SGD with momentum 0.9; the weight decay is the explicit penalty λ‖θ‖² over
+every parameter (λ = 1e-4; the optimizer's own weight decay is 0), so the cost C and the "weight
+regularisation" of Table 4 are exactly what is optimised (for T′ the penalty covers the whole stored kernel
+I + R); learning rate 1e-2, except 1e-3 for the plain
+net of depth 44 and 5e-3 for the T′ net of depth 44; divided by 10 at 60 % and 80 % of the epochs (the
+document's epochs 120 and 160 of 200).
+
+Stored beside the parameters (in the run's configuration, for Table 4): ``initial_train_loss``,
+``initial_train_acc``, ``initial_test_acc`` (the whole training/test set in eval mode before the first
+step) and ``initial_weight_reg`` (λ‖θ₀‖²).
+
+Weights (Table 3, Figure 7): a plain or residual run with ``save_weights`` (depth ``weights_depth``) also
+writes ``<key>.weights.h5`` (:func:`weights_path`), a result with the plain-network weights (biases
+excluded, every weight tensor flattened and concatenated in ``state_dict`` order) before (``init``) and
+after (``final``) training: ``p`` for the plain net, ``t = T(r)`` for the residual one, and the boolean
+``id_entry`` mask of the ID entries (document 004, eq. 1). The file is written right after the last
+optimizer step, before the training run's file is finished, so a finished run always has it.
+
+Presets: ``paper`` is the document's CIFAR-10 setup (depths 20/32/44, 200 epochs, batch 128, 10 seeds);
+``quick`` uses 1500 training / 500 test images of the 10k real-MNIST subset at 28×28, batch 32 (more steps
+per second of CPU than the document's 128), 5 epochs (learning rate /10 after epochs 3 and 4) and 2 seeds
+(235 steps; with :mod:`analyses.equivalence` at quick, 1003 s of CPU in all, i.e. about 9 minutes with
+``--jobs 2`` on a dedicated 2-core CPU); ``smoke`` uses the embedded 8×8 digits and depths 5 and 8.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from analyses.common import load_data, train_recorded
+from gradlens.models import create_model
+from gradlens.models.simplified import SimplifiedNet
+from gradlens.models.transforms import decay_penalty, id_entries, transform
+from gradlens.probes import GradStats
+from gradlens.results import save_result
+from gradlens.train import TrainConfig, evaluate, load_checkpoint
+
+KIND_MODELS = {"plain": "simplified_plain_{}", "residual": "simplified_resnet_{}", "dominant": "simplified_dominant_{}"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The sweep (see the module docstring)."""
+
+    dataset: str
+    n_train: int | None
+    n_test: int | None
+    depths: tuple[int, ...]
+    seeds: tuple[int, ...]
+    epochs: int
+    weights_depth: int
+    batch_size: int = 128
+    kinds: tuple[str, ...] = ("plain", "residual", "dominant")
+    lr: float = 1e-2
+    lr_exceptions: tuple[tuple[str, int, float], ...] = (("plain", 44, 1e-3), ("dominant", 44, 5e-3))
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestone_fractions: tuple[float, ...] = (0.6, 0.8)
+
+    @classmethod
+    def smoke(cls) -> Config:
+        return cls("digits", 128, 64, depths=(5, 8), seeds=(0, 1), epochs=2, weights_depth=8, batch_size=32)
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls("mnist", 1500, 500, depths=(20, 32, 44), seeds=(0, 1), epochs=5, weights_depth=32,
+                   batch_size=32)
+
+    @classmethod
+    def paper(cls) -> Config:
+        return cls("cifar10", None, None, depths=(20, 32, 44), seeds=tuple(range(10)), epochs=200,
+                   weights_depth=32)
+
+    def learning_rate(self, kind: str, depth: int) -> float:
+        """The document's initial learning rate of ``kind`` at ``depth``."""
+        return next((lr for k, d, lr in self.lr_exceptions if (k, d) == (kind, depth)), self.lr)
+
+    def milestones(self) -> list[int]:
+        """Epochs after which the learning rate is divided by 10 (120 and 160 of 200 in the document)."""
+        return [round(f * self.epochs) for f in self.milestone_fractions]
+
+
+def runs(config: Config) -> list[dict]:
+    """kinds × depths × seeds."""
+    return [
+        {
+            "analysis": "simplified_training",
+            "model": KIND_MODELS[kind].format(depth),
+            "kind": kind,
+            "depth": depth,
+            "seed": seed,
+            "epochs": config.epochs,
+            "dataset": config.dataset,
+            "n_train": config.n_train,
+            "n_test": config.n_test,
+            "batch_size": config.batch_size,
+            "lr": config.learning_rate(kind, depth),
+            "momentum": config.momentum,
+            "weight_decay": config.weight_decay,
+            "milestones": config.milestones(),
+            "save_weights": depth == config.weights_depth and kind != "dominant",
+        }
+        for kind in config.kinds
+        for depth in config.depths
+        for seed in config.seeds
+    ]
+
+
+def weights_path(path: str | Path) -> Path:
+    """The weights file written beside the training run ``path`` (runs with ``save_weights``)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".weights.h5")
+
+
+def plain_weights(model: SimplifiedNet) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened plain-network weights (``p``, or ``t = T(r)`` for a ResNet) and their ID-entry mask.
+
+    Biases are excluded; weight tensors are concatenated in ``state_dict`` order.
+    """
+    state = {k: v.detach().double() for k, v in model.state_dict().items()}
+    if model.kind == "residual":
+        state = transform(state, model.id_layer_names())
+    id_layers = {f"{name}.weight" for name in model.id_layer_names()}
+    values, ids = [], []
+    for name, _ in model.named_parameters():
+        if not name.endswith("weight"):
+            continue
+        values.append(state[name].flatten())
+        mask = id_entries(state[name]) > 0 if name in id_layers else torch.zeros_like(state[name], dtype=torch.bool)
+        ids.append(mask.flatten())
+    return torch.cat(values).numpy(), torch.cat(ids).numpy()
+
+
+def at_step(step: int, done: int, action: Callable[[], None]) -> Callable[[], None]:
+    """An ``after_step`` callback that calls ``action`` after optimizer step number ``step`` (1-based),
+    counting from ``done`` steps already taken (a resumed run)."""
+    count = [done]
+
+    def after_step() -> None:
+        count[0] += 1
+        if count[0] == step:
+            action()
+
+    return after_step
+
+
+def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, progress: bool) -> None:
+    """Train one simplified net with GradStats at every step; write its weights file if asked."""
+    data = load_data(params, data_dir)
+    options = {"in_channels": data.input_shape[0], "image_size": data.input_shape[-1],
+               "num_classes": data.num_classes}
+    torch.manual_seed(params["seed"])
+    model = create_model(params["model"], **options)
+    config = TrainConfig(
+        epochs=params["epochs"],
+        batch_size=params["batch_size"],
+        lr=params["lr"],
+        momentum=params["momentum"],
+        milestones=tuple(params["milestones"]),
+        seed=params["seed"],
+    )
+    lam = params["weight_decay"]
+
+    def penalty(net: nn.Module) -> torch.Tensor:
+        return lam * decay_penalty(net, "l2")
+
+    initial = initial_metrics(model, data, penalty)
+    after_step = None
+    if params["save_weights"]:
+        init, id_entry = plain_weights(model)
+
+        def write_weights() -> None:
+            final, _ = plain_weights(model)
+            arrays = {"init": init.astype(np.float32), "final": final.astype(np.float32), "id_entry": id_entry}
+            meta = {"config": params, "weights": "t = T(r)" if params["kind"] == "residual" else "p"}
+            save_result(weights_path(path), meta, arrays, overwrite=True)
+
+        checkpoint = path.with_suffix(".ckpt.pt")
+        done = load_checkpoint(checkpoint).history.steps if resume and checkpoint.exists() else 0
+        total = params["epochs"] * math.ceil(data.n_train / params["batch_size"])
+        after_step = at_step(total, done, write_weights)
+    train_recorded(
+        params,
+        path,
+        model=model,
+        data=data,
+        config=config,
+        probes=[GradStats(every=1)],
+        resume=resume,
+        progress=progress,
+        penalty=penalty,
+        after_step=after_step,
+        extra_meta=initial,
+    )
+
+
+def initial_metrics(model: nn.Module, data, penalty: Callable[[nn.Module], torch.Tensor]) -> dict:
+    """Loss/accuracy on the whole training and test sets and the weight regularisation before training."""
+    train_loss, train_acc = evaluate(model, data.x_train.to(next(model.parameters()).dtype), data.y_train)
+    _, test_acc = evaluate(model, data.x_test.to(next(model.parameters()).dtype), data.y_test)
+    with torch.no_grad():
+        reg = float(penalty(model))
+    return {"initial_train_loss": train_loss, "initial_train_acc": train_acc, "initial_test_acc": test_acc,
+            "initial_weight_reg": reg}

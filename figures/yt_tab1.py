@@ -1,0 +1,146 @@
+"""yt-tab1: training loss L, cost C and test error E of simplified PlnNets and ResNets, depths 20/32/44
+(document 004, appendix A, Table 1).
+
+Also holds the readers shared by the other training-comparison items of document 004 (yt-tab4, yt-tab5,
+yt-fig2, yt-fig9): per-epoch scalars of a run, runs of one kind and depth in seed order, mean ± sd.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from figures.base import FigureInputs, FigureOutput, Recorded, config, describe, save_table
+
+ID = "yt-tab1"
+ANALYSES = ("simplified_training",)
+NEEDS = {"simplified_training": ("scalars/epoch_train_loss", "scalars/cost", "scalars/test_acc", "grad_stats/norm")}
+CLAIM = (
+    "ResNets have smaller L and E than PlnNets of equal depth; PlnNets degrade with depth (L × 6.85 from depth "
+    "20 to 44) much more than ResNets (× 1.73) (document 004, appendix A, Table 1)."
+)
+NAMES = {"plain": "PlnNet", "residual": "ResNet", "dominant": "T′ net"}
+CHANCE_LOSS = math.log(10)
+PLATEAU = 0.9 * CHANCE_LOSS
+
+
+def epoch_values(run: Recorded, name: str) -> np.ndarray:
+    """The per-epoch scalar ``name`` of a training run (index e − 1 = after epoch e)."""
+    scalars = run.scalars()
+    return scalars.loc[scalars["name"] == name, "value"].to_numpy()
+
+
+def seed_runs(inputs: FigureInputs, analysis: str, **match: object) -> list[Recorded]:
+    """Runs of ``analysis`` matching ``match``, in seed order; an error naming the match when none."""
+    found = sorted(inputs.of(analysis, **match), key=lambda r: config(r)["seed"])
+    if not found:
+        raise ValueError(f"no {analysis} run with {match}")
+    return found
+
+
+def mean_sd(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single seed) over ``axis``."""
+    values = np.asarray(values, dtype=np.float64)
+    sd = values.std(axis=axis, ddof=1) if values.shape[axis] > 1 else np.zeros_like(values.mean(axis=axis))
+    return values.mean(axis=axis), sd
+
+
+def final_metrics(run: Recorded) -> dict[str, float]:
+    """L (last epoch's training loss), C (cost), E (test error) after training, and the regulariser C − L."""
+    loss, cost = epoch_values(run, "epoch_train_loss")[-1], epoch_values(run, "cost")[-1]
+    return {"L": loss, "C": cost, "E": 1.0 - epoch_values(run, "test_acc")[-1], "reg": cost - loss}
+
+
+def first_step_grad_norm(run: Recorded) -> float:
+    """‖∂L/∂W‖ over all weight layers at the first optimizer step (GradStats ``norm``)."""
+    _, norms, _, _ = run.array("grad_stats", "norm")
+    return float(np.sqrt((norms[0] ** 2).sum()))
+
+
+def plateau_note(final_losses: dict[str, float], runs: list[Recorded]) -> str:
+    """A caption sentence naming the nets (label -> final mean loss) still near chance (> 0.9 ln 10), if any."""
+    stuck = [label for label, loss in final_losses.items() if loss > PLATEAU]
+    if not stuck:
+        return ""
+    steps = sorted({len(epoch_values(r, "train_loss")) for r in runs})
+    text = (
+        f"Disagreement with the document: after {'/'.join(map(str, steps))} SGD steps {', '.join(stuck)} still "
+        f"have a loss near chance (> 0.9·ln 10 = {PLATEAU:.2f}), so at this scale the comparison is between nets "
+        f"that have and have not left the initial loss plateau, not between trained nets (the document trains 200 "
+        f"epochs, ~78k steps). "
+    )
+    if any(not label.startswith(NAMES["plain"]) for label in stuck):
+        text += (
+            "HMWI (σ = 1/S) makes the residual branches and the classifier tiny, so the initial gradients are small "
+            "(yt-tab1, column |g| step 0: total weight-gradient norm at the first step, GradStats). "
+        )
+    if any(label.startswith(NAMES["plain"]) for label in stuck):
+        text += "A PlnNet near chance has either not started to learn or collapsed to a constant prediction. "
+    return text
+
+
+def table_losses(table: pd.DataFrame) -> dict[str, float]:
+    """``"network depth" -> L`` of a summary table, for :func:`plateau_note`."""
+    return {f"{row.network} {row.depth}": row.L for row in table.itertuples()}
+
+
+def summary_rows(inputs: FigureInputs, kinds: tuple[str, ...], metrics: tuple[str, ...]) -> pd.DataFrame:
+    """One row per (depth, kind): mean and sd over seeds of the final ``metrics``."""
+    depths = sorted({config(r)["depth"] for r in inputs.runs["simplified_training"]})
+    rows = []
+    for depth in depths:
+        for kind in kinds:
+            runs = seed_runs(inputs, "simplified_training", kind=kind, depth=depth)
+            finals = [final_metrics(r) for r in runs]
+            row: dict[str, object] = {"depth": depth, "network": NAMES[kind], "seeds": len(runs),
+                                      "lr": config(runs[0])["lr"]}
+            for metric in metrics:
+                mean, sd = mean_sd([f[metric] for f in finals])
+                row[metric] = float(mean)
+                row[f"{metric} sd"] = float(sd)
+            row["|g| step 0"] = float(np.mean([first_step_grad_norm(r) for r in runs]))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def training_setup(runs: list[Recorded], scale: str) -> str:
+    """What the training used (learning rates, milestones, batch, λ) and the data, for captions."""
+    first = config(runs[0])
+    lrs = sorted({(config(r)["kind"], config(r)["depth"], config(r)["lr"]) for r in runs})
+    exceptions = [f"{NAMES[k]} {d}: {lr:g}" for k, d, lr in lrs if lr != 1e-2]
+    text = (
+        f"SGD, momentum {first['momentum']:g}, batch {first['batch_size']}, learning rate 1e-2"
+        + (f" ({', '.join(exceptions)})" if exceptions else "")
+        + f" divided by 10 after epochs {', '.join(str(m) for m in first['milestones'])}; weight decay as the "
+        f"penalty λ‖θ‖², λ = {first['weight_decay']:g}. {describe(runs, scale)}"
+    )
+    if first["dataset"] != "cifar10":
+        text += (f" Substitution: the document trains on CIFAR-10 (32×32×3, 200 epochs, batch 128); here "
+                 f"{first['dataset']} at {scale} scale with {first['n_train']} training images.")
+    return text
+
+
+def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
+    table = summary_rows(inputs, ("plain", "residual"), ("L", "C", "E"))
+    runs = inputs.runs["simplified_training"]
+    depths = sorted(table["depth"].unique())
+    loss = table.set_index(["network", "depth"])["L"]
+    first, last = depths[0], depths[-1]
+    plain_ratio = loss["PlnNet", last] / loss["PlnNet", first]
+    res_ratio = loss["ResNet", last] / loss["ResNet", first]
+    numbers = {
+        f"PlnNet L({last})/L({first})": float(plain_ratio),
+        f"ResNet L({last})/L({first})": float(res_ratio),
+        **{f"{net} {d}: L / E": f"{loss[net, d]:.4g} / {table.set_index(['network', 'depth'])['E'][net, d]:.4g}"
+           for net in ("PlnNet", "ResNet") for d in depths},
+    }
+    caption = (
+        f"Training loss L (mean over the last epoch's mini-batches), cost C = L + λ‖θ‖² and test error E after "
+        f"training, mean and sd over seeds. Degradation L({last})/L({first}): PlnNet {plain_ratio:.2f}, ResNet "
+        f"{res_ratio:.2f} (document: 6.85 and 1.73). " + plateau_note(table_losses(table), runs)
+        + training_setup(runs, inputs.scale)
+    )
+    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

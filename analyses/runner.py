@@ -90,10 +90,11 @@ def status(path: Path) -> str:
         return "unreadable"
 
 
-def _execute(spec: RunSpec, root: str, data_dir: str | None, resume: bool, threads: int) -> str:
-    import torch
+def _execute(spec: RunSpec, root: str, data_dir: str | None, resume: bool, threads: int | None) -> str:
+    if threads is not None:  # a worker process: share the cores with the other workers
+        import torch
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
     path = spec.path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     analysis_module(spec.analysis).execute(spec.params, path, data_dir=data_dir, resume=resume, progress=False)
@@ -112,7 +113,8 @@ def ensure_runs(
     """Make sure every run exists and is finished; returns spec -> file path.
 
     Finished runs are reused (unless ``force``); unfinished ones are resumed; missing ones are done, in
-    ``jobs`` worker processes (each with ``cpu_count // jobs`` torch threads).
+    ``jobs`` worker processes (each with ``cpu_count // jobs`` torch threads); with ``jobs=1`` in this process,
+    with its own thread setting.
     """
     root = str(root)
     todo = []
@@ -133,7 +135,7 @@ def ensure_runs(
         if jobs == 1:
             for spec, resume in todo:
                 bar.set_postfix_str(f"{spec.analysis} {spec.key}")
-                _execute(spec, root, data_dir, resume, threads)
+                _execute(spec, root, data_dir, resume, None)  # in this process: its thread setting stays
                 bar.update()
         else:
             context = multiprocessing.get_context("spawn")

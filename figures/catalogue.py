@@ -2,6 +2,10 @@
 
 ``gradlens figures --list`` prints exactly these IDs. Each implemented item is a module
 ``figures/<id with - as _>.py``; ``tests/figures/test_catalogue.py`` checks this list against FIGURES.md.
+
+``EXTRA_ITEMS`` are figures the documents do not have (e.g. gradient flow of the compared architectures):
+drawn, selectable with ``--only`` and shown in their document's section of the gallery marked as extra,
+but never printed by ``--list``.
 """
 
 from __future__ import annotations
@@ -163,5 +167,20 @@ ITEMS: tuple[Item, ...] = (
         "yt-tab-icushion",
         "004",
         "interlayer cushion μ(i,j) of the 5th of 9 blocks of a fully-fledged depth-20 ResNet vs the corresponding plain block (document: 0.20 ± 0.0024 vs 2.7e−7 ± 2.4e−8)",
+    ),
+)
+
+EXTRA_ITEMS: tuple[Item, ...] = (
+    Item(
+        "van-extra-gradflow",
+        "002",
+        "per-layer gradient flow (weight-gradient norm and σ) of plain vs VAN vs ResNet thin MLPs at depth 30 "
+        "over training",
+    ),
+    Item(
+        "yw-extra-gradflow",
+        "003",
+        "per-layer gradient flow (weight-gradient norm and σ) of the skip vs vanilla MLP and of the skip vs "
+        "vanilla vs reinforced CNN",
     ),
 )

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 
 from analyses.runner import RunSpec, ensure_runs, plan
 from figures.base import FigureInputs, FigureOutput, missing_keys, open_recorded
-from figures.catalogue import ITEMS
+from figures.catalogue import EXTRA_ITEMS, ITEMS
 from figures.gallery import write_gallery
 
 SCALES = ("smoke", "quick", "paper")
@@ -36,13 +36,13 @@ def figure_module(item_id: str):
 
 
 def implemented() -> dict[str, object]:
-    """ID -> module for every implemented catalogue item, in catalogue order."""
-    found = {item.id: figure_module(item.id) for item in ITEMS}
+    """ID -> module for every implemented catalogue item, in catalogue order, then the extra items."""
+    found = {item.id: figure_module(item.id) for item in (*ITEMS, *EXTRA_ITEMS)}
     return {item_id: module for item_id, module in found.items() if module is not None}
 
 
 def list_items() -> list[str]:
-    """Lines of ``--list``: every catalogue ID, unimplemented ones marked."""
+    """Lines of ``--list``: every catalogue ID (not the extra items), unimplemented ones marked."""
     done = implemented()
     return [item.id if item.id in done else f"{item.id}  (not implemented)" for item in ITEMS]
 
@@ -52,7 +52,7 @@ def select(only: list[str] | None) -> dict[str, object]:
     done = implemented()
     if not only:
         return done
-    known = {item.id for item in ITEMS}
+    known = {item.id for item in (*ITEMS, *EXTRA_ITEMS)}
     for item_id in only:
         if item_id not in known:
             raise KeyError(f"unknown figure ID {item_id!r}; `gradlens figures --list` prints the IDs")

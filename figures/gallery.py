@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from figures.base import FigureOutput
-from figures.catalogue import DOCUMENTS, ITEMS
+from figures.catalogue import DOCUMENTS, EXTRA_ITEMS, ITEMS
 
 
 def _numbers_html(numbers: Mapping[str, object]) -> str:
@@ -23,8 +23,11 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _item_html(item_id: str, title: str, claim: str | None, output: FigureOutput | None, out_dir: Path) -> str:
-    head = f"<h3 id='{item_id}'>{html.escape(item_id)} — {html.escape(title)}</h3>"
+def _item_html(
+    item_id: str, title: str, claim: str | None, output: FigureOutput | None, out_dir: Path, extra: bool = False
+) -> str:
+    mark = " <span class='extra'>(extra: not in the document)</span>" if extra else ""
+    head = f"<h3 id='{item_id}'>{html.escape(item_id)} — {html.escape(title)}{mark}</h3>"
     if output is None:
         return head + "<p class='missing'>Not implemented yet: no figure is shown for this item.</p>"
     body = []
@@ -58,18 +61,22 @@ def write_gallery(
     """
     sections, summary = [], [f"# gradlens figures — scale `{scale}`", ""]
     for document, name in DOCUMENTS.items():
-        items = [i for i in ITEMS if i.document == document and (selected is None or i.id in selected)]
+        items = [
+            i for i in (*ITEMS, *EXTRA_ITEMS) if i.document == document and (selected is None or i.id in selected)
+        ]
         if not items:
             continue
         sections.append(f"<h2>Document {html.escape(name)}</h2>")
         summary += [f"## Document {name}", ""]
         for item in items:
             output = outputs.get(item.id)
-            sections.append(_item_html(item.id, item.title, claims.get(item.id), output, out_dir))
+            extra = item in EXTRA_ITEMS
+            sections.append(_item_html(item.id, item.title, claims.get(item.id), output, out_dir, extra))
+            label = f"{item.id} (extra: not in the document)" if extra else item.id
             if output is None:
-                summary += [f"- **{item.id}**: not implemented", ""]
+                summary += [f"- **{label}**: not implemented", ""]
                 continue
-            summary += [f"- **{item.id}** — {output.caption}"]
+            summary += [f"- **{label}** — {output.caption}"]
             summary += [f"  - {k}: {_fmt(v)}" for k, v in output.numbers.items()]
             summary.append("")
     index = out_dir / "index.html"
@@ -78,7 +85,8 @@ def write_gallery(
         f"<title>gradlens figures ({html.escape(scale)})</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "img{max-width:100%;border:1px solid #eee}.caption{color:#333}.claim{color:#555}"
-        ".missing{color:#a00}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+        ".missing{color:#a00}.extra{color:#07a;font-weight:normal}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
         "</style></head><body>"
         f"<h1>gradlens figures — scale {html.escape(scale)}</h1>" + "".join(sections) + "</body></html>",
         encoding="utf-8",

@@ -1,0 +1,159 @@
+"""van-fig2: accuracy vs depth 8n+2 (ResNet, VAN, VAN(λ=0), plain) and the train/test error of VAN and plain with
+the mean α-residual on a right axis (document 002, Figure 2: CIFAR-10, curves at 26 layers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from figures.base import FigureInputs, FigureOutput, config, describe, save_figure
+from figures.van_util import final_scalar, mean_sd, scalar_series, values_of
+
+ID = "van-fig2"
+ANALYSES = ("van_preact",)
+NEEDS = {"van_preact": ("scalars/test_acc", "scalars/train_acc", "scalars/epoch")}
+CLAIM = (
+    "The α-residual (1/L)Σ(1−α)² falls to 0 during training (skips fully removed, at about the 120th "
+    "iteration on CIFAR-10), and VAN's train and test errors stay at or below the plain net's; plain nets "
+    "degrade with depth far more than VAN (document 002, 4.2, Figure 2)."
+)
+LABELS = {"resnet": "ResNet", "van": "VAN", "van0": "VAN (λ=0)", "plain": "Plain"}
+COLOURS = {"resnet": "C0", "van": "C3", "van0": "C1", "plain": "k"}
+
+
+def pick_dataset(runs: list, wanted: str) -> tuple[str, str]:
+    """(dataset to show, note): ``wanted`` when its runs exist, else the runs' dataset with a note saying so."""
+    present = values_of(runs, "dataset")
+    if wanted in present:
+        return wanted, ""
+    shown = present[0]
+    return shown, f"{wanted} is not in this scale's runs: the panels show {shown} instead (substitute). "
+
+
+def steps_per_epoch(run) -> int:
+    """Optimizer steps per epoch, from the step at which epoch 1 was logged."""
+    frame = run.scalars()
+    return int(frame.loc[frame["name"] == "epoch", "step"].iloc[0]) + 1
+
+
+def depth_table(runs: list) -> pd.DataFrame:
+    """Final test accuracy per variant × depth: mean, sd, best over seeds."""
+    rows = []
+    for variant in [v for v in LABELS if any(config(r)["variant"] == v for r in runs)]:
+        chosen = [r for r in runs if config(r)["variant"] == variant]
+        for depth in values_of(chosen, "depth"):
+            accs = [final_scalar(r, "test_acc") for r in chosen if config(r)["depth"] == depth]
+            mean, sd = mean_sd(accs)
+            rows.append(
+                {
+                    "variant": variant,
+                    "depth": depth,
+                    "test_acc_mean": mean,
+                    "test_acc_sd": sd,
+                    "test_acc_best": max(accs),
+                    "seeds": len(accs),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def draw_preact(
+    inputs: FigureInputs, out_dir: Path, item_id: str, wanted: str, curve_depth: int, figure_no: int
+) -> FigureOutput:
+    """Both panels of document 002's Figure 2 (``wanted="cifar10"``, 26 layers) or 3 (cifar100, 18)."""
+    dataset, note = pick_dataset(inputs.runs["van_preact"], wanted)
+    runs = [r for r in inputs.runs["van_preact"] if config(r)["dataset"] == dataset]
+    table = depth_table(runs)
+    depths = values_of(runs, "depth")
+    depth = min(depths, key=lambda d: (abs(d - curve_depth), -d))
+    if depth != curve_depth:
+        note += f"Curves at {depth} layers (the document's {curve_depth} was not run at this scale). "
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for variant, group in table.groupby("variant", sort=False):
+        left.errorbar(
+            group["depth"],
+            group["test_acc_mean"],
+            yerr=np.nan_to_num(group["test_acc_sd"]),
+            color=COLOURS[variant],
+            marker="o",
+            ms=4,
+            capsize=3,
+            label=LABELS[variant],
+        )
+    left.set_xlabel("depth 8n+2")
+    left.set_ylabel("test accuracy")
+    left.set_xticks(depths)
+    left.set_title(f"{dataset}: test accuracy vs depth")
+    left.legend(fontsize=8)
+    left.grid(alpha=0.3)
+    numbers: dict[str, object] = {}
+    alpha_ax = right.twinx()
+    for variant in ("van", "plain"):
+        chosen = [r for r in runs if config(r)["variant"] == variant and config(r)["depth"] == depth]
+        if not chosen:
+            continue
+        epochs = scalar_series(chosen[0], "epoch")
+        train_err = 1 - np.mean([scalar_series(r, "train_acc") for r in chosen], axis=0)
+        test_err = 1 - np.mean([scalar_series(r, "test_acc") for r in chosen], axis=0)
+        right.plot(epochs, train_err, color=COLOURS[variant], ls="--", marker=".", label=f"{LABELS[variant]} train")
+        right.plot(epochs, test_err, color=COLOURS[variant], ls="-", marker="o", ms=4, label=f"{LABELS[variant]} test")
+        numbers[f"{LABELS[variant]} {depth}: final test error"] = float(test_err[-1])
+        numbers[f"{LABELS[variant]} {depth}: final train error"] = float(train_err[-1])
+        if variant == "van":
+            steps, residual, _, _ = chosen[0].array("van_alpha", "residual")
+            per_epoch = steps_per_epoch(chosen[0])
+            alpha_ax.plot(
+                steps / per_epoch,
+                residual,
+                color="goldenrod",
+                lw=2.5,
+                label=f"VAN α-residual (seed {config(chosen[0])['seed']})",
+            )
+            gone = np.flatnonzero(residual <= 1e-6)
+            numbers["α-residual at step 0"] = float(residual[0])
+            numbers["α-residual final"] = float(residual[-1])
+            numbers["first step with α-residual <= 1e-6"] = int(steps[gone[0]]) if gone.size else "never"
+            numbers["steps per epoch"] = per_epoch
+    right.set_xlabel("epoch")
+    right.set_ylabel("error (1 − accuracy)")
+    right.set_yscale("log")
+    alpha_ax.set_ylabel("mean α-residual (1/L)Σ mean(1−α)²", color="goldenrod")
+    alpha_ax.set_ylim(-0.02, 1.02)
+    right.set_title(f"{dataset}: {depth} layers, VAN vs plain (mean over seeds)")
+    lines = right.get_legend_handles_labels()
+    extra = alpha_ax.get_legend_handles_labels()
+    right.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper right")
+    right.grid(alpha=0.3, which="both")
+    fig.suptitle(f"Pre-activation nets, ResNet vs VAN vs plain (document 002, Figure {figure_no})")
+    fig.tight_layout()
+    for _, row in table.iterrows():
+        numbers[f"{LABELS[row['variant']]} depth {row['depth']}: test acc"] = float(row["test_acc_mean"])
+    first = config(runs[0])
+    verdict = ""
+    if f"VAN {depth}: final test error" in numbers and f"Plain {depth}: final test error" in numbers:
+        van, plain = numbers[f"VAN {depth}: final test error"], numbers[f"Plain {depth}: final test error"]
+        step = numbers["first step with α-residual <= 1e-6"]
+        reached = "never reaches ≤ 1e-6" if step == "never" else f"first reaches ≤ 1e-6 at step {step}"
+        verdict = (
+            f"At this scale the α-residual {reached} (document: skips gone after about 120 iterations) "
+            f"and VAN's final test error at {depth} layers is {100 * van:.1f} % vs plain {100 * plain:.1f} %: "
+            + ("'VAN ≥ plain' holds. " if van <= plain else "'VAN ≥ plain' does NOT hold here. ")
+        )
+    caption = (
+        note
+        + verdict
+        + f"Left: final test accuracy vs depth, mean ± sd over seeds. Right: per-epoch train error (running, "
+        f"dashed) and test error (solid) of VAN and plain at {depth} layers, and the VAN α-residual per step "
+        f"(gold, right axis; x = step / steps per epoch). Width {first['width']}, η = {first['lr']} ÷10 at epochs "
+        f"{first['milestones']}, momentum {first['momentum']}, batch {first['batch_size']}, weight decay "
+        f"{first['weight_decay']}, η′ = {first['lambda_lr_ratio']}·η, λ init {first['lambda_init']}; no data "
+        f"augmentation. {describe(runs, inputs.scale)}"
+    )
+    return FigureOutput(save_figure(fig, out_dir, item_id), caption, numbers, figure=fig, table=table)
+
+
+def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
+    return draw_preact(inputs, out_dir, ID, "cifar10", 26, 2)

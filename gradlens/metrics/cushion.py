@@ -21,8 +21,9 @@ from torch import Tensor, nn
 _CONV_FUNCTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 #: Default of ``interlayer_cushion(method="auto")``: the exact route is used when the smaller side of the
-#: per-sample Jacobian has at most this many elements (that many JVPs/VJPs), else Hutchinson.
-AUTO_EXACT_MAX = 4096
+#: per-sample Jacobian has at most this many elements (that many JVPs/VJPs, at most 4× the cost of the default
+#: 64-probe Hutchinson estimate), else Hutchinson.
+AUTO_EXACT_MAX = 256
 
 
 def _tuple(value: int | Sequence[int], dims: int) -> tuple[int, ...]:

@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/gradlens demo
+	$(BIN)/gradlens demo --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

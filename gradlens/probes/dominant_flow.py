@@ -28,8 +28,9 @@ def final_activation(ctx, name: str | None) -> str:
 class DominantFlow(Probe):
     """σ^(ℓ) per activation layer (mean over the probe batch and per sample) and the ratios r_i.
 
-    Records ``sigma`` ``[layer]``, ``sigma_per_sample`` ``[layer, sample]`` and ``r``
-    ``[layer, sample, channel]`` (NaN-padded to the widest layer).
+    Records ``sigma`` ``[layer]``, ``sigma_per_sample`` ``[layer, sample]``, ``r``
+    ``[layer, sample, channel]`` (NaN-padded to the widest layer) and ``nonfinite`` ``[layer]``: the samples whose
+    σ is NaN (non-finite activations or gradients), which ``sigma`` leaves NaN rather than hiding.
 
     Args:
         every: schedule (None: the session default).
@@ -78,6 +79,7 @@ class DominantFlow(Probe):
             "sigma": Quantity((len(names),), ("layer",), labels),
             "sigma_per_sample": Quantity((len(names), batch), ("layer", "sample"), labels),
             "r": Quantity((len(names), batch, widest), ("layer", "sample", "channel"), labels),
+            "nonfinite": Quantity((len(names),), ("layer",), labels),
         }
 
     def compute(self, ctx) -> dict[str, torch.Tensor]:
@@ -92,8 +94,10 @@ class DominantFlow(Probe):
         r = torch.full((len(names), x.shape[0], widest), float("nan"), dtype=torch.float64)
         for index, ratios in enumerate(result.r):
             r[index, :, : ratios.shape[1]] = ratios.detach().double().cpu()
+        per_sample = result.sigma_per_sample.detach().T
         return {
             "sigma": result.sigma.detach(),
-            "sigma_per_sample": result.sigma_per_sample.detach().T,
+            "sigma_per_sample": per_sample,
             "r": r,
+            "nonfinite": (~torch.isfinite(per_sample)).sum(dim=1).double(),
         }

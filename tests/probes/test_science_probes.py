@@ -161,6 +161,8 @@ def test_recorded_values_equal_direct_metrics_at_step_0(tmp_path):
     )
     steps, sigma, _, _ = run.array("dominant_flow", "sigma")
     np.testing.assert_allclose(sigma[0], expected.sigma.detach().numpy(), rtol=1e-12)
+    flags = run.frame("dominant_flow")
+    assert (flags[(flags.step == 0) & (flags.quantity == "nonfinite")]["value"] == 0).all()
     _, r, _, _ = run.array("dominant_flow", "r")
     np.testing.assert_allclose(r[0, 1], expected.r[1].detach().numpy(), rtol=1e-12)
     (grad,) = torch.autograd.grad(loss, captured["block2.relu"])

@@ -7,10 +7,8 @@ size follows the learning-rate schedule. The :class:`AlphaProbe` records, at eve
 that step's update), the mean α-residual (1/L) Σ_l mean_i (1 − α_{l,i})² of Figures 2 and 3 and the mean α
 of every VAN skip.
 
-σ (DominantFlow) is NOT recorded for the document-002 nets (``sigma_epochs=None`` in their presets): they
-all use batch normalisation, and DominantFlow fails on BN models because ``ProbeContext.isolated`` (in
-``gradlens/session.py``) restores the BN buffers in place after the probe's forward, which invalidates the
-autograd graph the probe then differentiates ("modified by an inplace operation"). GradStats is recorded.
+σ (DominantFlow, on the fixed probe batch, eval mode) is recorded every ``sigma_epochs`` epochs and at the
+last step, GradStats every ``grad_every`` steps.
 
 A VAN run is not resumed from a checkpoint: the multipliers λ live in the update object, not in the
 checkpoint, so an interrupted VAN run is redone from the start.

@@ -47,7 +47,7 @@ class Config:
     lambda_lr_ratio: float = 0.1
     lambda_init: float = -1.0
     grad_every: int = 4
-    sigma_epochs: int | None = None  # no σ for BN nets: see analyses.van_common
+    sigma_epochs: int | None = 5  # σ (DominantFlow) every 5 epochs and at the last step
     probe_batch: int = 16
 
     @classmethod

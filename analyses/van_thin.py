@@ -44,7 +44,7 @@ class Config:
     lambda_lr_ratio: float = 0.5
     lambda_init: float = -1.0
     grad_every: int = 8
-    sigma_epochs: int | None = None  # no σ for BN nets: see analyses.van_common
+    sigma_epochs: int | None = 5  # σ (DominantFlow) every 5 epochs and at the last step
     probe_batch: int = 64
     optional_data: bool = False
 

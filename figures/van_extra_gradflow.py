@@ -67,11 +67,26 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     fig.suptitle("Gradient flow through thin nets at the largest depth (extra figure, not in document 002)")
     fig.tight_layout()
     recorded = {v: len(records[v][0]) for v in SHOWN}
+    sigma_notes = []
+    for variant, run in chosen.items():
+        if "dominant_flow" in run.probes:
+            sigma_steps, sigma, _, _ = run.array("dominant_flow", "sigma")
+            # the last activation feeds the head alone (σ = 1 by construction): leave it out of the mean
+            first, last = float(np.nanmean(sigma[0, :-1])), float(np.nanmean(sigma[-1, :-1]))
+            numbers[f"{LABELS[variant]}: mean σ over layers, step {int(sigma_steps[0])} / {int(sigma_steps[-1])}"] = (
+                f"{first:.3f} / {last:.3f}"
+            )
+            sigma_notes.append(f"{LABELS[variant]} {first:.3f} → {last:.3f}")
     caption = (
         f"Extra figure (not in document 002). GradStats of the van-fig1 runs, seed {seed}, {depth} hidden blocks: "
         f"L2 norm of each weight layer's gradient at every recorded step ({recorded['plain']} records per run; "
         "rows: stem, the blocks' linear layers, head), and its mean over training per layer (right, log). "
-        "σ (DominantFlow) is not recorded for these BatchNorm nets (see analyses/van_common.py). "
-        f"{describe(list(chosen.values()), inputs.scale)}"
+        + (
+            f"Mean σ (DominantFlow, eval mode, fixed probe batch) over the hidden layers, first → last firing: "
+            f"{', '.join(sigma_notes)}. "
+            if sigma_notes
+            else ""
+        )
+        + f"{describe(list(chosen.values()), inputs.scale)}"
     )
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

@@ -37,6 +37,17 @@ def data_meta(data: Dataset) -> dict:
     }
 
 
+def train_config(params: dict, **options: object) -> TrainConfig:
+    """``TrainConfig`` with ``epochs``, ``batch_size``, ``lr``, ``momentum`` and ``seed`` from ``params``.
+
+    Every other field (``weight_decay``, ``milestones``, ``dtype``, ``log_every``...) is passed explicitly in
+    ``options``, which also override the five: an analysis that carries weight decay in a penalty never gets
+    it in the optimizer by accident.
+    """
+    base = {key: params[key] for key in ("epochs", "batch_size", "lr", "momentum", "seed") if key not in options}
+    return TrainConfig(**base, **options)
+
+
 def train_recorded(
     params: dict,
     path: Path,

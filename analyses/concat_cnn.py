@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import load_data, probe_batch, train_recorded
+from analyses.common import load_data, probe_batch, train_config, train_recorded
 from analyses.van_common import flow_probes
 from gradlens.models import create_model
-from gradlens.train import TrainConfig
 
 VARIANTS = ("skip", "vanilla", "reinforced")
 
@@ -72,14 +71,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     channels, size, _ = data.input_shape
     torch.manual_seed(params["seed"])
     model = create_model(params["model"], in_channels=channels, image_size=size, num_classes=data.num_classes)
-    config = TrainConfig(
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        momentum=params["momentum"],
-        seed=params["seed"],
-        log_every=0,
-    )
+    config = train_config(params, log_every=0)
     steps_per_epoch = -(-data.n_train // config.batch_size)
     train_recorded(
         params,

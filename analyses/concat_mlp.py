@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import probe_batch, train_recorded
+from analyses.common import probe_batch, train_config, train_recorded
 from analyses.optional_data import load_or_mark
 from analyses.van_common import flow_probes
 from gradlens.data import Dataset
 from gradlens.models.concat_mlp import DATASETS, ConcatMLP
-from gradlens.train import TrainConfig, make_optimizer
+from gradlens.train import make_optimizer
 
 VARIANTS = ("skip", "vanilla", "skipstar")
 
@@ -140,15 +140,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     data = validation_split(data, params["n_val"])
     torch.manual_seed(params["seed"])
     model = build(params, data)
-    config = TrainConfig(
-        epochs=params["total_epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        momentum=params["momentum"],
-        weight_decay=params["weight_decay"],
-        seed=params["seed"],
-        log_every=0,
-    )
+    config = train_config(params, epochs=params["total_epochs"], weight_decay=params["weight_decay"], log_every=0)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = -(-data.n_train // config.batch_size)
     after_step = None

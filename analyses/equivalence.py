@@ -29,12 +29,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analyses.common import load_data, train_recorded
+from analyses.common import load_data, train_config, train_recorded
 from analyses.simplified_training import initial_metrics
 from gradlens.models import create_model
 from gradlens.models.transforms import decay_penalty, equivalent_plain
 from gradlens.probes import GradStats
-from gradlens.train import TrainConfig
 
 PENALTIES = {"residual": "l2", "plain": "t_inverse"}
 
@@ -105,15 +104,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     model = create_model(f"simplified_resnet_{params['depth']}", **options).to(torch.float64)
     if params["kind"] == "plain":
         model = equivalent_plain(model)
-    config = TrainConfig(
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        momentum=params["momentum"],
-        milestones=tuple(params["milestones"]),
-        dtype=params["dtype"],
-        seed=params["seed"],
-    )
+    config = train_config(params, milestones=tuple(params["milestones"]), dtype=params["dtype"])
     lam, kind = params["weight_decay"], PENALTIES[params["kind"]]
 
     def penalty(net: nn.Module) -> torch.Tensor:

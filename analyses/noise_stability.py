@@ -24,13 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from analyses.common import load_data, probe_batch, train_recorded
+from analyses.common import load_data, probe_batch, train_config, train_recorded
 from gradlens.loader import load
 from gradlens.models import create_model
 from gradlens.probes import DominantFlow, FinalGradHist, GradStats, InterlayerCushion, LayerCushion
 from gradlens.probes.base import Schedule
 from gradlens.results import save_result
-from gradlens.train import TrainConfig
 
 FINAL_SCALARS = ("epoch_train_loss", "test_loss", "test_acc")
 
@@ -140,10 +139,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     torch.manual_seed(params["seed"])
     model = create_model(params["model"], in_channels=params["in_channels"], image_size=params["image_size"])
     batch = probe_batch(data, params["probe_size"])
-    config = TrainConfig(
-        epochs=params["epochs"], batch_size=params["batch_size"], lr=params["lr"], momentum=params["momentum"],
-        weight_decay=params["weight_decay"], milestones=tuple(params["milestones"]), seed=params["seed"],
-    )
+    config = train_config(params, weight_decay=params["weight_decay"], milestones=tuple(params["milestones"]))
     steps = config.epochs * -(-data.n_train // config.batch_size)
     first_last = Schedule.first_last(steps)
     spec = model.gradlens_spec()

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import train_recorded
+from analyses.common import train_config, train_recorded
 from gradlens.data import Dataset
 from gradlens.models import create_model
 from gradlens.probes import GradStats
-from gradlens.train import TrainConfig
 
 OPEN, CLOSE = 0, 1
 
@@ -173,13 +172,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     torch.manual_seed(params["seed"])
     encoder = create_model(params["model"], **options)
     circuits = [[sc.front, sc.rear] for sc in getattr(encoder, "short_circuits", None) or ()]
-    config = TrainConfig(
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        momentum=params["momentum"],
-        seed=params["seed"],
-    )
+    config = train_config(params)
     train_recorded(
         params,
         path,

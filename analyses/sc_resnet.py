@@ -28,10 +28,9 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import load_data, train_recorded
+from analyses.common import load_data, train_config, train_recorded
 from gradlens.models import create_model
 from gradlens.probes import GradStats
-from gradlens.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -143,15 +142,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         options |= {"sc_weight": params["sc_weight"], "sc_rears": params["sc_rears"]}
     torch.manual_seed(params["seed"])
     model = create_model(params["model"], **options)
-    config = TrainConfig(
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        momentum=params["momentum"],
-        weight_decay=params["weight_decay"],
-        milestones=tuple(params["milestones"]),
-        seed=params["seed"],
-    )
+    config = train_config(params, weight_decay=params["weight_decay"], milestones=tuple(params["milestones"]))
     circuits = [[sc.front, sc.rear] for sc in getattr(model, "short_circuits", None) or ()]
     train_recorded(
         params,

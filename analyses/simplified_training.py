@@ -42,13 +42,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from analyses.common import load_data, train_recorded
+from analyses.common import load_data, train_config, train_recorded
 from gradlens.models import create_model
 from gradlens.models.simplified import SimplifiedNet
 from gradlens.models.transforms import decay_penalty, id_entries, transform
 from gradlens.probes import GradStats
 from gradlens.results import save_result
-from gradlens.train import TrainConfig, evaluate, load_checkpoint
+from gradlens.train import evaluate, load_checkpoint
 
 KIND_MODELS = {"plain": "simplified_plain_{}", "residual": "simplified_resnet_{}", "dominant": "simplified_dominant_{}"}
 
@@ -166,14 +166,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
                "num_classes": data.num_classes}
     torch.manual_seed(params["seed"])
     model = create_model(params["model"], **options)
-    config = TrainConfig(
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        momentum=params["momentum"],
-        milestones=tuple(params["milestones"]),
-        seed=params["seed"],
-    )
+    config = train_config(params, milestones=tuple(params["milestones"]))
     lam = params["weight_decay"]
 
     def penalty(net: nn.Module) -> torch.Tensor:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import load_data, train_recorded
+from analyses.common import load_data, train_config, train_recorded
 from gradlens.models import create_model
 from gradlens.probes import GradStats
-from gradlens.train import TrainConfig
 
 KINDS = ("plain", "residual", "dense")
 
@@ -84,13 +83,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         options["growth"] = params["growth"]
     torch.manual_seed(params["seed"])
     model = create_model(params["model"], **options)
-    config = TrainConfig(
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        momentum=params["momentum"],
-        seed=params["seed"],
-    )
+    config = train_config(params)
     train_recorded(
         params,
         path,

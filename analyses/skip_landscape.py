@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analyses.common import load_data, train_recorded
+from analyses.common import load_data, train_config, train_recorded
 from analyses.runner import status
 from gradlens.landscape import loss_landscape
 from gradlens.loader import load
 from gradlens.models import create_model
 from gradlens.probes import GradStats
 from gradlens.results import save_result
-from gradlens.train import TrainConfig, load_checkpoint
+from gradlens.train import load_checkpoint
 
 KINDS = ("plain", "resnet")
 
@@ -107,13 +107,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     if status(train_path) == "finished" and checkpoint.exists():
         model.load_state_dict(load_checkpoint(checkpoint).model)
     else:
-        config = TrainConfig(
-            epochs=params["epochs"],
-            batch_size=params["batch_size"],
-            lr=params["lr"],
-            momentum=params["momentum"],
-            seed=params["seed"],
-        )
+        config = train_config(params)
         train_recorded(
             params,
             train_path,

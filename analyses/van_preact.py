@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import load_data
+from analyses.common import load_data, train_config
 from analyses.van_common import train_variant
 from gradlens.models import create_model
-from gradlens.train import TrainConfig
 
 VARIANTS = ("resnet", "van", "van0", "plain")
 
@@ -101,14 +100,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     model = create_model(
         params["model"], in_channels=channels, image_size=size, num_classes=data.num_classes, width=params["width"]
     )
-    config = TrainConfig(
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        momentum=params["momentum"],
-        weight_decay=params["weight_decay"],
-        milestones=tuple(params["milestones"]),
-        seed=params["seed"],
-        log_every=0,
+    config = train_config(
+        params, weight_decay=params["weight_decay"], milestones=tuple(params["milestones"]), log_every=0
     )
     train_variant(params, path, model=model, data=data, config=config, resume=resume, progress=progress)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from analyses.common import train_config
 from analyses.optional_data import load_or_mark
 from analyses.van_common import train_variant
 from gradlens.models import create_model
-from gradlens.train import TrainConfig
 
 VARIANTS = ("plain", "resnet", "highway", "dirac", "van", "van0")
 
@@ -86,12 +86,5 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         return
     torch.manual_seed(params["seed"])
     model = create_model(params["model"], input_shape=data.input_shape, num_classes=data.num_classes)
-    config = TrainConfig(
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        momentum=params["momentum"],
-        seed=params["seed"],
-        log_every=0,
-    )
+    config = train_config(params, log_every=0)
     train_variant(params, path, model=model, data=data, config=config, resume=resume, progress=progress)

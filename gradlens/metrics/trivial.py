@@ -140,10 +140,7 @@ def trivial_sigma_eq11(
     _check(n, L, l, p)
     if p == 0:
         return 0.0
-    depth = L - l
-    variance_ratio = eps**2 * (n - 1) * p_prime(p, depth) * sigma_a**2
-    r = math.sqrt(1 + eps**2 * depth * sigma_a**2) / math.sqrt(variance_ratio)
-    return p**depth / (1 + r ** (-c))
+    return _dominant_fraction(n, eps, L - l, p, sigma_a, c, paths=p_prime(p, L - l))
 
 
 def trivial_sigma_conclusion(
@@ -163,6 +160,11 @@ def trivial_sigma_conclusion(
     :func:`trivial_sigma_eq11` at p = 1 only. Independent of σ_V.
     """
     _check(n, L, l, p)
-    depth = L - l
-    r = math.sqrt(1 + depth * eps**2 * sigma_a**2) / (eps * math.sqrt(depth * (n - 1)) * sigma_a)
+    return _dominant_fraction(n, eps, L - l, p, sigma_a, c, paths=L - l)
+
+
+def _dominant_fraction(n: int, eps: float, depth: int, p: float, sigma_a: float, c: float, paths: float) -> float:
+    """p^depth / (1 + r^(−c)) with r = √(1 + ε² depth σ_A²) / √(ε² (n − 1) paths σ_A²): the shared form of eq. 11
+    (``paths`` = p′) and of the "In conclusion" statement (``paths`` = L − l)."""
+    r = math.sqrt(1 + eps**2 * depth * sigma_a**2) / math.sqrt(eps**2 * (n - 1) * paths * sigma_a**2)
     return p**depth / (1 + r ** (-c))

@@ -15,7 +15,8 @@ from gradlens.train import History, TrainConfig, load_checkpoint, make_optimizer
 
 
 def load_data(params: dict, data_dir: str | None) -> Dataset:
-    """The dataset named by ``params["dataset"]``, subset to ``params["n_train"]``/``["n_test"]`` if given.
+    """The dataset named by ``params["dataset"]``, subset to ``params["n_train"]``/``["n_test"]`` and
+    average-pooled by ``params["downsample"]`` if given.
 
     Missing files raise the data module's one-line error naming ``--data-dir`` / ``$GRADLENS_DATA``; nothing
     is substituted silently.
@@ -24,7 +25,7 @@ def load_data(params: dict, data_dir: str | None) -> Dataset:
     n_train, n_test = params.get("n_train"), params.get("n_test")
     if n_train or n_test:
         data = data.subset(min(n_train or data.n_train, data.n_train), min(n_test or data.n_test, data.n_test), seed=0)
-    return data
+    return data.downsample(params.get("downsample", 1))
 
 
 def data_meta(data: Dataset) -> dict:

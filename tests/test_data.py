@@ -578,3 +578,20 @@ def test_loader_bad_arguments() -> None:
         make_loader(x, torch.zeros(4), 0)
     with pytest.raises(ValueError, match=r"drop_last=True with batch_size=5 > 4 samples"):
         make_loader(x, torch.zeros(4), 5, drop_last=True)
+
+
+def test_downsample_averages_non_overlapping_windows(tmp_path: Path) -> None:
+    written = fake_mnist(tmp_path)
+    full = load_dataset("mnist", tmp_path)
+    small = full.downsample(2)
+    # explicit 2×2 window means of the written 4×6 images, pixels / 255
+    expected = written["x_train"].astype(np.float64).reshape(7, 2, 2, 3, 2).mean(axis=(2, 4)) / 255
+    np.testing.assert_allclose(small.x_train[:, 0].numpy(), expected, rtol=1e-6)
+    assert small.input_shape == (1, 2, 3) and small.x_test.shape == (3, 1, 2, 3)
+    assert torch.equal(small.y_train, full.y_train) and small.source == full.source
+    assert small.preprocessing.endswith("; 2×2 average-pooled to 2×3")
+    assert full.downsample(1) is full
+    with pytest.raises(ValueError, match=r"downsample factor=5 is invalid; pass an integer 1\.\.4"):
+        full.downsample(5)
+    with pytest.raises(ValueError, match=r"input shape \(24,\); load it without flatten"):
+        load_dataset("mnist", tmp_path, flatten=True).downsample(2)

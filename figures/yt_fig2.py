@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from figures.base import FigureInputs, FigureOutput, config, save_figure
-from figures.yt_tab1 import NAMES, epoch_values, mean_sd, plateau_note, seed_runs, training_setup
+from figures.yt_tab1 import NAMES, epoch_values, hmwi_note, mean_sd, plateau_note, seed_runs, training_setup
 
 ID = "yt-fig2"
 ANALYSES = ("simplified_training",)
@@ -35,10 +35,10 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     depth = 20 if any(config(r)["depth"] == 20 for r in runs) else min(config(r)["depth"] for r in runs)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     numbers = {}
-    finals = {}
+    final_loss = {}
     for kind in ("plain", "residual"):
         stats = curves(inputs, kind, depth)
-        finals[f"{NAMES[kind]} {depth}"] = float(stats["L"][0][-1])
+        final_loss[kind] = stats["L"][0][-1]
         for ax, metric in zip(axes, ("L", "E"), strict=True):
             mean, sd = stats[metric]
             epochs = np.arange(1, len(mean) + 1)
@@ -58,7 +58,9 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     caption = (
         f"Risk L (mean loss over each epoch's mini-batches, log scale) and test error E after each epoch of "
         f"depth-{depth} simplified PlnNets (KWI, blue) and ResNets (HMWI, red); lines are means over seeds, bands "
-        f"± one sd. Final: {', '.join(f'{k} {v}' for k, v in numbers.items())}. " + plateau_note(finals, runs)
+        f"± one sd. Final: {', '.join(f'{k} {v}' for k, v in numbers.items())}. "
+        + hmwi_note([depth] if final_loss["residual"] >= final_loss["plain"] else [], runs)
+        + plateau_note([r for r in runs if config(r)["depth"] == depth and config(r)["kind"] != "dominant"])
         + training_setup(runs, inputs.scale)
     )
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

@@ -40,6 +40,7 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     right.plot(steps, shown_diff, color="k", marker=".", ms=3, lw=0.8)
     right.set_yscale("log")
     right.set_xlabel("step")
+    right.set_xlim(left.get_xlim())  # the same steps as the loss panel, so where differences start shows
     right.set_ylabel("|L(plain) − L(residual)|")
     right.grid(alpha=0.3, which="both")
     zeros = int((diff == 0).sum())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from figures.base import FigureInputs, FigureOutput, config, save_table
-from figures.yt_tab1 import NAMES, final_metrics, mean_sd, plateau_note, seed_runs, table_losses, training_setup
+from figures.yt_tab1 import NAMES, final_metrics, mean_sd, plateau_note, seed_runs, training_setup
 
 ID = "yt-tab4"
 ANALYSES = ("simplified_training",)
@@ -66,7 +66,7 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"seeds. Initial regulariser PlnNet/ResNet at depth {first}: {init_ratio:.0f} (document, CIFAR-10: 268); "
         f"smallest L/reg {smallest['L / reg']:.3g} ({smallest['network']} {smallest['depth']}, "
         f"{smallest['training']} training; document: 80.67). " + _scale_note(indexed, first)
-        + plateau_note(table_losses(table[table["training"] == "after"]), runs)
+        + plateau_note([r for r in runs if config(r)["kind"] != "dominant"])
         + training_setup(runs, inputs.scale)
     )
     return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from figures.base import FigureInputs, FigureOutput, save_table
-from figures.yt_tab1 import plateau_note, summary_rows, table_losses, training_setup
+from figures.base import FigureInputs, FigureOutput, config, save_table
+from figures.yt_tab1 import plateau_note, summary_rows, training_setup
 
 ID = "yt-tab5"
 ANALYSES = ("simplified_training",)
@@ -37,6 +37,7 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"to the dominant paths (d, d mod C) with 1 added at their centre taps; HMWI), mean and sd over seeds; "
         f"chance error 0.9. Accuracy of T′ relative to the ResNet: {shares} (document: ~77 %); T′ net "
         f"L({last})/L({first}) = {degradation:.3g} (document: 1.001). The penalty λ‖θ‖² covers the whole kernel "
-        f"I + R of T′. " + plateau_note(table_losses(table), runs) + training_setup(runs, inputs.scale)
+        f"I + R of T′. " + plateau_note([r for r in runs if config(r)["kind"] != "plain"])
+        + training_setup(runs, inputs.scale)
     )
     return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

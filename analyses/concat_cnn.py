@@ -5,10 +5,13 @@ DominantFlow (σ) recorded. The per-epoch ``test_acc`` scalar is the accuracy on
 document's "val"); ``train_acc`` is the running accuracy over each epoch's mini-batches. The training-time
 ratio of Table 5 is measured separately, with both nets interleaved, by :mod:`analyses.concat_cnn_timing`.
 
-The document gives neither optimiser nor schedule; we use SGD, η = 0.01, momentum 0.9, batch 128, no
-weight decay. ``paper``: CIFAR-10 (its test set as the validation split), 30 epochs, 3 seeds.
-``quick``: the MNIST subset (4 000 training images, 2 000 held-out; 1×28×28 input, so the maps are
-28/14/7/3 pixels instead of 32/16/8/4) because CIFAR-10 is not here; 3 epochs, 1 seed.
+The document gives neither optimiser, batch size nor schedule; we use SGD, η = 0.01, momentum 0.9, no
+weight decay, PyTorch's default initialisation. ``paper``: CIFAR-10 (its test set as the validation split),
+batch 128, 30 epochs, 3 seeds. ``quick``: the whole MNIST subset (8 000 training images, 2 000 held-out;
+1×28×28 input, so the maps are 28/14/7/3 pixels instead of 32/16/8/4) because CIFAR-10 is not here,
+batch 32, 3 epochs (750 steps), 2 seeds. With batch 128 and 4 000 images (93 steps) the vanilla and
+reinforced nets never left the initial loss plateau (12 % accuracy), so the table compared a training net
+with non-training ones; at batch 32 the vanilla net leaves it during the first epoch (95.6 % after three).
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        return cls("mnist", 3, n_train=4000, n_test=2000, sigma_epochs=3, probe_batch=8)
+        return cls("mnist", 3, seeds=(0, 1), n_train=8000, n_test=2000, batch_size=32, grad_every=16, sigma_epochs=3,
+                   probe_batch=8)
 
     @classmethod
     def paper(cls) -> Config:

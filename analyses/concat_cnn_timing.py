@@ -40,7 +40,7 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        return cls("mnist", 4, 5)
+        return cls("mnist", 4, 5, batch_size=32)  # the batch concat_cnn trains with at quick scale
 
     @classmethod
     def paper(cls) -> Config:

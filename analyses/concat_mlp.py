@@ -29,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import probe_batch, train_config, train_recorded
-from analyses.optional_data import load_or_mark
+from analyses.common import load_data, probe_batch, train_config, train_recorded
 from analyses.van_common import flow_probes
 from gradlens.data import Dataset
 from gradlens.models.concat_mlp import DATASETS, ConcatMLP
@@ -59,7 +58,6 @@ class Config:
     grad_every: int = 8
     sigma_epochs: int = 5
     probe_batch: int = 64
-    optional_data: bool = False
 
     @classmethod
     def smoke(cls) -> Config:
@@ -119,6 +117,14 @@ def build(params: dict, data: Dataset) -> ConcatMLP:
     return ConcatMLP(hidden, data.input_shape, data.num_classes, skips, False, params["variant"] != "skipstar")
 
 
+def sigma_activations(model: ConcatMLP) -> list[str]:
+    """Hidden activations no wider than the last one: σ pairs channel i of a^(ℓ) with channel i of a^(L)
+    (document 004, eq. 13), so it is undefined for the CIFAR net's 512-unit first layer (a^(L) has 256)."""
+    spec = model.gradlens_spec()
+    last = model.widths[model.n_layers - 1]
+    return [name for j, name in enumerate(spec.activations, start=1) if model.widths[j] <= last]
+
+
 def enable_skips_from_zero(model: ConcatMLP, optimizer: torch.optim.Optimizer) -> None:
     """Second stage of skip*: zero the weights (and momentum) that read skipped inputs, then enable the skips."""
     with torch.no_grad():
@@ -133,11 +139,8 @@ def enable_skips_from_zero(model: ConcatMLP, optimizer: torch.optim.Optimizer) -
 
 
 def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, progress: bool) -> None:
-    """Train one MLP variant (or write the not-run marker when optional data is absent)."""
-    data = load_or_mark(params, path, data_dir)
-    if data is None:
-        return
-    data = validation_split(data, params["n_val"])
+    """Train one MLP variant."""
+    data = validation_split(load_data(params, data_dir), params["n_val"])
     torch.manual_seed(params["seed"])
     model = build(params, data)
     config = train_config(params, epochs=params["total_epochs"], weight_decay=params["weight_decay"], log_every=0)
@@ -160,7 +163,8 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         model=model,
         data=data,
         config=config,
-        probes=flow_probes(steps_per_epoch, config.epochs, params["grad_every"], params["sigma_epochs"]),
+        probes=flow_probes(steps_per_epoch, config.epochs, params["grad_every"], params["sigma_epochs"],
+                           sigma_activations(model)),
         resume=resume,
         progress=progress,
         probe_batch=probe_batch(data, params["probe_batch"], seed=params["seed"]),

@@ -16,6 +16,7 @@ checkpoint, so an interrupted VAN run is redone from the start.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -53,13 +54,21 @@ class AlphaProbe(Probe):
         return {"residual": mean_alpha_residual(ctx.model).double(), "alpha_mean": alphas.double()}
 
 
-def flow_probes(steps_per_epoch: int, epochs: int, grad_every: int, sigma_epochs: int | None) -> list[Probe]:
+def flow_probes(
+    steps_per_epoch: int,
+    epochs: int,
+    grad_every: int,
+    sigma_epochs: int | None,
+    sigma_activations: Sequence[str] | None = None,
+) -> list[Probe]:
     """GradStats every ``grad_every`` steps and the last step; DominantFlow (σ) at the first step, every
-    ``sigma_epochs`` epochs and the last step (not at all when ``sigma_epochs`` is None)."""
+    ``sigma_epochs`` epochs and the last step (not at all when ``sigma_epochs`` is None), on
+    ``sigma_activations`` (default: the model's declared activations)."""
     total = steps_per_epoch * epochs
     probes: list[Probe] = [GradStats(every=Schedule.every(grad_every) | Schedule.at([total - 1]))]
     if sigma_epochs is not None:
-        probes.append(DominantFlow(every=Schedule.at([*range(0, total, steps_per_epoch * sigma_epochs), total - 1])))
+        schedule = Schedule.at([*range(0, total, steps_per_epoch * sigma_epochs), total - 1])
+        probes.append(DominantFlow(every=schedule, activations=sigma_activations))
     return probes
 
 

@@ -142,6 +142,17 @@ def draw_preact(
             f"and VAN's final test error at {depth} layers is {100 * van:.1f} % vs plain {100 * plain:.1f} %: "
             + ("'VAN ≥ plain' holds. " if van <= plain else "'VAN ≥ plain' does NOT hold here. ")
         )
+        if van > plain and "steps per epoch" in numbers:
+            total = numbers["steps per epoch"] * first["epochs"]
+            resnet = numbers.get(f"ResNet depth {depth}: test acc")
+            verdict += (
+                f"Best explanation: the whole run is {total} SGD steps at η = {first['lr']}"
+                + (f"; the skips are gone after {step}, so VAN trains as a plain net for the other {total - step} "
+                   "from weights shaped while it was residual" if step != "never" else "")
+                + (f"; skip nets at this depth are unstable in so short a run (ResNet {depth}: "
+                   f"{100 * resnet:.1f} % test accuracy)" if resnet is not None else "")
+                + ". "
+            )
     caption = (
         note
         + verdict

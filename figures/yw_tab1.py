@@ -89,11 +89,31 @@ def mlp_table(runs: list, variants: tuple[str, ...], item_id: str) -> tuple[pd.D
     return table.astype(object).where(table.notna(), "—"), numbers, "; ".join(grid)
 
 
-def caption_for(runs: list, scale: str, grid: str, data_note: str) -> str:
+# the MLP's widths (``arch``) -> the document's dataset for them, with its widths
+DOCUMENT_DATA = {
+    "emnist": ("emnist_letters", "EMNIST letters (26 classes)", "128-256-[256]"),
+    "cifar": ("cifar10", "CIFAR-10 (32×32×3, 10 classes)", "512-256-[256]"),
+}
+
+
+def data_note(runs: list) -> str:
+    """Empty when the runs used the document's dataset for their widths, else the substitution sentence."""
+    first = config(runs[0])
+    dataset, name, widths = DOCUMENT_DATA[first["arch"]]
+    if first["dataset"] == dataset:
+        return ""
+    return (
+        f"Substitution: {first['dataset']} (10 digit classes) stands in for the document's "
+        f"{name}, which is not available here; the document's hidden widths {widths}, the data's input size and "
+        "classes. "
+    )
+
+
+def caption_for(runs: list, scale: str, grid: str) -> str:
     """What the MLP tables say about data, protocol, tuning grid and scale."""
     first = config(runs[0])
     return (
-        f"{data_note}Train = running accuracy over the last epoch's mini-batches, val = accuracy on "
+        f"{data_note(runs)}Train = running accuracy over the last epoch's mini-batches, val = accuracy on "
         f"{first['n_val']} training images held out as validation split, both after the last epoch, in %. "
         f"SGD η = {first['lr']}, momentum {first['momentum']}, batch {first['batch_size']}; skip and vanilla "
         f"{first['epochs']} epochs, skip* {first['epochs']} epochs with skips disabled then {first['epochs']} with "
@@ -106,15 +126,4 @@ def caption_for(runs: list, scale: str, grid: str, data_note: str) -> str:
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     runs = inputs.runs["concat_mlp"]
     table, numbers, grid = mlp_table(runs, ("skip", "vanilla"), ID)
-    dataset = config(runs[0])["dataset"]
-    note = (
-        ""
-        if dataset == "emnist_letters"
-        else (
-            f"Data: {dataset} (10 digit classes) stands in for the document's EMNIST letters (26 classes), which is "
-            "not available here; the document's hidden widths 128-256-[256], the data's input size and classes. "
-        )
-    )
-    return FigureOutput(
-        save_table(table, out_dir, ID), caption_for(runs, inputs.scale, grid, note), numbers, table=table
-    )
+    return FigureOutput(save_table(table, out_dir, ID), caption_for(runs, inputs.scale, grid), numbers, table=table)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from figures.base import FigureInputs, FigureOutput, config, save_table
+from figures.base import FigureInputs, FigureOutput, save_table
 from figures.yw_tab1 import caption_for, mlp_table
 
 ID = "yw-tab2"
@@ -20,15 +20,4 @@ CLAIM = (
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     runs = inputs.runs["concat_mlp"]
     table, numbers, grid = mlp_table(runs, ("skipstar", "vanilla", "skip"), ID)
-    dataset = config(runs[0])["dataset"]
-    note = (
-        ""
-        if dataset == "emnist_letters"
-        else (
-            f"Data: {dataset} (10 digit classes) stands in for the document's EMNIST letters (26 classes), which is "
-            "not available here. "
-        )
-    )
-    return FigureOutput(
-        save_table(table, out_dir, ID), caption_for(runs, inputs.scale, grid, note), numbers, table=table
-    )
+    return FigureOutput(save_table(table, out_dir, ID), caption_for(runs, inputs.scale, grid), numbers, table=table)

@@ -43,6 +43,15 @@ def cnn_rows(runs: list, variants: tuple[str, ...]) -> tuple[list[dict], dict]:
     return rows, numbers
 
 
+def difference_note(numbers: dict, better: str, worse: str) -> str:
+    """'<better> − <worse>: ±x points of validation accuracy (document ±y)' from :func:`cnn_rows` numbers."""
+    ours = numbers[f"{NAMES[better]}: val %"] - numbers[f"{NAMES[worse]}: val %"]
+    document = DOCUMENT[better][1] - DOCUMENT[worse][1]
+    agrees = "same sign as" if ours * document > 0 else "opposite sign to"
+    return (f"{NAMES[better]} − {NAMES[worse]}: {ours:+.2f} points of validation accuracy ({agrees} the "
+            f"document's {document:+.1f}). ")
+
+
 def chance_note(runs: list) -> str:
     """A sentence naming the nets whose held-out accuracy stayed within 1.5× of chance, if any."""
     stuck = sorted({NAMES[config(r)["variant"]] for r in runs if final_scalar(r, "test_acc") < 0.15})
@@ -80,4 +89,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     rows, numbers = cnn_rows(runs, ("skip", "vanilla"))
     table = pd.DataFrame(rows)
     table = table.astype(object).where(table.notna(), "—")
-    return FigureOutput(save_table(table, out_dir, ID), cnn_caption(runs, inputs.scale), numbers, table=table)
+    caption = difference_note(numbers, "skip", "vanilla") + cnn_caption(runs, inputs.scale)
+    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

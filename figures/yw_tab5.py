@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from figures.base import FigureInputs, FigureOutput, config, save_table
-from figures.yw_tab4 import cnn_caption, cnn_rows
+from figures.yw_tab4 import cnn_caption, cnn_rows, difference_note
 
 ID = "yw-tab5"
 ANALYSES = ("concat_cnn", "concat_cnn_timing")
@@ -55,7 +55,8 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     macs = dict(zip([str(v) for v in timing["variants"]], timing["forward_macs"].tolist(), strict=True))
     numbers["forward MAC ratio reinforced / skip"] = macs["reinforced"] / macs["skip"]
     caption = (
-        cnn_caption(runs, inputs.scale)
+        difference_note(numbers, "reinforced", "skip")
+        + cnn_caption(runs, inputs.scale)
         + f" Time: median seconds per SGD step (forward + backward + update, batch {tconf['batch_size']}, "
         f"{tconf['dataset']} shape, {int(timing['threads'])} torch thread(s)) over {tconf['rounds']} interleaved "
         f"rounds of {tconf['steps']} steps per net, the order rotated each round, in one process: reinforced / "

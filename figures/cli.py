@@ -48,17 +48,28 @@ def list_items() -> list[str]:
 
 
 def select(only: list[str] | None) -> dict[str, object]:
-    """The implemented modules to draw; an unknown or unimplemented ``--only`` ID is an error."""
+    """The implemented modules to draw; an unknown or unimplemented ``--only`` ID is an error.
+
+    An entry of ``only`` is an item ID (``yt-fig3``) or a document prefix (``yt``: every implemented item of
+    that document, extra items included).
+    """
     done = implemented()
     if not only:
         return done
-    known = {item.id for item in (*ITEMS, *EXTRA_ITEMS)}
-    for item_id in only:
-        if item_id not in known:
-            raise KeyError(f"unknown figure ID {item_id!r}; `gradlens figures --list` prints the IDs")
-        if item_id not in done:
-            raise ValueError(f"figure {item_id} is not implemented yet; `gradlens figures --list` marks which are")
-    return {item_id: done[item_id] for item_id in only}
+    known = [item.id for item in (*ITEMS, *EXTRA_ITEMS)]
+    prefixes = {item_id.split("-")[0] for item_id in known}
+    chosen: list[str] = []
+    for entry in only:
+        if entry in prefixes:
+            chosen += [item_id for item_id in known if item_id.startswith(entry + "-") and item_id in done]
+            continue
+        if entry not in known:
+            raise KeyError(f"unknown figure ID or document prefix {entry!r}; `gradlens figures --list` prints the "
+                           f"IDs, prefixes are {', '.join(sorted(prefixes))}")
+        if entry not in done:
+            raise ValueError(f"figure {entry} is not implemented yet; `gradlens figures --list` marks which are")
+        chosen.append(entry)
+    return {item_id: done[item_id] for item_id in dict.fromkeys(chosen)}
 
 
 def make_figures(
@@ -98,7 +109,7 @@ def make_figures(
         if outputs[item_id].figure is not None:
             plt.close(outputs[item_id].figure)
     claims = {item_id: module.CLAIM for item_id, module in modules.items()}
-    write_gallery(out, outputs, claims, scale, selected=set(only) if only else None)
+    write_gallery(out, outputs, claims, scale, selected=set(modules) if only else None)
     return outputs
 
 
@@ -124,7 +135,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "draws each selected item as PNG+PDF (tables as Markdown+CSV) with a caption, and writes "
         "index.html and summary.md.",
     )
-    parser.add_argument("--only", nargs="+", metavar="ID", help="catalogue IDs to draw (default: all implemented)")
+    parser.add_argument("--only", nargs="+", metavar="ID", help="catalogue IDs, or document prefixes (sc, sk, van, "
+                        "yw, yt: all of that document's items), to draw (default: all implemented)")
     parser.add_argument("--scale", choices=SCALES, default="quick", help="smoke, quick or paper (default: quick)")
     parser.add_argument("--data-dir", help="folder with MNIST/CIFAR files (default: $GRADLENS_DATA)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes for independent runs")

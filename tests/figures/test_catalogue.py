@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from figures.catalogue import ITEMS
+from figures.catalogue import EXTRA_ITEMS, ITEMS
 from figures.cli import list_items, select
 
 FIGURES_MD = Path(__file__).resolve().parents[3] / "shared" / "FIGURES.md"
@@ -28,5 +28,12 @@ def test_list_prints_every_id_once_marking_missing():
 
 
 def test_only_rejects_unknown_ids():
-    with pytest.raises(KeyError, match="unknown figure ID 'yt-fig99'"):
+    with pytest.raises(KeyError, match="unknown figure ID or document prefix 'yt-fig99'"):
         select(["yt-fig99"])
+
+
+def test_only_takes_document_prefixes():
+    known = [item.id for item in (*ITEMS, *EXTRA_ITEMS)]
+    assert list(select(["yt"])) == [i for i in known if i.startswith("yt-")]
+    assert list(select(["van", "van-fig1"])) == [i for i in known if i.startswith("van-")]  # no repeats
+    assert "yw-extra-gradflow" in select(["yw"]) and len(select(["yt", "sc"])) == 17 + 11

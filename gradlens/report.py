@@ -160,7 +160,10 @@ def curves_figure(runs: Sequence[Run]) -> plt.Figure | None:
     acc_ax.set_ylabel("accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:  # say so rather than leave an empty frame
+            ax.text(0.5, 0.5, "not recorded in this run", transform=ax.transAxes, ha="center", va="center")
     return fig
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+import analyses
 from analyses.runner import RunSpec, ensure_runs, plan, status
 
 
@@ -16,3 +21,20 @@ def test_runs_are_keyed_reused_and_forced(tmp_path):
     assert path.stat().st_mtime_ns == stamp  # reused
     ensure_runs([spec], tmp_path, force=True, progress=False)
     assert path.stat().st_mtime_ns != stamp  # redone
+
+
+ANALYSES = sorted(p.stem for p in Path(analyses.__file__).parent.glob("*.py")
+                  if p.stem not in ("__init__", "runner", "common", "van_common", "optional_data"))
+# what a quick run may read: the real MNIST subset shipped beside the repository, the embedded digits, generated
+# bracket sequences, or data that is optional by design (its figure says "not run" when absent)
+QUICK_DATA = {"mnist", "digits", "brackets"}
+
+
+@pytest.mark.parametrize("analysis", ANALYSES)
+def test_every_preset_plans_distinct_runs_and_quick_needs_only_the_shipped_data(analysis):
+    for scale in ("smoke", "quick", "paper"):
+        specs = plan(analysis, scale)
+        assert specs and len({s.key for s in specs}) == len(specs), (analysis, scale)
+    for spec in plan(analysis, "quick"):
+        dataset = spec.params.get("dataset")
+        assert dataset is None or dataset in QUICK_DATA or spec.params.get("optional_data"), (analysis, dataset)

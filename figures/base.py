@@ -106,7 +106,13 @@ def describe(recorded: Sequence[Recorded], scale: str) -> str:
         found = sorted({str(c[key]) for c in configs if key in c}, key=lambda v: (len(v), v))
         return ", ".join(found) if found else "—"
 
-    sources = sorted({c.get("data_source") or c.get("dataset", "") for c in configs} - {""})
+    def source(c: dict) -> str:
+        """The data source, with any resampling of the images (which changes what the nets see)."""
+        pooled = [step for step in c.get("preprocessing", "").split("; ") if "average-pooled" in step]
+        name = c.get("data_source") or c.get("dataset", "")
+        return f"{name} ({pooled[0]})" if name and pooled else name
+
+    sources = sorted({source(c) for c in configs} - {""})
     parts = [f"scale: {scale}", f"seeds: {values('seed')}"]
     epochs = values("epochs")
     if epochs != "—":

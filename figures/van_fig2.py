@@ -142,15 +142,25 @@ def draw_preact(
             f"and VAN's final test error at {depth} layers is {100 * van:.1f} % vs plain {100 * plain:.1f} %: "
             + ("'VAN ≥ plain' holds. " if van <= plain else "'VAN ≥ plain' does NOT hold here. ")
         )
+        if step != "never":
+            verdict += (
+                f"Why so early: by eq. 7, α ← α − η(∂L/∂α + λ) with λ ≈ {first['lambda_init']} moves α towards 1 by "
+                f"about η·|λ| = {first['lr'] * abs(first['lambda_init']):g} per step (plain SGD, no momentum on α) "
+                "unless the loss gradient resists, so from α = 0 it reaches 1 within ~1/η steps; the document's ~120 "
+                "iterations imply a smaller step for α or a resisting loss gradient it does not describe. "
+            )
         if van > plain and "steps per epoch" in numbers:
             total = numbers["steps per epoch"] * first["epochs"]
             resnet = numbers.get(f"ResNet depth {depth}: test acc")
+            unstable = resnet is not None and resnet < 1 - plain - 0.05
             verdict += (
                 f"Best explanation: the whole run is {total} SGD steps at η = {first['lr']}"
-                + (f"; the skips are gone after {step}, so VAN trains as a plain net for the other {total - step} "
-                   "from weights shaped while it was residual" if step != "never" else "")
+                + (f"; the skips are gone after {step} (document: about 120 of its ~64k), so for the other "
+                   f"{total - step} VAN is a plain net started from weights shaped while it was residual, and "
+                   "it has not caught up with the plain net trained as such from the start"
+                   if step != "never" else "")
                 + (f"; skip nets at this depth are unstable in so short a run (ResNet {depth}: "
-                   f"{100 * resnet:.1f} % test accuracy)" if resnet is not None else "")
+                   f"{100 * resnet:.1f} % test accuracy)" if unstable else "")
                 + ". "
             )
     caption = (

@@ -137,10 +137,8 @@ def training_setup(runs: list[Recorded], scale: str) -> str:
         f"penalty λ‖θ‖², λ = {first['weight_decay']:g}. {describe(runs, scale)}"
     )
     if first["dataset"] != "cifar10":
-        pooled = [step for step in first.get("preprocessing", "").split("; ") if "average-pooled" in step]
         text += (f" Substitution: the document trains on CIFAR-10 (32×32×3, 200 epochs, batch 128); here "
-                 f"{first['dataset']} at {scale} scale with {first['n_train']} training images"
-                 + (f", {pooled[0]} to buy SGD steps" if pooled else "") + ".")
+                 f"{first['dataset']} at {scale} scale with {first['n_train']} training images.")
     return text
 
 

@@ -38,6 +38,17 @@ def log_bins(values: np.ndarray, count: int = BINS) -> np.ndarray:
     return np.logspace(np.log10(values.min()), np.log10(values.max()), count + 1)
 
 
+def untrained_note(runs: list[Result]) -> str:
+    """A sentence naming the nets whose test accuracy stayed below 50 %: the document measures trained nets."""
+    weak = [f"{config(r)['model']} ({100 * float(r['final/test_acc']):.1f} %)" for r in runs
+            if float(r["final/test_acc"]) < 0.5]
+    if not weak:
+        return ""
+    return (f"Caution: {', '.join(weak)} ended below 50 % test accuracy (still on the initial plateau or collapsed to "
+            f"a constant prediction), so {'its' if len(weak) == 1 else 'their'} cushions describe an untrained net, "
+            "not the pre-trained ones of the document. ")
+
+
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     runs = inputs.of("noise_stability", family="simplified")
     depths = sorted({config(r)["depth"] for r in runs})
@@ -76,8 +87,9 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"LayerCushion probe at the last training step (eval mode; residual layers: ‖x + A x‖ / (‖A‖_F ‖x‖), "
         f"‖A‖_F of the residual weights, i.e. the equivalent plain layer with 1 removed from its ID entries). "
         f"Training: SGD lr {first['lr']}, momentum {first['momentum']}, weight decay {first['weight_decay']}, "
-        f"batch {first['batch_size']}, plain KWI / residual HMWI init. {'; '.join(notes)}. The two "
+        f"batch {first['batch_size']}, {first['epochs']} epochs, learning rate /10 after epochs "
+        f"{first['milestones'] or 'none'}, plain KWI / residual HMWI init. {'; '.join(notes)}. The two "
         f"channel-doubling block convolutions have no identity and are not measured. "
-        f"{describe(runs, inputs.scale)} Document: CIFAR-10, 200 epochs."
+        f"{untrained_note(runs)}{describe(runs, inputs.scale)} Document: CIFAR-10, 200 epochs."
     )
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

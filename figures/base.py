@@ -24,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import h5py  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from gradlens.loader import Run, load  # noqa: E402
@@ -42,6 +43,20 @@ def open_recorded(path: str | os.PathLike) -> Recorded:
 def config(recorded: Recorded) -> dict:
     """The configuration stored with a run or result."""
     return recorded.meta.get("config", recorded.meta)
+
+
+def scalar_values(run: Run, name: str) -> np.ndarray:
+    """Every logged value of scalar ``name`` of a training run, in logging order; KeyError when there is none."""
+    frame = run.scalars()
+    values = frame.loc[frame["name"] == name, "value"].to_numpy()
+    if values.size == 0:
+        raise KeyError(f"{run.path} logged no scalar {name!r}")
+    return values
+
+
+def final_scalar(run: Run, name: str) -> float:
+    """The last logged value of scalar ``name`` (e.g. the test accuracy after the last epoch)."""
+    return float(scalar_values(run, name)[-1])
 
 
 def missing_keys(recorded: Recorded, keys: Iterable[str]) -> list[str]:

@@ -4,10 +4,12 @@ profiles over chosen epochs, epoch boundaries, final scalars, mean ± sd over se
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import Recorded, config
+from figures.base import FigureInputs, FigureOutput, Recorded, config, describe, final_scalar, save_figure
 
 
 def epoch_ends(run: Recorded) -> np.ndarray:
@@ -39,19 +41,6 @@ def grad_at_step(run: Recorded, quantity: str, step: int, probe: str = "grad_sta
     """Per-layer ``quantity`` recorded at ``step``."""
     recorded, values, _, _ = run.array(probe, quantity)
     return values[int(np.flatnonzero(recorded == step)[0])]
-
-
-def final_scalar(run: Recorded, name: str) -> float:
-    """The last logged value of scalar ``name``."""
-    scalars = run.scalars()
-    return float(scalars[scalars["name"] == name]["value"].to_numpy()[-1])
-
-
-def scalar_series(run: Recorded, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Steps and values of scalar ``name``."""
-    scalars = run.scalars()
-    rows = scalars[scalars["name"] == name]
-    return rows["step"].to_numpy(), rows["value"].to_numpy()
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -116,3 +105,29 @@ def grouped_bars(ax, groups: Sequence[str], series: dict[str, list[list[float]]]
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="lower right")
     return plotted
+
+
+def accuracy_bars(
+    inputs: FigureInputs,
+    out_dir: Path,
+    item_id: str,
+    title: str,
+    description: str,
+    series: tuple[list[int], dict[str, list[list[float]]], list],
+) -> FigureOutput:
+    """The SCResNet ablation figures (sc-fig7/8/9): final test accuracy per depth as grouped bars (mean ± sd
+    over seeds), the plotted numbers and a caption ``description`` + the numbers + what was run.
+
+    ``series`` is ``(depths, label -> accuracies per depth, runs used)``.
+    """
+    depths, values, used = series
+    fig, ax = plt.subplots(figsize=(7, 4))
+    plotted = grouped_bars(ax, [f"depth {d}" for d in depths], values, "test accuracy (%)")
+    ax.set_title(title)
+    numbers = {
+        f"{label} depth {d}": f"{m:.2f}±{s:.2f}"
+        for label, (means, sds) in plotted.items()
+        for d, m, s in zip(depths, means, sds, strict=True)
+    }
+    caption = description + "; ".join(f"{k}: {v}" for k, v in numbers.items()) + f". {describe(used, inputs.scale)}"
+    return FigureOutput(save_figure(fig, out_dir, item_id), caption, numbers, figure=fig)

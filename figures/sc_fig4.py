@@ -7,8 +7,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, describe, save_figure
-from figures.sc_common import main_runs, sc_resnet_defaults, scalar_series
+from figures.base import FigureInputs, FigureOutput, describe, save_figure, scalar_values
+from figures.sc_common import main_runs, sc_resnet_defaults
 
 ID = "sc-fig4"
 ANALYSES = ("sc_resnet",)
@@ -26,7 +26,7 @@ def panel_depths(depths: tuple[int, ...]) -> tuple[int, int]:
 def curves(inputs: FigureInputs, depth: int, sc: bool) -> tuple[np.ndarray, np.ndarray]:
     """Epochs and the per-epoch training loss of every seed ``[seeds, epochs]``."""
     runs = main_runs(inputs, depth, sc)
-    series = [scalar_series(r, "epoch_train_loss")[1] for r in runs]
+    series = [scalar_values(r, "epoch_train_loss") for r in runs]
     return np.arange(1, len(series[0]) + 1), np.array(series)
 
 

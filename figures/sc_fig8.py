@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from analyses.runner import preset
-from figures.base import FigureInputs, FigureOutput, describe, save_figure
-from figures.sc_common import final_accuracies, grouped_bars, main_runs, sc_resnet_defaults
+from figures.base import FigureInputs, FigureOutput
+from figures.sc_common import accuracy_bars, final_accuracies, main_runs, sc_resnet_defaults
 
 ID = "sc-fig8"
 ANALYSES = ("sc_resnet",)
@@ -39,19 +37,10 @@ def series(inputs: FigureInputs) -> tuple[list[int], dict[str, list[list[float]]
 
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     depths, values, used = series(inputs)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    plotted = grouped_bars(ax, [f"depth {d}" for d in depths], values, "test accuracy (%)")
-    ax.set_title("SC weight (document 000, Figure 8)")
-    numbers = {
-        f"{label} depth {d}": f"{m:.2f}±{s:.2f}"
-        for label, (means, sds) in plotted.items()
-        for d, m, s in zip(depths, means, sds, strict=True)
-    }
-    caption = (
+    description = (
         "Final test accuracy, mean ± sd over seeds, of SCResNet (single SC per stage) with SC weights "
         + ", ".join(k.split()[-1] for k in values if k != "ResNet")
         + " and of ResNet. "
-        + "; ".join(f"{k}: {v}" for k, v in numbers.items())
-        + f". {describe(used, inputs.scale)}"
     )
-    return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)
+    title = "SC weight (document 000, Figure 8)"
+    return accuracy_bars(inputs, out_dir, ID, title, description, (depths, values, used))

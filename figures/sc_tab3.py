@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_table
-from figures.sc_common import final_accuracies, final_scalar, mean_sd
+from figures.base import FigureInputs, FigureOutput, config, describe, final_scalar, save_table
+from figures.sc_common import final_accuracies, mean_sd
 
 ID = "sc-tab3"
 ANALYSES = ("sc_encoder",)

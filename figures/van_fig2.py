@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_figure
-from figures.van_util import final_scalar, mean_sd, scalar_series, values_of
+from figures.base import FigureInputs, FigureOutput, config, describe, final_scalar, save_figure, scalar_values
+from figures.van_util import mean_sd, values_of
 
 ID = "van-fig2"
 ANALYSES = ("van_preact",)
@@ -95,9 +95,9 @@ def draw_preact(
         chosen = [r for r in runs if config(r)["variant"] == variant and config(r)["depth"] == depth]
         if not chosen:
             continue
-        epochs = scalar_series(chosen[0], "epoch")
-        train_err = 1 - np.mean([scalar_series(r, "train_acc") for r in chosen], axis=0)
-        test_err = 1 - np.mean([scalar_series(r, "test_acc") for r in chosen], axis=0)
+        epochs = scalar_values(chosen[0], "epoch")
+        train_err = 1 - np.mean([scalar_values(r, "train_acc") for r in chosen], axis=0)
+        test_err = 1 - np.mean([scalar_values(r, "test_acc") for r in chosen], axis=0)
         right.plot(epochs, train_err, color=COLOURS[variant], ls="--", marker=".", label=f"{LABELS[variant]} train")
         right.plot(epochs, test_err, color=COLOURS[variant], ls="-", marker="o", ms=4, label=f"{LABELS[variant]} test")
         numbers[f"{LABELS[variant]} {depth}: final test error"] = float(test_err[-1])

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_table
+from figures.base import FigureInputs, FigureOutput, config, describe, final_scalar, save_table
 from figures.van_fig2 import LABELS
-from figures.van_util import final_scalar, mean_sd, values_of
+from figures.van_util import mean_sd, values_of
 
 ID = "van-tab1"
 ANALYSES = ("van_preact",)

@@ -9,21 +9,7 @@ import numpy as np
 from analyses.optional_data import is_not_run, not_run_reason
 from figures.base import Recorded, config
 
-__all__ = ["final_scalar", "is_not_run", "mean_sd", "not_run_reason", "scalar_series", "split_not_run"]
-
-
-def scalar_series(run: Recorded, name: str) -> np.ndarray:
-    """Every logged value of scalar ``name`` of a training run, in logging order."""
-    frame = run.scalars()
-    values = frame.loc[frame["name"] == name, "value"].to_numpy()
-    if values.size == 0:
-        raise KeyError(f"{run.path} logged no scalar {name!r}")
-    return values
-
-
-def final_scalar(run: Recorded, name: str) -> float:
-    """The last logged value of scalar ``name`` (e.g. the test accuracy after the last epoch)."""
-    return float(scalar_series(run, name)[-1])
+__all__ = ["is_not_run", "mean_sd", "not_run_reason", "split_not_run"]
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from figures.base import FigureInputs, FigureOutput, config, save_figure
-from figures.yt_tab1 import NAMES, epoch_values, hmwi_note, mean_sd, plateau_note, seed_runs, training_setup
+from figures.base import FigureInputs, FigureOutput, config, save_figure, scalar_values
+from figures.yt_tab1 import NAMES, hmwi_note, mean_sd, plateau_note, seed_runs, training_setup
 
 ID = "yt-fig2"
 ANALYSES = ("simplified_training",)
@@ -25,8 +25,8 @@ COLORS = {"plain": "C0", "residual": "C3"}
 def curves(inputs: FigureInputs, kind: str, depth: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Mean and sd over seeds, per epoch, of the risk ``L`` and the test error ``E``."""
     runs = seed_runs(inputs, "simplified_training", kind=kind, depth=depth)
-    loss = np.stack([epoch_values(r, "epoch_train_loss") for r in runs])
-    error = np.stack([1.0 - epoch_values(r, "test_acc") for r in runs])
+    loss = np.stack([scalar_values(r, "epoch_train_loss") for r in runs])
+    error = np.stack([1.0 - scalar_values(r, "test_acc") for r in runs])
     return {"L": mean_sd(loss), "E": mean_sd(error)}
 
 

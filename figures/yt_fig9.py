@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from figures.base import FigureInputs, FigureOutput, config, save_figure
-from figures.yt_tab1 import epoch_values, mean_sd, plateau_note, seed_runs, training_setup
+from figures.base import FigureInputs, FigureOutput, config, save_figure, scalar_values
+from figures.yt_tab1 import mean_sd, plateau_note, seed_runs, training_setup
 
 ID = "yt-fig9"
 ANALYSES = ("simplified_training",)
@@ -26,7 +26,7 @@ STYLES = ("-", ":", "--")
 
 def losses(inputs: FigureInputs, kind: str, depth: int) -> np.ndarray:
     """``[seeds, epochs]`` risk of ``kind`` at ``depth``, seeds in order."""
-    return np.stack([epoch_values(r, "epoch_train_loss") for r in seed_runs(inputs, "simplified_training",
+    return np.stack([scalar_values(r, "epoch_train_loss") for r in seed_runs(inputs, "simplified_training",
                                                                               kind=kind, depth=depth)])
 
 

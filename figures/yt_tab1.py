@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, Recorded, config, describe, save_table
+from figures.base import FigureInputs, FigureOutput, Recorded, config, describe, save_table, scalar_values
 
 ID = "yt-tab1"
 ANALYSES = ("simplified_training",)
@@ -25,12 +25,6 @@ CLAIM = (
 NAMES = {"plain": "PlnNet", "residual": "ResNet", "dominant": "T′ net"}
 CHANCE_LOSS = math.log(10)
 PLATEAU = 0.9 * CHANCE_LOSS
-
-
-def epoch_values(run: Recorded, name: str) -> np.ndarray:
-    """The per-epoch scalar ``name`` of a training run (index e − 1 = after epoch e)."""
-    scalars = run.scalars()
-    return scalars.loc[scalars["name"] == name, "value"].to_numpy()
 
 
 def seed_runs(inputs: FigureInputs, analysis: str, **match: object) -> list[Recorded]:
@@ -50,8 +44,8 @@ def mean_sd(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def final_metrics(run: Recorded) -> dict[str, float]:
     """L (last epoch's training loss), C (cost), E (test error) after training, and the regulariser C − L."""
-    loss, cost = epoch_values(run, "epoch_train_loss")[-1], epoch_values(run, "cost")[-1]
-    return {"L": loss, "C": cost, "E": 1.0 - epoch_values(run, "test_acc")[-1], "reg": cost - loss}
+    loss, cost = scalar_values(run, "epoch_train_loss")[-1], scalar_values(run, "cost")[-1]
+    return {"L": loss, "C": cost, "E": 1.0 - scalar_values(run, "test_acc")[-1], "reg": cost - loss}
 
 
 def first_step_grad_norm(run: Recorded) -> float:
@@ -67,13 +61,13 @@ def plateau_note(runs: list[Recorded]) -> str:
     """
     stuck = []
     for run in sorted(runs, key=lambda r: (config(r)["kind"], config(r)["depth"], config(r)["seed"])):
-        loss = epoch_values(run, "epoch_train_loss")[-1]
+        loss = scalar_values(run, "epoch_train_loss")[-1]
         if loss > PLATEAU:
             meta = config(run)
             stuck.append((meta["kind"], f"{NAMES[meta['kind']]} {meta['depth']} seed {meta['seed']} (L {loss:.2f})"))
     if not stuck:
         return ""
-    steps = sorted({len(epoch_values(r, "train_loss")) for r in runs})
+    steps = sorted({len(scalar_values(r, "train_loss")) for r in runs})
     text = (
         f"Disagreement with the document: after {'/'.join(map(str, steps))} SGD steps "
         f"{', '.join(label for _, label in stuck)} still {'has' if len(stuck) == 1 else 'have'} a loss near chance "
@@ -97,7 +91,7 @@ def hmwi_note(depths_behind: list[int], runs: list[Recorded]) -> str:
     """Our best explanation when ResNets end above PlnNets (empty when ``depths_behind`` is empty)."""
     if not depths_behind:
         return ""
-    steps = max(len(epoch_values(r, "train_loss")) for r in runs)
+    steps = max(len(scalar_values(r, "train_loss")) for r in runs)
     return (
         "Best explanation for the ResNets being behind: HMWI (σ = 1/S) starts them on the initial loss plateau "
         "(tiny residual branches and classifier; see |g| step 0), where they spend their first few hundred "

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, Recorded, config, describe, save_table
-from figures.yt_tab1 import epoch_values, final_metrics
+from figures.base import FigureInputs, FigureOutput, Recorded, config, describe, save_table, scalar_values
+from figures.yt_tab1 import final_metrics
 
 ID = "yt-tab2"
 ANALYSES = ("equivalence",)
@@ -28,7 +28,7 @@ def pair(inputs: FigureInputs, depth: int, seed: int) -> tuple[Recorded, Recorde
 
 def step_losses(run: Recorded) -> np.ndarray:
     """The per-step mini-batch training loss (logged every step)."""
-    return epoch_values(run, "train_loss")
+    return scalar_values(run, "train_loss")
 
 
 def equivalence_setup(runs: list[Recorded], scale: str) -> str:

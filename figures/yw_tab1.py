@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_table
-from figures.van_util import final_scalar, values_of
+from figures.base import FigureInputs, FigureOutput, config, describe, final_scalar, save_table
+from figures.van_util import values_of
 
 ID = "yw-tab1"
 ANALYSES = ("concat_mlp",)

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_table
-from figures.van_util import final_scalar
+from figures.base import FigureInputs, FigureOutput, config, describe, final_scalar, save_table
 
 ID = "yw-tab4"
 ANALYSES = ("concat_cnn",)

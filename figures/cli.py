@@ -1,13 +1,15 @@
 """``gradlens figures``: train what is missing, draw every selected item, write the gallery.
 
-Registered into the ``gradlens`` command through the ``gradlens.commands`` entry point (setup.cfg), so the
-library never imports ``figures``.
+The repository's figures are not installed with the library: ``gradlens figures ARGS`` starts
+``python -m figures ARGS`` in the checkout (see ``gradlens.cli``), so the library never imports ``figures``
+and ``gradlens --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -126,11 +128,10 @@ def _command(args: argparse.Namespace) -> None:
     print(f"summary: {(out / 'summary.md').resolve()}")
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    """Add the ``figures`` subcommand to the ``gradlens`` parser."""
-    parser = commands.add_parser(
-        "figures",
-        help="regenerate the documents' figures and tables (gallery + summary)",
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``gradlens figures`` (``python -m figures``)."""
+    parser = argparse.ArgumentParser(
+        prog="gradlens figures",
         description="Trains the analyses a figure needs (reusing finished runs, resuming interrupted ones), "
         "draws each selected item as PNG+PDF (tables as Markdown+CSV) with a caption, and writes "
         "index.html and summary.md.",
@@ -144,4 +145,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="redo runs even if finished")
     parser.add_argument("--list", action="store_true", help="print every catalogue ID, marking unimplemented ones")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(func=_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m figures``: one-line errors with exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        _command(args)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"gradlens figures: error: {message}", file=sys.stderr)
+        return 2
+    return 0

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +83,25 @@ def _cmd_info(args: argparse.Namespace) -> None:
         print(f"scalars: {', '.join(sorted(scalars['name'].unique()))}")
 
 
+def repository_root() -> Path | None:
+    """The checkout holding this gradlens package and the repository's ``figures/`` folder, if any."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "figures" / "cli.py").is_file() and (root / "analyses").is_dir() else None
+
+
+def _cmd_figures(args: argparse.Namespace) -> int:
+    """Run ``python -m figures ARGS`` in the repository checkout (its figures are not installed)."""
+    root = repository_root()
+    if root is None:
+        raise FileNotFoundError(
+            "gradlens figures runs from a gradlens repository checkout (figures/ and analyses/ beside the "
+            "gradlens package); install gradlens from a clone with `pip install -e .`"
+        )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    return subprocess.call([sys.executable, "-m", "figures", *args.figure_args], env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``gradlens`` command."""
     parser = _Parser(prog="gradlens", description="Gradient-flow analysis and diagnostics for PyTorch.")
@@ -118,8 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("run", help="a gradlens HDF5 file")
     info.set_defaults(func=_cmd_info)
 
-    # Commands contributed by installed packages (the repository's `figures` package adds `figures`);
-    # the library itself never imports them.
+    figures = commands.add_parser(
+        "figures",
+        help="regenerate the documents' figures and tables (repository checkout; `gradlens figures --help`)",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    figures.add_argument("figure_args", nargs=argparse.REMAINDER)
+    figures.set_defaults(func=_cmd_figures)
+
+    # Commands contributed by installed packages (group `gradlens.commands`); the library never imports them.
     for entry in entry_points(group="gradlens.commands"):
         entry.load()(commands)
     return parser
@@ -129,12 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gradlens`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"gradlens: error: {message}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

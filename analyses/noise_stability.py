@@ -3,12 +3,14 @@
 Trains simplified plain/residual nets (depths ``simplified_depths``) and fully-fledged ``plain_v1_D`` /
 ``resnet_v1_D`` (``D = fledged_depth``) with probes on one fixed probe batch of test samples:
 
-- simplified nets: ``LayerCushion`` at the last step (every layer whose input and output shapes agree; the
-  two channel-doubling block convolutions have no identity of their own), ``DominantFlow`` at the first and
-  the last step, ``FinalGradHist`` (residual nets only) every ``hist_every`` steps of the first
+- simplified nets: ``LayerCushion`` at the last step (every layer, as the document: the two channel-doubling
+  block convolutions of a ResNet with the identity part of their ID entries, document 004, eq. 1, i.e. the
+  option-A shortcut), ``DominantFlow`` at the first and the last step, ``FinalGradHist`` (residual nets
+  only) every ``hist_every`` steps of the first
   ``hist_epochs`` epochs, ``GradStats`` every ``grad_every`` steps;
-- fully-fledged nets: ``InterlayerCushion`` of the ``block_index``-th block and ``DominantFlow`` at the first
-  and the last step, and ``GradStats``.
+- fully-fledged nets: ``InterlayerCushion`` of the ``block_index``-th block in the three BatchNorm readings
+  (``ICUSHION_READINGS``: running statistics, statistics of the probe batch, of each sample alone) and
+  ``DominantFlow`` at the first and the last step, and ``GradStats``.
 
 Presets: ``paper`` is the document's CIFAR-10 setup. ``quick`` trains on the whole 8 000-image MNIST subset
 2×2 average-pooled to 14×14 (as :mod:`analyses.simplified_training`), batch 32; the simplified nets with
@@ -30,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from analyses.common import load_data, probe_batch, train_config, train_recorded
 from gradlens.loader import load
@@ -40,6 +41,12 @@ from gradlens.probes.base import Schedule
 from gradlens.results import save_result
 
 FINAL_SCALARS = ("epoch_train_loss", "test_loss", "test_acc")
+#: InterlayerCushion probe name -> its BatchNorm reading (``bn_statistics`` of the metric).
+ICUSHION_READINGS = {
+    "interlayer_cushion": "running",
+    "interlayer_cushion_batch": "batch",
+    "interlayer_cushion_sample": "sample",
+}
 
 
 @dataclass(frozen=True)
@@ -155,23 +162,21 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     first_last = Schedule.first_last(steps)
     spec = model.gradlens_spec()
     meta: dict = {}
-    probes: list = [GradStats(every=params["grad_every"])]
+    probes: list = [GradStats(every=params["grad_every"], params="weights")]
     if params["family"] == "simplified":
-        layers = cushion_layers(model)
         meta["cushion_layer_name"] = spec.layers[params["cushion_layer"] - 1].name
-        if meta["cushion_layer_name"] not in layers:
-            raise ValueError(
-                f"layer {params['cushion_layer']} ({meta['cushion_layer_name']}) changes shape and has no "
-                f"identity; choose another cushion_layer"
-            )
-        probes += [LayerCushion(every=[steps - 1], layers=layers), DominantFlow(every=first_last)]
+        probes += [LayerCushion(every=[steps - 1]), DominantFlow(every=first_last)]
         if params["kind"] == "residual":
             hist_steps = min(steps, params["hist_epochs"] * -(-data.n_train // config.batch_size))
             probes.append(FinalGradHist(every=range(0, hist_steps, params["hist_every"])))
     else:
         meta["block_name"] = spec.blocks[params["block_index"] - 1]
         meta["n_blocks"] = len(spec.blocks)
-        probes += [InterlayerCushion(every=first_last, blocks=[meta["block_name"]]), DominantFlow(every=first_last)]
+        probes += [
+            InterlayerCushion(every=first_last, blocks=[meta["block_name"]], bn_statistics=reading, name=probe)
+            for probe, reading in ICUSHION_READINGS.items()
+        ]
+        probes.append(DominantFlow(every=first_last))
     train_path = path.with_name(path.stem + ".train.h5")
     train_recorded(
         params, train_path, model=model, data=data, config=config, probes=probes, resume=resume,
@@ -183,7 +188,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         ("layer_cushion", ("mu",)),
         ("dominant_flow", ("sigma",)),
         ("final_grad_hist", ("counts", "edges", "count", "mean", "std")),
-        ("interlayer_cushion", ("mu",)),
+        *((probe, ("mu",)) for probe in ICUSHION_READINGS),
     ):
         if probe not in run.probes:
             continue
@@ -200,18 +205,3 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     save_result(path, {"config": {**params, **{k: v for k, v in full_meta.items() if k not in params}}}, arrays,
                 overwrite=True)
 
-
-def cushion_layers(model: nn.Module) -> list[str]:
-    """The spec's layers except the block convolutions that change shape (no identity around them).
-
-    Plain and residual nets of one depth get the same list, so their cushions are compared layer by layer.
-    """
-    names = []
-    for layer in model.gradlens_spec().layers:
-        module = model.get_submodule(layer.name)
-        reshapes = isinstance(module, nn.Conv2d) and (
-            module.stride != (1, 1) or module.in_channels != module.out_channels
-        )
-        if not (reshapes and layer.name.startswith("group")):
-            names.append(layer.name)
-    return names

@@ -9,11 +9,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_figure
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_figure
 from gradlens.results import Result
 
 ID = "yt-fig3"
 ANALYSES = ("noise_stability",)
+TRAINED_NETS = True
 NEEDS = {"noise_stability": ("final/test_acc",)}
 CLAIM = (
     "The per-sample layer cushion μ = ‖A x‖ / (‖A‖_F ‖x‖) of the 10th layer is larger for ResNets (red) than "
@@ -88,8 +89,11 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"‖A‖_F of the residual weights, i.e. the equivalent plain layer with 1 removed from its ID entries). "
         f"Training: SGD lr {first['lr']}, momentum {first['momentum']}, weight decay {first['weight_decay']}, "
         f"batch {first['batch_size']}, {first['epochs']} epochs, learning rate /10 after epochs "
-        f"{first['milestones'] or 'none'}, plain KWI / residual HMWI init. {'; '.join(notes)}. The two "
-        f"channel-doubling block convolutions have no identity and are not measured. "
+        f"{first['milestones'] or 'none'}, plain KWI / residual HMWI init. {'; '.join(notes)}. Every "
+        f"convolution is measured, as in the document; for the two channel-doubling block convolutions of a "
+        f"ResNet the identity part is the map of their ID entries (document 004, eq. 1: the option-A shortcut, "
+        f"x subsampled in the first C of 2C channels), on which T is exact. "
         f"{untrained_note(runs)}{describe(runs, inputs.scale)} Document: CIFAR-10, 200 epochs."
     )
+    caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

@@ -7,14 +7,19 @@ simulation of Figure 11 (appendix D.4.1).
 
 from gradlens.metrics.cushion import (
     AUTO_EXACT_MAX,
+    AUTODIFF,
+    BN_STATISTICS,
     InterlayerCushion,
     conv_operator_frobenius_norm,
     cushion_summary,
+    id_kernel,
+    identity_part,
     interlayer_cushion,
     jacobian_frobenius_sq,
     jacobian_frobenius_sq_hutchinson,
     layer_cushion,
     layer_operator_frobenius_norm,
+    statistics_of_input,
 )
 from gradlens.metrics.dominant_flow import (
     CHUNK_ELEMENTS,
@@ -36,6 +41,8 @@ from gradlens.metrics.trivial import (
 
 __all__ = [
     "AUTO_EXACT_MAX",
+    "AUTODIFF",
+    "BN_STATISTICS",
     "CHUNK_ELEMENTS",
     "DominantFlow",
     "GradientHistogram",
@@ -44,6 +51,8 @@ __all__ = [
     "cushion_summary",
     "dominant_flow",
     "final_grad_histogram",
+    "id_kernel",
+    "identity_part",
     "interlayer_cushion",
     "jacobian_frobenius_sq",
     "jacobian_frobenius_sq_hutchinson",
@@ -56,6 +65,7 @@ __all__ = [
     "phi_integral",
     "ratio_terms",
     "sigma_from_ratios",
+    "statistics_of_input",
     "trivial_sigma",
     "trivial_sigma_conclusion",
     "trivial_sigma_draws",

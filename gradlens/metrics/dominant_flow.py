@@ -2,7 +2,11 @@
 
 Index letters: ``B`` samples, ``D_L`` channels of the final activation a^(L) (index j), ``C_ℓ`` channels of an
 intermediate activation a^(ℓ) (index i), ``P`` positions of one channel's feature map (index p; P = 1 for
-MLP activations ``[B, C_ℓ]``).
+MLP activations ``[B, C_ℓ]``; P = T token positions for a sequence model's ``[B, T, H]``).
+
+The channel (feature) axis of every activation is explicit (``feature_dims``, ``final_feature_dim``): dim 1
+for convolutional feature maps ``[B, C, *spatial]``, the last dim for Linear-produced and sequence
+activations ``[B, T, H]`` (the probe resolves it from the model spec, :func:`gradlens.spec.feature_dim`).
 """
 
 from __future__ import annotations
@@ -53,14 +57,24 @@ def _final_gradient(final: Tensor, grad_final: Tensor | None, loss: Tensor | Non
     return grad
 
 
-def _check_shapes(final: Tensor, activations: Sequence[Tensor]) -> None:
+def _axis(dim: int, tensor: Tensor, what: str) -> int:
+    """``dim`` as a non-negative index of a non-batch axis of ``tensor``."""
+    if not -tensor.dim() <= dim < tensor.dim() or dim % tensor.dim() == 0:
+        raise ValueError(
+            f"feature axis {dim} of {what} of shape {tuple(tensor.shape)} is not a non-batch dim; pass 1 "
+            f"(channels first, conv maps) or -1 (features last, [B, T, H])"
+        )
+    return dim % tensor.dim()
+
+
+def _check_shapes(final: Tensor, activations: Sequence[Tensor], dims: Sequence[int], final_dim: int) -> None:
     if final.dim() < 2 or not final.requires_grad:
         raise ValueError(
             f"final activation a^(L) of shape {tuple(final.shape)} must be [B, D_L, ...] and part of an "
             f"autograd graph (requires_grad=True); run the forward pass with gradients enabled"
         )
-    batch, channels = final.shape[:2]
-    for index, act in enumerate(activations):
+    batch, channels = final.shape[0], final.shape[final_dim]
+    for index, (act, dim) in enumerate(zip(activations, dims, strict=True)):
         if not act.requires_grad:
             raise ValueError(
                 f"activation {index} of shape {tuple(act.shape)} is not in an autograd graph; pass the "
@@ -71,9 +85,9 @@ def _check_shapes(final: Tensor, activations: Sequence[Tensor]) -> None:
                 f"activation {index} has shape {tuple(act.shape)}; expected [B={batch}, C, ...] like a^(L) "
                 f"{tuple(final.shape)}"
             )
-        if act.shape[1] > channels:
+        if act.shape[dim] > channels:
             raise ValueError(
-                f"activation {index} has {act.shape[1]} channels but a^(L) has only D_L={channels}: channel "
+                f"activation {index} has {act.shape[dim]} channels but a^(L) has only D_L={channels}: channel "
                 f"i of a^(ℓ) pairs with channel i of a^(L), so C_ℓ <= D_L is required; drop this activation"
             )
 
@@ -102,6 +116,8 @@ def dominant_flow(
     *,
     loss: Tensor | None = None,
     chunk_size: int | None = None,
+    feature_dims: Sequence[int] | None = None,
+    final_feature_dim: int = 1,
 ) -> DominantFlow:
     """Fraction σ^(ℓ) of channels with a dominant gradient flow, for all layers from one batched VJP.
 
@@ -116,6 +132,14 @@ def dominant_flow(
     a^(L) ``[B, D_L]`` or the feature map before the pool ``[B, D_L, H, W]``: the cotangent of channel j is
     ``e_j ⊙ ∂L/∂a^(L)`` over all of its positions q, and Σ_q ∂a_jq/∂a_ip · ∂L/∂a_jq equals Θ_ijp of the
     pooled a_j^(L) whenever the loss sees a^(L) only through the pool, so both give the same σ.
+
+    **Sequence models** (``[B, T, H]`` activations, ``feature_dims = -1``): the channel i is hidden unit i
+    and its sub-activation a_i^(ℓ) collects that unit at every token position p of the sample (P = T), as
+    a convolutional channel collects its map's positions; r_i^(ℓ) is the mean over the T positions, σ^(ℓ)
+    the fraction of the H hidden units with r_i > 1. A final activation ``[B, T, H]`` pairs unit j with
+    the cotangent ``e_j ⊙ ∂L/∂a^(L)`` over all T positions, exactly as the pre-pool map above. Positions that
+    receive no gradient at all (padding tokens masked out of attention when the loss reads only [CLS]) give
+    0/0 := 0 terms and lower r_i, as dead ReLU positions do; leave padding out of the probe batch.
 
     Channel i of a^(ℓ) is compared with channel i of a^(L) (the sub-activation path P_i of appendix D.2).
     A layer with fewer channels than a^(L) (16 or 32 against 64 in the document's groups G_0, G_1) has
@@ -140,36 +164,48 @@ def dominant_flow(
         grad_final: ∂L/∂a^(L), shaped like ``final``. Give this or ``loss``.
         loss: scalar loss of the same forward pass; ∂L/∂a^(L) is then taken from it (graph kept).
         chunk_size: cotangents per batched VJP (memory ≈ chunk_size × the activations); default: see above.
+        feature_dims: channel axis of each activation (default: 1 for all, channels first).
+        final_feature_dim: channel axis of a^(L) (default 1).
 
     Returns:
         :class:`DominantFlow` with ``sigma`` ``[n_layers]``, ``sigma_per_sample`` ``[B, n_layers]`` and
         ``r`` (a list of ``[B, C_ℓ]``).
     """
-    _check_shapes(final, activations)
+    if feature_dims is None:
+        feature_dims = [1] * len(activations)
+    if len(feature_dims) != len(activations):
+        raise ValueError(
+            f"feature_dims has {len(feature_dims)} entries for {len(activations)} activations; give one per activation"
+        )
+    final_dim = _axis(final_feature_dim, final, "a^(L)")
+    dims = [_axis(d, act, f"activation {k}") for k, (act, d) in enumerate(zip(activations, feature_dims, strict=True))]
+    _check_shapes(final, activations, dims, final_dim)
     grad = _final_gradient(final, grad_final, loss)
-    batch, channels = final.shape[:2]
+    grad_first = grad.movedim(final_dim, 1)  # [B, D_L, ...]: channel j of a^(L) at dim 1
+    batch, channels = final.shape[0], final.shape[final_dim]
     per_cotangent = sum(act.numel() for act in activations)
     chunk = max(1, min(channels, CHUNK_ELEMENTS // max(1, per_cotangent))) if chunk_size is None else chunk_size
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    shapes = [(act.shape[1], act[0, 0].numel()) for act in activations]
+    shapes = [(act.shape[d], act[0].numel() // act.shape[d]) for act, d in zip(activations, dims, strict=True)]
     diagonal = [grad.new_zeros(batch, c, p) for c, p in shapes]
     off_diagonal = [grad.new_zeros(batch, c, p) for c, p in shapes]
     for start in range(0, channels, chunk):
         stop = min(channels, start + chunk)
         js = torch.arange(start, stop, device=grad.device)
-        cotangents = grad.new_zeros(stop - start, *grad.shape)
-        cotangents[torch.arange(stop - start), :, js] = grad[:, js].transpose(0, 1)
+        cotangents = grad_first.new_zeros(stop - start, *grad_first.shape)
+        cotangents[torch.arange(stop - start), :, js] = grad_first[:, js].transpose(0, 1)
+        cotangents = cotangents.movedim(2, final_dim + 1)  # back to the layout of a^(L)
         thetas = torch.autograd.grad(
             final, list(activations), cotangents, retain_graph=True, is_grads_batched=True, allow_unused=True
         )
-        for index, ((c, p), theta) in enumerate(zip(shapes, thetas, strict=True)):
+        for index, ((c, p), dim, theta) in enumerate(zip(shapes, dims, thetas, strict=True)):
             if theta is None:
                 raise ValueError(
                     f"a^(L) of shape {tuple(final.shape)} does not depend on activation {index} of shape "
                     f"{tuple(activations[index].shape)}; pass activations of the forward pass of a^(L)"
                 )
-            theta = theta.detach().reshape(stop - start, batch, c, p)  # [j, b, i, p]
+            theta = theta.detach().movedim(dim + 1, 2).reshape(stop - start, batch, c, p)  # [j, b, i, p]
             own = js[js < c]  # final channels j in this chunk that have a path i = j in this layer
             if own.numel():
                 diagonal[index][:, own] = theta[own - start, :, own].transpose(0, 1)

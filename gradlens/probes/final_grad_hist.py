@@ -11,10 +11,12 @@ import math
 from collections.abc import Iterable
 
 import torch
+from torch import nn
 
 from gradlens.metrics import final_grad_histogram
 from gradlens.probes.base import PROBE_BATCH, Probe, Quantity, Schedule
-from gradlens.probes.dominant_flow import final_activation
+from gradlens.probes.dominant_flow import declared_final, final_activation, output_tensor
+from gradlens.spec import ModelSpec
 
 MOMENTS = ("below", "above", "nonfinite", "count", "mean", "std")
 
@@ -57,6 +59,10 @@ class FinalGradHist(Probe):
         self.eval_mode = eval_mode
         self.name = name
 
+    def validate(self, model: nn.Module, spec: ModelSpec | None) -> None:
+        """An unknown or missing final activation is reported at attach time."""
+        declared_final("FinalGradHist", model, spec, self.final)
+
     def quantities(self, ctx) -> dict[str, Quantity]:
         final_activation(ctx, self.final)
         out = {
@@ -72,7 +78,7 @@ class FinalGradHist(Probe):
         seen = ctx.capture(x, outputs=[final], grad=True, eval_mode=self.eval_mode)
         with torch.enable_grad():
             loss = ctx.loss_fn(seen.output, y)
-            (grad,) = torch.autograd.grad(loss, seen.outputs[final], allow_unused=True)
+            (grad,) = torch.autograd.grad(loss, output_tensor(seen.outputs[final], final), allow_unused=True)
         if grad is None:
             raise ValueError(
                 f"the loss does not depend on the final activation {final!r}; name the a^(L) module"

@@ -2,7 +2,9 @@
 
 μ_ℓ(x) = ‖A x‖ / (‖A‖_F ‖x‖) (residual layers: ‖x + A x‖ in the numerator), document 004, section 5;
 see :func:`gradlens.metrics.layer_cushion`. One forward of the probe batch captures each layer's input and
-output (no convolution is recomputed); ‖A‖_F of each operator comes in closed form.
+output (no convolution is recomputed); ‖A‖_F of each operator comes in closed form. Every layer is measured,
+including a residual layer that changes channels or size (its identity part is the map of the ID entries of
+document 004, eq. 1: :func:`gradlens.metrics.identity_part`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import torch
+from torch import nn
 
 from gradlens.metrics import cushion_summary, layer_cushion
 from gradlens.probes.base import PROBE_BATCH, Probe, Quantity, Schedule
+from gradlens.probes.dominant_flow import check_modules, module_names
+from gradlens.spec import ModelSpec
 
 SUMMARY = ("min", "median", "mean", "std", "nonfinite")
 
@@ -45,16 +50,31 @@ class LayerCushion(Probe):
         self.eval_mode = eval_mode
         self.name = name
 
+    def validate(self, model: nn.Module, spec: ModelSpec | None) -> None:
+        """Unknown layer names and layer types without a cushion handler are reported at attach time."""
+        if self.names is not None:
+            check_modules(model, self.names, "LayerCushion", "layers")
+            names = self.names
+        else:
+            names = spec.layer_names() if spec is not None else []
+        table = module_names(model)
+        for name in names:
+            _check_supported(name, table.get(name))
+
     def _layers(self, ctx) -> list:
         if self.names is None:
-            return list(ctx.layers)
-        by_name = {layer.name: layer for layer in ctx.layers}
-        unknown = [n for n in self.names if n not in by_name]
-        if unknown:
-            raise ValueError(
-                f"LayerCushion layers {unknown} are not layers of this session; choose from {list(by_name)}"
-            )
-        return [by_name[n] for n in self.names]
+            layers = list(ctx.layers)
+        else:
+            by_name = {layer.name: layer for layer in ctx.layers}
+            unknown = [n for n in self.names if n not in by_name]
+            if unknown:
+                raise ValueError(
+                    f"LayerCushion layers {unknown} are not layers of this session; choose from {list(by_name)}"
+                )
+            layers = [by_name[n] for n in self.names]
+        for layer in layers:
+            _check_supported(layer.name, layer.module)
+        return layers
 
     def quantities(self, ctx) -> dict[str, Quantity]:
         names = [layer.name for layer in self._layers(ctx)]
@@ -80,3 +100,16 @@ class LayerCushion(Probe):
         out = {"mu": mu}
         out.update({q: torch.stack([s[q] for s in summaries]).double() for q in SUMMARY})
         return out
+
+
+def _check_supported(name: str, module: nn.Module | None) -> None:
+    if module is None:
+        return
+    supported = isinstance(module, nn.Linear) or (
+        isinstance(module, nn.modules.conv._ConvNd) and not module.transposed
+    )
+    if not supported:
+        raise ValueError(
+            f"LayerCushion has no handler for layer {name!r} ({type(module).__name__}); it measures nn.Linear "
+            f"and nn.Conv1d/2d/3d: pass layers=[...] without it"
+        )

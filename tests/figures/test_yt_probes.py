@@ -91,13 +91,21 @@ def test_fig11_curves_are_the_stored_simulation_and_the_closed_forms(made, smoke
 
 
 def test_icushion_table_is_the_stored_mu(made, smoke_figures):
+    from analyses.noise_stability import ICUSHION_READINGS
+    from figures.yt_tab_icushion import READING_LABELS
+
     table = made["yt-tab-icushion"].table
     for kind in ("plain", "residual"):
         (run,) = stored(smoke_figures, "noise_stability", family="fledged", kind=kind)
         rows = table[table["net"] == config(run)["model"]]
-        mu = run["interlayer_cushion/mu"][:, 0]
-        np.testing.assert_allclose(rows["mean"].to_numpy(), np.nanmean(mu, axis=1), rtol=1e-12)
-        np.testing.assert_allclose(rows["sd"].to_numpy(), np.nanstd(mu, axis=1), rtol=1e-12)
+        for probe, reading in ICUSHION_READINGS.items():  # running, batch and per-sample BN statistics
+            mu = run[f"{probe}/mu"][:, 0]
+            label = READING_LABELS[reading]
+            np.testing.assert_allclose(rows[f"mean, {label}"].to_numpy(), np.nanmean(mu, axis=1), rtol=1e-12)
+            np.testing.assert_allclose(rows[f"sd, {label}"].to_numpy(), np.nanstd(mu, axis=1), rtol=1e-12)
+        if kind == "plain":  # issue 14.2: BN normalising by its input makes the plain block ε-sized
+            assert (run["interlayer_cushion_batch/mu"] < 1e-3).all()
+            assert (run["interlayer_cushion_sample/mu"] < 1e-3).all()
 
 
 def test_schematics_count_the_skips_of_the_stored_graphs(made, smoke_figures):

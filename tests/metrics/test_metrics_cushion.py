@@ -118,8 +118,8 @@ def test_layer_cushion_nonfinite_and_bad_input() -> None:
     x[1] = 0
     mu = layer_cushion(conv, x)
     assert torch.isnan(mu[:2]).all() and torch.isfinite(mu[2])
-    with pytest.raises(ValueError, match="identity skip"):
-        layer_cushion(conv, x, residual=True)
+    with pytest.raises(ValueError, match="groups=2"):  # a shape-changing grouped conv has no ID entries
+        layer_cushion(nn.Conv2d(2, 4, 3, stride=2, padding=1, groups=2).double(), x, residual=True)
     with pytest.raises(ValueError, match=r"\(3, 3, 4, 4\)"):
         layer_cushion(conv, torch.rand(3, 3, 4, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="padding_mode"):
@@ -237,3 +237,175 @@ def test_interlayer_cushion_rejects_train_mode_and_bad_method_and_flags_nan() ->
     x[0, 0, 0, 0] = float("nan")
     mu = interlayer_cushion(block, x).mu
     assert torch.isnan(mu[0]) and torch.isfinite(mu[1])
+
+
+def test_layer_cushion_channel_doubling_residual_layer_matches_explicit_matrix() -> None:
+    """The group-opening layer C → 2C, stride 2 of a simplified ResNet: μ = ‖x̃ + A x‖ / (‖A‖_F ‖x‖) with x̃
+    the option-A shortcut, i.e. the document's measurement on t = T(r) (eq. 1) with 1 removed from its ID
+    entries."""
+    from gradlens.models.resnet_v1 import ZeroPadShortcut
+    from gradlens.models.transforms import id_entries
+
+    torch.manual_seed(8)
+    conv = nn.Conv2d(2, 4, 3, stride=2, padding=1).double()
+    shortcut = ZeroPadShortcut(2, 4, 2)
+    x = torch.relu(torch.randn(3, 2, 5, 5, dtype=torch.float64))
+    block_map = operator_matrix(lambda t: shortcut(t) + conv(t), (2, 5, 5))  # x ↦ x̃ + A x, [4·3·3, 2·5·5]
+    a_matrix = operator_matrix(conv, (2, 5, 5))
+    flat = x.flatten(1)
+    expected = (flat @ block_map.T).norm(dim=1) / (a_matrix.norm() * flat.norm(dim=1))
+    got = layer_cushion(conv, x, residual=True)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=0)
+    assert torch.allclose(layer_cushion(conv, x, residual=True, out=conv(x).detach()), expected, rtol=1e-12)
+    transferred = nn.Conv2d(2, 4, 3, stride=2, padding=1).double()  # t = T(r) = r + ρ
+    with torch.no_grad():
+        transferred.weight.copy_(conv.weight + id_entries(conv.weight))
+        transferred.bias.copy_(conv.bias)
+    t_matrix = operator_matrix(transferred, (2, 5, 5))
+    assert torch.allclose(t_matrix, block_map, rtol=0, atol=1e-14)  # T is exact on this layer
+    id_matrix = operator_matrix(lambda t: shortcut(t), (2, 5, 5))
+    assert torch.allclose((t_matrix - id_matrix).norm(), a_matrix.norm(), rtol=1e-13)
+
+
+@pytest.mark.parametrize(("fan_in", "fan_out"), [(6, 8), (8, 6)])
+def test_layer_cushion_residual_linear_that_changes_width(fan_in: int, fan_out: int) -> None:
+    torch.manual_seed(9)
+    fc = nn.Linear(fan_in, fan_out).double()
+    x = torch.randn(4, 3, fan_in, dtype=torch.float64)  # [B, T, H]: the ID entries act on the last dim
+    eye = torch.eye(fan_out, fan_in, dtype=torch.float64)  # (c, c) for c < min(C, D)
+    w = fc.weight.detach()
+    expected = (x @ (eye + w).T).flatten(1).norm(dim=1) / (w.norm() * 3**0.5 * x.flatten(1).norm(dim=1))
+    assert torch.allclose(layer_cushion(fc, x, residual=True), expected, rtol=1e-13)
+
+
+class BNBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN (+ identity), ReLU with bias-free convolutions, as in ResNet-v1."""
+
+    def __init__(self, channels: int, residual: bool, eps: float) -> None:
+        super().__init__()
+        self.residual = residual
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels, eps=eps)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(x + y if self.residual else y)
+
+
+def bn_block(residual: bool, eps: float = 1e-5) -> nn.Module:
+    torch.manual_seed(10)
+    block = BNBlock(3, residual, eps).double()
+    for bn in (block.bn1, block.bn2):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        nn.init.uniform_(bn.weight, 0.5, 1.5)
+        nn.init.uniform_(bn.bias, -0.2, 0.2)
+    return block.eval()
+
+
+def bn_input(batch: int = 4) -> torch.Tensor:
+    return torch.relu(torch.randn(batch, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(11)))
+
+
+def brute_force_batch(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(μ, ‖J_b‖_F², ‖(J X)_b‖) of the batch reading from the full Jacobian of the batch map (train-mode BN)."""
+    batch, n = x.shape[0], x[0].numel()
+    state = {k: v.clone() for k, v in block.state_dict().items()}
+    block.train()
+    full = torch.autograd.functional.jacobian(block, x).reshape(batch, -1, batch * n)  # [b, m, (c, k)]
+    block.load_state_dict(state)
+    block.eval()
+    jx = full @ x.flatten()  # (J X)_b
+    fro_sq = full.pow(2).sum(dim=(1, 2))  # row block of sample b
+    return n**0.5 * jx.norm(dim=1) / (fro_sq.sqrt() * x.flatten(1).norm(dim=1)), fro_sq, jx.norm(dim=1)
+
+
+def brute_force_sample(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """μ of the sample reading: train-mode BN on each sample alone, full per-sample Jacobian."""
+    state = {k: v.clone() for k, v in block.state_dict().items()}
+    block.train()
+    mu, _, _ = brute_force(block, x)
+    block.load_state_dict(state)
+    block.eval()
+    return mu
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("method", ["exact", "hutchinson"])
+def test_bn_statistics_readings_match_full_jacobian(residual: bool, method: str) -> None:
+    block, x = bn_block(residual), bn_input()
+    buffers = {k: v.clone() for k, v in block.named_buffers()}
+    batch_mu, batch_fro, batch_jx = brute_force_batch(block, x)
+    sample_mu = brute_force_sample(block, x)
+    kw = {"method": method, "num_probes": 64, "seed": 3, "chunk_size": 64}
+    got_batch = interlayer_cushion(block, x, bn_statistics="batch", **kw)
+    got_sample = interlayer_cushion(block, x, bn_statistics="sample", **kw)
+    if method == "exact":
+        assert torch.allclose(got_batch.mu, batch_mu, rtol=1e-10, atol=1e-14)
+        assert torch.allclose(got_batch.jac_fro**2, batch_fro, rtol=1e-11)
+        assert torch.allclose(got_sample.mu, sample_mu, rtol=1e-10, atol=1e-14)
+    else:  # J x exact, ‖J‖_F² unbiased: within 4 reported standard errors
+        assert got_batch.method == "hutchinson"
+        assert torch.allclose(got_batch.jx_norm, batch_jx, rtol=1e-10, atol=1e-16)
+        assert ((got_batch.jac_fro**2 - batch_fro).abs() < 4 * got_batch.jac_fro_sq_se).all()
+    for name, value in block.named_buffers():  # running statistics neither read nor updated
+        assert torch.equal(value, buffers[name]), name
+    assert not block.training and all(bn.track_running_stats for bn in (block.bn1, block.bn2))
+    if residual:
+        assert (got_batch.mu > 0.1).all() and (got_sample.mu > 0.1).all()
+    else:  # scale-invariant up to BN's ε: J x = 0 up to ε
+        assert (got_batch.mu < 1e-3).all() and (got_sample.mu < 1e-3).all()
+
+
+def test_plain_block_cushion_scales_with_bn_eps_from_input_statistics() -> None:
+    """Issue 14.2: with BN normalising by its input, μ_plain ∝ ε exactly (running statistics: O(1))."""
+    x = bn_input(8)
+    by_eps = {}
+    for eps in (1e-3, 1e-5, 1e-7):
+        block = bn_block(False, eps)
+        by_eps[eps] = {s: interlayer_cushion(block, x, "exact", bn_statistics=s).mu.mean().item()
+                       for s in ("batch", "sample", "running")}
+    for reading in ("batch", "sample"):
+        assert by_eps[1e-5][reading] / by_eps[1e-7][reading] == pytest.approx(100, rel=1e-3)
+        assert by_eps[1e-3][reading] / by_eps[1e-5][reading] == pytest.approx(100, rel=0.1)
+        assert 1e-6 < by_eps[1e-5][reading] < 1e-4
+    assert all(0.3 < by_eps[eps]["running"] < 3 for eps in by_eps)
+
+
+class NoForwardAD(torch.autograd.Function):
+    """x ↦ tanh(x) with a backward but no jvp: forward-mode AD raises."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y**2)
+
+
+@pytest.mark.parametrize("bn_statistics", ["running", "batch"])
+def test_reverse_route_equals_forward_route_and_is_taken_automatically(bn_statistics: str) -> None:
+    block = bn_block(True)
+    x = bn_input()
+    forward = interlayer_cushion(block, x, "exact", autodiff="forward", bn_statistics=bn_statistics, chunk_size=9)
+    reverse = interlayer_cushion(block, x, "exact", autodiff="reverse", bn_statistics=bn_statistics, chunk_size=9)
+    assert (forward.autodiff, reverse.autodiff) == ("forward", "reverse")
+    assert torch.allclose(forward.mu, reverse.mu, rtol=1e-11)
+    assert torch.allclose(forward.jac_fro, reverse.jac_fro, rtol=1e-11)
+
+    def segment(t: torch.Tensor) -> torch.Tensor:
+        return NoForwardAD.apply(block(t))
+
+    mu, fro_sq, _ = brute_force(segment, x)
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        interlayer_cushion(segment, x, autodiff="forward")
+    got = interlayer_cushion(segment, x)  # auto: forward mode is missing, the reverse route is taken
+    assert got.autodiff == "reverse" and got.method == "exact"
+    assert torch.allclose(got.mu, mu, rtol=1e-11)
+    assert torch.allclose(jacobian_frobenius_sq(segment, x), fro_sq, rtol=1e-11)

@@ -177,3 +177,54 @@ def test_final_grad_histogram_matches_numpy() -> None:
     assert np.isclose(hist.std.item(), finite.std(), rtol=1e-12)
     with pytest.raises(ValueError, match="increasing"):
         final_grad_histogram(torch.from_numpy(values), torch.tensor([0.0, 0.0, 1.0]))
+
+
+def sequence_reference(rest, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """r per sample ``[B, H]`` for ``[B, T, H]`` activations by explicit loops over i, j, p and the positions q
+    of a^(L): Θ_ijp = Σ_q ∂a^(L)_qj/∂a_pi · ∂L/∂a^(L)_qj (hidden unit = channel, token position = p)."""
+    batch, tokens, hidden = act.shape
+    r = torch.zeros(batch, hidden, dtype=torch.float64)
+    for b in range(batch):
+        jac = torch.autograd.functional.jacobian(lambda a: rest(a[None])[0], act[b].detach())  # [q, j, p, i]
+        theta = torch.einsum("qjpi,qj->ijp", jac, grad[b])
+        for i in range(hidden):
+            terms = []
+            for p in range(tokens):
+                diagonal = theta[i, i, p].abs().item()
+                rest_sum = abs(sum(theta[i, j, p].item() for j in range(grad.shape[-1]) if j != i))
+                terms.append(0.0 if diagonal == rest_sum == 0 else diagonal / rest_sum)
+            r[b, i] = sum(terms) / tokens
+    return r
+
+
+def test_dominant_flow_features_last_matches_loops_and_channel_first_layout() -> None:
+    """[B, T, H] activations with feature_dims=-1: one r_i per hidden unit (not per token position)."""
+    torch.manual_seed(4)
+    tokens, hidden = 5, 3
+    w1 = torch.randn(hidden, hidden, dtype=torch.float64)
+    mix = torch.randn(tokens, tokens, dtype=torch.float64) / tokens  # token mixing, like attention
+    x = torch.randn(2, tokens, hidden, dtype=torch.float64, requires_grad=True)
+
+    def rest(a: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(torch.einsum("st,bth->bsh", mix, a) + a @ w1.T)
+
+    act = torch.relu(x @ w1.T)
+    final = rest(act)  # [B, T, H]
+    loss = (final[:, 0] * torch.arange(1.0, hidden + 1, dtype=torch.float64)).sum() + final.pow(2).sum()
+    (grad,) = torch.autograd.grad(loss, final, retain_graph=True)
+    result = dominant_flow(final, [act], grad, feature_dims=[-1], final_feature_dim=-1)
+    expected = sequence_reference(rest, act, grad)
+    assert result.r[0].shape == (2, hidden)
+    assert torch.allclose(result.r[0], expected, rtol=1e-10, atol=1e-300)
+    assert torch.equal(result.sigma_per_sample[:, 0], (expected > 1).double().mean(dim=1))
+    # the same numbers from the same network computed in a channel-first layout (feature_dims default 1)
+    act_first = torch.relu(x @ w1.T).transpose(1, 2)  # [B, H, T]
+    final_first = rest(act_first.transpose(1, 2)).transpose(1, 2)
+    moved = dominant_flow(final_first, [act_first], grad.transpose(1, 2))
+    assert torch.allclose(moved.r[0], result.r[0], rtol=1e-12)
+    # dim 1 on this layout would pair token positions as channels: a different (wrong) answer, 5 entries
+    assert dominant_flow(final, [act], grad).r[0].shape == (2, tokens)
+    with pytest.raises(ValueError, match="not a non-batch dim"):
+        dominant_flow(final, [act], grad, feature_dims=[0])
+    with pytest.raises(ValueError, match="one per activation"):
+        dominant_flow(final, [act], grad, feature_dims=[-1, -1])

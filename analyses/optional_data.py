@@ -1,8 +1,9 @@
 """Runs on data that may be absent here (Fashion-MNIST, CIFAR-10, EMNIST): run when present, else say so.
 
-A run whose params carry ``"optional_data": True`` and whose dataset is not found under ``--data-dir``
-writes a *not-run marker* instead of failing: a result file holding the array ``not_run`` (the data
-module's one-line message) and the file status ``"not_run"``. Because that status is not ``"finished"``,
+A run whose params carry ``"optional_data": True`` and whose dataset is not found under ``--data-dir`` (or
+whose files there are refused as not that dataset, :class:`gradlens.data.DatasetIdentityError`) writes a
+*not-run marker* instead of failing: a result file holding the array ``not_run`` (the data module's one-line
+message) and the file status ``"not_run"``. Because that status is not ``"finished"``,
 the runner tries the run again on every invocation, so the run happens as soon as the data is there.
 Figures test :func:`is_not_run` and print the message in place of the panel/table. Without the flag (the
 ``paper`` presets) a missing dataset fails with the data module's error, as ``FIGURES.md`` asks.
@@ -16,7 +17,7 @@ import h5py
 import numpy as np
 
 from analyses.common import load_data
-from gradlens.data import Dataset
+from gradlens.data import Dataset, DatasetIdentityError
 from gradlens.results import Result, save_result
 
 NOT_RUN = "not_run"
@@ -26,10 +27,11 @@ def load_or_mark(params: dict, path: Path, data_dir: str | None) -> Dataset | No
     """The run's dataset; with ``optional_data`` and no files, write the not-run marker and return None."""
     try:
         return load_data(params, data_dir)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, DatasetIdentityError) as error:
         if not params.get("optional_data"):
             raise
-        message = f"{params['dataset']} was not found ({str(error).splitlines()[0]})"
+        what = "was refused" if isinstance(error, DatasetIdentityError) else "was not found"
+        message = f"{params['dataset']} {what} ({str(error).splitlines()[0]})"
         save_result(path, {"config": params, NOT_RUN: message}, {NOT_RUN: np.array(message)}, overwrite=True)
         with h5py.File(path, "r+") as file:
             file.attrs["status"] = NOT_RUN

@@ -65,7 +65,7 @@ def flow_probes(
     ``sigma_epochs`` epochs and the last step (not at all when ``sigma_epochs`` is None), on
     ``sigma_activations`` (default: the model's declared activations)."""
     total = steps_per_epoch * epochs
-    probes: list[Probe] = [GradStats(every=Schedule.every(grad_every) | Schedule.at([total - 1]))]
+    probes: list[Probe] = [GradStats(every=Schedule.every(grad_every) | Schedule.at([total - 1]), params="weights")]
     if sigma_epochs is not None:
         schedule = Schedule.at([*range(0, total, steps_per_epoch * sigma_epochs), total - 1])
         probes.append(DominantFlow(every=schedule, activations=sigma_activations))
@@ -85,7 +85,8 @@ def train_variant(
     """Train one model of any variant with gradient-flow probes (and the α probe and update for VAN).
 
     ``params`` supplies ``grad_every``, ``sigma_epochs``, ``probe_batch``, ``lambda_lr_ratio`` and
-    ``lambda_init``.
+    ``lambda_init``, and optionally ``alpha_grad_scale`` (default 1: eq. 7 with the batch-mean loss; the batch
+    size for the summed-loss reading, see :class:`gradlens.models.van.VANUpdate`).
     """
     steps_per_epoch = -(-data.n_train // config.batch_size)
     probes = flow_probes(steps_per_epoch, config.epochs, params["grad_every"], params["sigma_epochs"])
@@ -100,6 +101,7 @@ def train_variant(
             lambda_init=params["lambda_init"],
             lambda_zero=bool(getattr(model, "lambda_zero", False) or getattr(model, "van_lambda_zero", False)),
             optimizer=optimizer,
+            alpha_grad_scale=params.get("alpha_grad_scale", 1.0),
         )
         probes.append(AlphaProbe(every=1))
         resume = False

@@ -7,6 +7,8 @@ A figure module ``figures/<id>.py`` defines
 - ``NEEDS``: analysis -> the recorded keys it reads: ``"probe/quantity"`` or ``"scalars/name"`` for training
   runs, array names for computed results; checked before drawing;
 - ``CLAIM``: what the document claims the item shows (printed next to the figure in the gallery);
+- ``TRAINED_NETS``: True when the claim is about trained nets; then ``draw`` passes the runs it shows to
+  :func:`chance_check`, whose text goes into the caption (``tests/figures/test_chance.py`` enforces both);
 - ``draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput``.
 
 A figure reads HDF5 only: it never trains and never builds a model.
@@ -27,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from gradlens.data import num_classes  # noqa: E402
 from gradlens.loader import Run, load  # noqa: E402
 from gradlens.results import Result, load_result  # noqa: E402
 
@@ -135,6 +138,122 @@ def describe(recorded: Sequence[Recorded], scale: str) -> str:
     if sources:
         parts.insert(0, "data: " + "; ".join(sources))
     return "; ".join(parts) + "."
+
+
+CHANCE_MARGIN = 0.1
+"""A net is *near chance* when its final test accuracy a has (a − 1/K) / (1 − 1/K) < CHANCE_MARGIN."""
+
+
+def final_test_accuracy(recorded: Recorded) -> float | None:
+    """The final test accuracy of a run: the last ``test_acc`` scalar of a training run, or the
+    ``final/test_acc`` / ``final_test_acc`` array of a computed result; None when none was recorded."""
+    if isinstance(recorded, Result):
+        for key in ("final/test_acc", "final_test_acc"):
+            if key in recorded.arrays:
+                return float(np.asarray(recorded[key]).reshape(-1)[-1])
+        return None
+    frame = recorded.scalars()
+    values = frame.loc[frame["name"] == "test_acc", "value"].to_numpy()
+    return float(values[-1]) if values.size else None
+
+
+GENERATED_CLASSES = {"brackets": 2}
+"""K of the tasks the analyses generate themselves (``brackets``: balanced or not, :mod:`analyses.sc_encoder`)."""
+
+
+def run_classes(recorded: Recorded) -> int:
+    """K of a run: ``num_classes`` of its configuration, else that of its ``dataset``."""
+    c = config(recorded)
+    if "num_classes" in c:
+        return int(c["num_classes"])
+    return GENERATED_CLASSES.get(c["dataset"]) or num_classes(c["dataset"])
+
+
+@dataclass
+class ChanceCheck:
+    """Which of an item's nets ended near chance (see :func:`chance_check`).
+
+    Attributes:
+        near: ``(net, seed, dataset, accuracy, chance)`` of every run near chance.
+        unchecked: labels of the runs that recorded no test accuracy.
+        checked: number of runs with a test accuracy.
+        lowest: ``(label, accuracy)`` of the least accurate checked run, or None.
+        margin: the margin used.
+    """
+
+    near: list[tuple[str, object, str, float, float]]
+    unchecked: list[str]
+    checked: int
+    lowest: tuple[str, float] | None
+    margin: float
+
+    @property
+    def text(self) -> str:
+        """Caption text: each net near chance by name and seed, or that all nets trained."""
+        parts = []
+        if self.near:
+            by_net: dict[tuple[str, str, float], list[str]] = {}
+            for net, seed, dataset, acc, chance in self.near:
+                by_net.setdefault((net, dataset, chance), []).append(f"{seed} ({100 * acc:.1f} %)")
+            listed = "; ".join(
+                f"{net} on {dataset}, seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
+                for (net, dataset, _), seeds in by_net.items()
+            )
+            chances = sorted({f"{100 * chance:.3g} %" for *_, chance in self.near})
+            parts.append(
+                f"NEAR CHANCE (did not train): {len(self.near)} of {self.checked} nets end with test accuracy "
+                f"within {100 * self.margin:.0f} % of the way from chance ({', '.join(chances)}) to 100 %: {listed}. "
+                "What this item shows for them is about nets that did not learn, not the document's trained nets."
+            )
+        elif self.checked:
+            label, acc = self.lowest
+            parts.append(
+                f"All {self.checked} nets trained (final test accuracy above chance + {100 * self.margin:.0f} % of "
+                f"the way to 100 %; lowest {100 * acc:.1f} %, {label})."
+            )
+        if self.unchecked:
+            parts.append(f"Not checked against chance (no test accuracy recorded): {', '.join(self.unchecked)}.")
+        return " ".join(parts)
+
+    def annotate(self, caption: str, numbers: dict[str, object]) -> str:
+        """``caption`` with :attr:`text` (first when nets are near chance, else last); adds ``nets near chance``
+        (count) to ``numbers``."""
+        numbers["nets near chance"] = len(self.near)
+        if not self.text:
+            return caption
+        return f"{self.text} {caption}" if self.near else f"{caption} {self.text}"
+
+
+def chance_check(runs: Iterable[Recorded], margin: float = CHANCE_MARGIN) -> ChanceCheck:
+    """Compare each run's final test accuracy a with chance 1/K.
+
+    A run is near chance when (a − 1/K) / (1 − 1/K) < ``margin``, i.e. a < 1/K + margin·(1 − 1/K): with
+    K = 10 and the default margin 0.1, below 19 % (a net collapsed to one class scores about 10 %).
+
+    Args:
+        runs: the runs an item shows (training runs or computed results with ``final/test_acc``).
+        margin: fraction of the distance from chance to 100 % a net must exceed to count as trained.
+
+    Returns:
+        A :class:`ChanceCheck`; put ``.annotate(caption, numbers)`` into the item's output.
+    """
+    near, unchecked, checked, lowest = [], [], 0, None
+    unique = {str(getattr(run, "path", id(run))): run for run in runs}  # a run shown twice counts once
+    for run in unique.values():
+        c = config(run)
+        label = f"{c.get('model', c.get('analysis', '?'))} seed {c.get('seed', '?')}"
+        acc = final_test_accuracy(run)
+        if acc is None:
+            unchecked.append(label)
+            continue
+        checked += 1
+        chance = 1 / run_classes(run)
+        if lowest is None or acc < lowest[1]:
+            lowest = (label, acc)
+        if (acc - chance) / (1 - chance) < margin:
+            near.append((str(c.get("model", c.get("analysis", "?"))), c.get("seed", "?"), str(c.get("dataset", "?")),
+                         acc, chance))
+    return ChanceCheck(near, unchecked, checked, lowest, margin)
 
 
 def save_figure(fig: plt.Figure, out_dir: Path, item_id: str) -> list[Path]:

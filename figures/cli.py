@@ -14,7 +14,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from analyses.runner import RunSpec, ensure_runs, plan
+from analyses.estimate import TIMED_BATCHES, Estimator, format_seconds
+from analyses.executors import EXECUTORS, LocalExecutor, make_executor
+from analyses.runner import RunSpec, plan, run_all, status
 from figures.base import FigureInputs, FigureOutput, missing_keys, open_recorded
 from figures.catalogue import EXTRA_ITEMS, ITEMS
 from figures.gallery import write_gallery
@@ -74,6 +76,25 @@ def select(only: list[str] | None) -> dict[str, object]:
     return {item_id: done[item_id] for item_id in dict.fromkeys(chosen)}
 
 
+def needed_runs(modules: dict[str, object], scale: str) -> dict[str, list[RunSpec]]:
+    """Analysis -> its runs at ``scale``, for every analysis the ``modules`` read."""
+    specs: dict[str, list[RunSpec]] = {}
+    for module in modules.values():
+        for analysis in module.ANALYSES:
+            specs.setdefault(analysis, plan(analysis, scale))
+    return specs
+
+
+def failure_note(failures: dict[RunSpec, str], specs: list[RunSpec]) -> str:
+    """'2 of 12 runs of sc_resnet failed: <key> (model ..., seed ...): <error>; ...' for the failed ``specs``."""
+    failed = [spec for spec in specs if spec in failures]
+    described = []
+    for spec in failed:
+        labels = ", ".join(f"{k} {spec.params[k]}" for k in ("model", "depth", "seed") if k in spec.params)
+        described.append(f"{spec.key}" + (f" ({labels})" if labels else "") + f": {failures[spec]}")
+    return f"{len(failed)} of {len(specs)} runs of {failed[0].analysis} failed: " + "; ".join(described)
+
+
 def make_figures(
     only: list[str] | None,
     scale: str,
@@ -83,24 +104,36 @@ def make_figures(
     jobs: int = 1,
     force: bool = False,
     progress: bool = True,
+    executor=None,
+    failed: dict[str, str] | None = None,
 ) -> dict[str, FigureOutput]:
-    """Run what the selected items need, draw them, write the gallery; returns ID -> output."""
+    """Run what the selected items need, draw them, write the gallery; returns ID -> output.
+
+    ``executor`` (default: :class:`analyses.executors.LocalExecutor` with ``jobs``) does the runs. An item
+    whose runs failed (after their retries) is not drawn: the gallery and ``summary.md`` name the failed runs
+    with their errors, every other item is still drawn, and ``failed`` (when given) receives item ID -> why.
+    """
+    failed = {} if failed is None else failed
     modules = select(only)
-    specs: dict[str, list[RunSpec]] = {}
-    for module in modules.values():
-        for analysis in module.ANALYSES:
-            specs.setdefault(analysis, plan(analysis, scale))
-    paths = ensure_runs(
+    specs = needed_runs(modules, scale)
+    outcome = run_all(
         [spec for group in specs.values() for spec in group],
         out / "runs",
         data_dir=data_dir,
-        jobs=jobs,
+        executor=executor or LocalExecutor(jobs),
         force=force,
         progress=progress,
     )
-    recorded = {analysis: [open_recorded(paths[spec]) for spec in group] for analysis, group in specs.items()}
+    broken = {a: failure_note(outcome.failures, group) for a, group in specs.items()
+              if any(spec in outcome.failures for spec in group)}
+    recorded = {analysis: [open_recorded(outcome.paths[spec]) for spec in group]
+                for analysis, group in specs.items() if analysis not in broken}
     outputs: dict[str, FigureOutput] = {}
     for item_id, module in modules.items():
+        reasons = [broken[a] for a in module.ANALYSES if a in broken]
+        if reasons:
+            failed[item_id] = "; ".join(reasons)
+            continue
         for analysis, keys in module.NEEDS.items():
             for run in recorded[analysis]:
                 lacking = missing_keys(run, keys)
@@ -111,21 +144,124 @@ def make_figures(
         if outputs[item_id].figure is not None:
             plt.close(outputs[item_id].figure)
     claims = {item_id: module.CLAIM for item_id, module in modules.items()}
-    write_gallery(out, outputs, claims, scale, selected=set(modules) if only else None)
+    write_gallery(out, outputs, claims, scale, selected=set(modules) if only else None, failed=failed)
     return outputs
 
 
-def _command(args: argparse.Namespace) -> None:
+def plan_lines(
+    only: list[str] | None, scale: str, out: Path, *, data_dir: str | None = None, force: bool = False,
+    measure: bool = True,
+) -> list[str]:
+    """What ``--plan`` prints: per item the runs to do and to reuse and their estimated cost, then the total.
+
+    Nothing runs and nothing is written but the timing cache (``<out>/runs/timings.json``). A run to do is
+    missing, or unfinished (it will resume: its estimate still counts every step). See
+    :mod:`analyses.estimate` for what the estimate is based on.
+    """
+    modules = select(only)
+    specs = needed_runs(modules, scale)
+    root = out / "runs"
+    estimator = Estimator(root, data_dir, measure=measure)
+    state = {spec: "missing" if force else status(spec.path(root)) for group in specs.values() for spec in group}
+    costs = {spec: estimator.cost(spec.params) for spec in state}
+    estimator.save()
+
+    def total(group: list[RunSpec]) -> tuple[int, float, bool]:
+        todo = [s for s in group if state[s] != "finished"]
+        steps = sum(costs[s].steps or 0 for s in todo)
+        seconds = sum(costs[s].seconds or 0.0 for s in todo)
+        unknown = any(costs[s].steps is not None and costs[s].seconds is None for s in todo)
+        return steps, seconds, unknown
+
+    lines = [f"plan: scale {scale}, runs in {root}", "",
+             f"{'item':<20} {'analysis':<22} {'runs':>5} {'reuse':>5} {'resume':>6} {'do':>5} {'steps':>11} "
+             f"{'est. time':>10}"]
+    for item_id, module in modules.items():
+        for analysis in module.ANALYSES:
+            group = specs[analysis]
+            reuse = sum(state[s] == "finished" for s in group)
+            resume = sum(state[s] not in ("finished", "missing", "unreadable") for s in group)
+            steps, seconds, unknown = total(group)
+            lines.append(
+                f"{item_id:<20} {analysis:<22} {len(group):>5} {reuse:>5} {resume:>6} {len(group) - reuse:>5} "
+                f"{steps:>11,} {format_seconds(seconds) + ('+' if unknown else ''):>10}"
+            )
+    everything = list(state)
+    steps, seconds, unknown = total(everything)
+    todo = sum(state[s] != "finished" for s in everything)
+    bases = sorted({costs[s].basis for s in everything} - {"-"})
+    lines += [
+        "",
+        f"distinct runs: {len(everything)} ({todo} to do, {len(everything) - todo} to reuse); "
+        f"{steps:,} optimizer steps; estimated {format_seconds(seconds)}{'+' if unknown else ''} of compute "
+        f"on {estimator.kind}, one run after another",
+        "estimate: steps = epochs × ceil(training images / batch) (images from: " + ", ".join(bases) + "); seconds "
+        f"per step measured for each model on random inputs at batches {' and '.join(map(str, TIMED_BATCHES))} "
+        "here, extrapolated linearly to the run's batch (probes and evaluation not included; '+': some models "
+        "could not be timed; computed results are not estimated); timings cached in " + str(root / "timings.json"),
+    ]
+    return lines
+
+
+def _executor(args: argparse.Namespace):
+    shared = {"auto": None, "yes": True, "no": False}[args.shared_out]
+    if args.executor == "local" and (args.shared_out != "auto" or args.resources):
+        raise ValueError("--shared-out and --resources need --executor ray")
+    return make_executor(args.executor, jobs=args.jobs, address=args.address, shared=shared,
+                         max_retries=args.max_retries, resources=args.resources or ())
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(list_items()))
-        return
+        return 0
     out = Path(args.out or f"gradlens-figures/{args.scale}")
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    if args.plan:
+        print("\n".join(plan_lines(args.only, args.scale, out, data_dir=data_dir, force=args.force)))
+        return 0
+    executor = _executor(args)
     out.mkdir(parents=True, exist_ok=True)
-    outputs = make_figures(
-        args.only, args.scale, out, data_dir=args.data_dir, jobs=args.jobs, force=args.force, progress=not args.quiet
-    )
+    failed: dict[str, str] = {}
+    try:
+        outputs = make_figures(args.only, args.scale, out, data_dir=data_dir, force=args.force,
+                               progress=not args.quiet, executor=executor, failed=failed)
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
     print(f"{len(outputs)} items drawn; gallery: {(out / 'index.html').resolve()}")
     print(f"summary: {(out / 'summary.md').resolve()}")
+    for item_id, reason in failed.items():
+        print(f"not drawn: {item_id}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+EPILOG = """executors:
+  local (default)  the runs go to --jobs worker processes on this machine (1: this process).
+  ray              each run is one Ray task, on the cluster at --address (host:6379, ray://host:10001 or auto;
+                   default: a Ray instance started on this machine). A task asks for 1 GPU where the cluster
+                   has GPUs, else 1 CPU (--resources changes that, per analysis). Workers get the repository's
+                   analyses/ and gradlens/ packages through Ray's runtime_env (no checkout on the nodes); the
+                   data must be under the same --data-dir path (or $GRADLENS_DATA) on every node. Each run's
+                   HDF5 files come back to OUT/runs through Ray's object store, unless OUT is a folder every
+                   node reaches at the same path (--shared-out yes, or found by a probe file with the default
+                   auto): then runs write there and a retried run resumes from its last checkpoint.
+                   The analyses train on the CPU: on a GPU cluster pass --resources num_gpus=0,num_cpus=N.
+                   Needs: pip install -c constraints.txt 'gradlens[ray]'.
+
+  A worker that dies mid-run is retried (--max-retries, both executors); a run that keeps failing, or raises,
+  is named with its error in summary.md and index.html, the other items are still drawn, and the exit
+  status is 1.
+
+start a Ray cluster (the same Python environment on every node):
+  head:    ray start --head --port 6379 --num-gpus N
+  workers: ray start --address HEAD_IP:6379
+  then:    gradlens figures --scale paper --executor ray --address HEAD_IP:6379 --data-dir /data
+  (stop with `ray stop` on each node)
+
+--plan prints, before anything runs, the runs each item needs (to do / to reuse) and an estimate of their
+cost: optimizer steps × seconds per step measured for each model on this machine (cached in
+OUT/runs/timings.json)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,16 +271,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains the analyses a figure needs (reusing finished runs, resuming interrupted ones), "
         "draws each selected item as PNG+PDF (tables as Markdown+CSV) with a caption, and writes "
         "index.html and summary.md.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--only", nargs="+", metavar="ID", help="catalogue IDs, or document prefixes (sc, sk, van, "
                         "yw, yt: all of that document's items), to draw (default: all implemented)")
     parser.add_argument("--scale", choices=SCALES, default="quick", help="smoke, quick or paper (default: quick)")
     parser.add_argument("--data-dir", help="folder with MNIST/CIFAR files (default: $GRADLENS_DATA)")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes for independent runs")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes for independent runs "
+                        "(local executor)")
     parser.add_argument("--out", help="output folder (default: gradlens-figures/SCALE)")
     parser.add_argument("--force", action="store_true", help="redo runs even if finished")
     parser.add_argument("--list", action="store_true", help="print every catalogue ID, marking unimplemented ones")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--plan", action="store_true", help="print the runs to do and to reuse per item and their "
+                        "estimated cost, then stop")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local", help="where runs happen: local "
+                        "(default) or ray (see below)")
+    parser.add_argument("--address", help="Ray cluster address (--executor ray; default: start Ray here)")
+    parser.add_argument("--shared-out", choices=("auto", "yes", "no"), nargs="?", const="yes", default="auto",
+                        help="is OUT reachable from every Ray node at the same path? (default auto: probed)")
+    parser.add_argument("--max-retries", type=int, default=2, help="retries of a run whose worker died (default 2)")
+    parser.add_argument("--resources", action="append", metavar="[ANALYSIS:]KEY=N,...",
+                        help="Ray resources per run, e.g. num_cpus=2 or noise_stability:num_gpus=0.5 (repeatable)")
     return parser
 
 
@@ -152,9 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m figures``: one-line errors with exit status 2."""
     args = build_parser().parse_args(argv)
     try:
-        _command(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, OSError) as error:
+        return _command(args)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, OSError, RuntimeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"gradlens figures: error: {message}", file=sys.stderr)
         return 2
-    return 0

@@ -24,10 +24,13 @@ def _fmt(value: object) -> str:
 
 
 def _item_html(
-    item_id: str, title: str, claim: str | None, output: FigureOutput | None, out_dir: Path, extra: bool = False
+    item_id: str, title: str, claim: str | None, output: FigureOutput | None, out_dir: Path, extra: bool = False,
+    failure: str | None = None,
 ) -> str:
     mark = " <span class='extra'>(extra: not in the document)</span>" if extra else ""
     head = f"<h3 id='{item_id}'>{html.escape(item_id)} — {html.escape(title)}{mark}</h3>"
+    if failure is not None:
+        return head + f"<p class='missing'>Not drawn: {html.escape(failure)}</p>"
     if output is None:
         return head + "<p class='missing'>Not implemented yet: no figure is shown for this item.</p>"
     body = []
@@ -54,11 +57,14 @@ def write_gallery(
     claims: Mapping[str, str],
     scale: str,
     selected: set[str] | None = None,
+    failed: Mapping[str, str] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``index.html`` and ``summary.md`` into ``out_dir``; returns both paths.
 
     ``selected`` limits the gallery to those IDs (``--only``); by default every catalogue item is listed.
+    ``failed``: item ID -> why it was not drawn (the runs that failed, with their errors).
     """
+    failed = failed or {}
     sections, summary = [], [f"# gradlens figures — scale `{scale}`", ""]
     for document, name in DOCUMENTS.items():
         items = [
@@ -71,8 +77,13 @@ def write_gallery(
         for item in items:
             output = outputs.get(item.id)
             extra = item in EXTRA_ITEMS
-            sections.append(_item_html(item.id, item.title, claims.get(item.id), output, out_dir, extra))
+            sections.append(
+                _item_html(item.id, item.title, claims.get(item.id), output, out_dir, extra, failed.get(item.id))
+            )
             label = f"{item.id} (extra: not in the document)" if extra else item.id
+            if item.id in failed:
+                summary += [f"- **{label}**: not drawn: {failed[item.id]}", ""]
+                continue
             if output is None:
                 summary += [f"- **{label}**: not implemented", ""]
                 continue

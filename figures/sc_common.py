@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, Recorded, config, describe, final_scalar, save_figure
+from figures.base import FigureInputs, FigureOutput, Recorded, chance_check, config, describe, final_scalar, save_figure
 
 
 def epoch_ends(run: Recorded) -> np.ndarray:
@@ -130,4 +130,5 @@ def accuracy_bars(
         for d, m, s in zip(depths, means, sds, strict=True)
     }
     caption = description + "; ".join(f"{k}: {v}" for k, v in numbers.items()) + f". {describe(used, inputs.scale)}"
+    caption = chance_check(used).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, item_id), caption, numbers, figure=fig)

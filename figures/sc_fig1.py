@@ -13,6 +13,7 @@ from gradlens.models.schematic import SchematicGraph, draw_schematic
 ID = "sc-fig1"
 ANALYSES = ("schematics",)
 NEEDS = {"schematics": ("graph/sc_fcn/0",)}
+TRAINED_NETS = False  # a schematic drawn from built models: no training
 CLAIM = (
     "A short circuit is a backward-only connection: the forward (blue) and backpropagation (orange) flows are "
     "those of the plain net, and the green short circuit carries the sensitivity of a rear layer straight to "

@@ -13,6 +13,7 @@ from gradlens.models.schematic import SchematicGraph, draw_schematic
 ID = "sc-fig2"
 ANALYSES = ("schematics",)
 NEEDS = {"schematics": ("graph/sc_resnets/0", "graph/sc_resnets/1")}
+TRAINED_NETS = False  # a schematic drawn from built models: no training
 CLAIM = (
     "SCResNet is the unchanged ResNet backbone plus backward-only short circuits from rear layers to front "
     "layers across residual blocks (document 000, Figure 2)."

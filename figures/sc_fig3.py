@@ -13,6 +13,7 @@ from gradlens.models.schematic import SchematicGraph, draw_schematic
 ID = "sc-fig3"
 ANALYSES = ("schematics",)
 NEEDS = {"schematics": ("graph/sc_encoders/0", "graph/sc_encoders/1")}
+TRAINED_NETS = False  # a schematic drawn from built models: no training
 CLAIM = (
     "SCBERT extends BERT's in-block residual shortcuts with short circuits that carry the sensitivity across "
     "encoder blocks (document 000, Figure 3)."

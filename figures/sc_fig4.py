@@ -7,12 +7,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, describe, save_figure, scalar_values
+from figures.base import FigureInputs, FigureOutput, chance_check, describe, save_figure, scalar_values
 from figures.sc_common import main_runs, sc_resnet_defaults
 
 ID = "sc-fig4"
 ANALYSES = ("sc_resnet",)
 NEEDS = {"sc_resnet": ("scalars/epoch_train_loss",)}
+TRAINED_NETS = True
 CLAIM = (
     "SCResNet converges faster than ResNet on the training loss, at depth 20 and at depth 56 (document 000, Figure 4)."
 )
@@ -21,6 +22,19 @@ CLAIM = (
 def panel_depths(depths: tuple[int, ...]) -> tuple[int, int]:
     """Depth 20 and 56 where the sweep has them, else its shallowest and deepest."""
     return (20 if 20 in depths else min(depths), 56 if 56 in depths else max(depths))
+
+
+def depth_note(sweep: tuple[int, ...], shown: tuple[int, int], scale: str, panels: tuple[str, str]) -> str:
+    """Caption text for the document's depths 20 and 56 that the sweep lacks, naming what is shown instead."""
+    notes = [
+        f"{where} shows depth {depth} in place of the document's {wanted}"
+        for wanted, depth, where in zip((20, 56), shown, panels, strict=True)
+        if wanted != depth
+    ]
+    if not notes:
+        return ""
+    same = f"; {panels[0]} and {panels[1]} show the same runs" if shown[0] == shown[1] else ""
+    return f" The {scale} sweep has depths {', '.join(map(str, sweep))} only: " + "; ".join(notes) + same + "."
 
 
 def curves(inputs: FigureInputs, depth: int, sc: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -51,15 +65,12 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle("Training loss, ResNet vs SCResNet (document 000, Figure 4)")
-    note = (
-        ""
-        if 56 in defaults["depths"]
-        else f" Depth 56 is not in the {inputs.scale} sweep: the right panel shows depth {depths[1]}."
-    )
+    note = depth_note(defaults["depths"], depths, inputs.scale, ("the left panel", "the right panel"))
     caption = (
         f"Mean training loss per epoch (running mean over the epoch's mini-batches; band: min–max over seeds), "
         f"SC weight {defaults['sc_weight']}, batch {defaults['batch_size']}. Final losses: "
         + ", ".join(f"{k[17:]} {v}" for k, v in numbers.items())
         + f".{note} {describe(used, inputs.scale)}"
     )
+    caption = chance_check(used).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

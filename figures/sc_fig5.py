@@ -8,12 +8,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_figure
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_figure
 from figures.sc_common import grad_profile, seeds_of
 
 ID = "sc-fig5"
 ANALYSES = ("sc_fcn",)
 NEEDS = {"sc_fcn": ("grad_stats/mean", "grad_stats/mean_abs", "scalars/test_acc")}
+TRAINED_NETS = True
 CLAIM = (
     "In the five-layer sigmoid FCN the mean gradient falls from about 1e-2 to 1e-4 over five layers; the short "
     "circuit from layer 4 to layer 2 (SCFCN) greatly enhances the gradient of layer 2 (document 000, Figure 5)."
@@ -76,4 +77,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"multiplies fc2's mean |gradient| by {lift:.2f}. Final test accuracy FCN {accuracy['sigmoid_fcn_5']:.3f}, "
         f"SCFCN {accuracy['scfcn_5']:.3f}. {describe(runs, inputs.scale)}"
     )
+    caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

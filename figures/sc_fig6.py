@@ -8,13 +8,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_figure
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_figure
 from figures.sc_common import epoch_ends, epoch_steps, grad_profile, main_runs, sc_resnet_defaults
-from figures.sc_fig4 import panel_depths
+from figures.sc_fig4 import depth_note, panel_depths
 
 ID = "sc-fig6"
 ANALYSES = ("sc_resnet",)
 NEEDS = {"sc_resnet": ("grad_stats/mean", "scalars/epoch")}
+TRAINED_NETS = True
 CLAIM = (
     "The short circuits change the mean gradient of the front layers they feed (2nd and 4th layers of each "
     "stage at depth 20): in epoch 1 most mean gradients are positive, by mid-training the SC layers of the first "
@@ -92,11 +93,7 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         axes[row, 0].legend(fontsize=7)
     fig.suptitle("Signed mean gradient per layer, ResNet vs SCResNet (document 000, Figure 6)")
     fig.tight_layout()
-    note = (
-        ""
-        if 56 in defaults["depths"]
-        else f" Depth 56 is not in the {inputs.scale} sweep: (d)–(f) show depth {depths[1]}."
-    )
+    note = depth_note(defaults["depths"], depths, inputs.scale, ("(a)–(c)", "(d)–(f)"))
     caption = (
         "Signed mean of each layer's weight gradient (GradStats 'mean'), averaged over the steps of epoch 1, of "
         "the middle epoch and of all epochs, then over seeds; shading: the three stages; circles: SC front layers. "
@@ -104,4 +101,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         + "; ".join(f"{k.split(':')[0]} {v}" for k, v in numbers.items() if "SC/base" in k)
         + f".{note} {describe(used, inputs.scale)}"
     )
+    caption = chance_check(used).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

@@ -11,6 +11,7 @@ from figures.sc_common import accuracy_bars, final_accuracies, main_runs, sc_res
 ID = "sc-fig7"
 ANALYSES = ("sc_resnet",)
 NEEDS = {"sc_resnet": ("scalars/test_acc",)}
+TRAINED_NETS = True
 CLAIM = (
     "Multiple SC connections do not always help: they hurt SCResNet20, barely change SCResNet32, and help the "
     "deeper models more than a single SC (document 000, Figure 7)."

@@ -12,6 +12,7 @@ from figures.sc_common import accuracy_bars, final_accuracies, main_runs, sc_res
 ID = "sc-fig8"
 ANALYSES = ("sc_resnet",)
 NEEDS = {"sc_resnet": ("scalars/test_acc",)}
+TRAINED_NETS = True
 CLAIM = "All SC models do best with SC weight 0.2; weight 0.5 loses more than 0.1 (document 000, Figure 8)."
 
 

@@ -12,6 +12,7 @@ from figures.sc_common import accuracy_bars, final_accuracies, sc_resnet_default
 ID = "sc-fig9"
 ANALYSES = ("sc_resnet",)
 NEEDS = {"sc_resnet": ("scalars/test_acc",)}
+TRAINED_NETS = True
 CLAIM = (
     "Batch size 32 beats the others in most settings; accuracy falls as the batch grows (fewer updates per "
     "epoch) (document 000, Figure 9)."

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_table
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_table
 from figures.sc_common import final_accuracies, main_runs, mean_sd, sc_resnet_defaults
 
 ID = "sc-tab2"
 ANALYSES = ("sc_resnet",)
 NEEDS = {"sc_resnet": ("scalars/test_acc",)}
+TRAINED_NETS = True
 CLAIM = (
     "SCResNet beats ResNet-v1 at every depth on CIFAR-10 (e.g. 91.25 → 91.81 at depth 20, 93.03 → 93.81 at 56, "
     "92.07 → 94.46 at 1202); the gain grows with depth (document 000, Table 2)."
@@ -67,4 +68,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"{r['SCResNet acc (%)']:.2f}±{r['SCResNet sd']:.2f}"
         for r in rows
     }
+    caption = chance_check(used).annotate(caption, numbers)
     return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

@@ -14,6 +14,7 @@ from figures.sc_common import grad_at_step, grad_profile
 ID = "sk-fig1"
 ANALYSES = ("skip_gradflow",)
 NEEDS = {"skip_gradflow": ("grad_stats/norm",)}
+TRAINED_NETS = False  # the claim is about gradient flow through initialised nets, not trained ones
 CLAIM = (
     "Without skips the gradient shrinks layer by layer towards the input (vanishing gradient); additive skips "
     "pass it back through the identity and concatenative skips give every layer a direct path, so the early "

@@ -13,6 +13,7 @@ from gradlens.models.schematic import SchematicGraph, draw_schematic
 ID = "sk-fig2"
 ANALYSES = ("schematics",)
 NEEDS = {"schematics": ("graph/sk_blocks/0", "graph/sk_blocks/1", "graph/sk_blocks/2")}
+TRAINED_NETS = False  # a schematic drawn from built models: no training
 CLAIM = (
     "Skips come in two kinds: addition (ResNet: y = F(x) + x) and concatenation (DenseNet: every layer reads "
     "all earlier feature maps); U-Nets use long concatenative skips from the encoder to the decoder "

@@ -8,11 +8,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_figure
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_figure
 
 ID = "sk-fig3"
 ANALYSES = ("skip_landscape",)
 NEEDS = {"skip_landscape": ("alphas", "betas", "loss", "center_loss", "final_test_acc")}
+TRAINED_NETS = True
 CLAIM = (
     "Skip connections change the loss landscape markedly: without them the surface around the minimum is "
     "chaotic and non-convex, with them it is smooth and nearly convex (document 001, after Li et al. 2018)."
@@ -81,4 +82,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         )
         + describe(runs, inputs.scale)
     )
+    caption = chance_check(chosen).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

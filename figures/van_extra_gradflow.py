@@ -9,11 +9,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_figure
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_figure
 
 ID = "van-extra-gradflow"
 ANALYSES = ("van_thin",)
 NEEDS = {"van_thin": ("grad_stats/norm",)}
+TRAINED_NETS = True
 CLAIM = (
     "Not in the document. Its argument: skips help early training by improving gradient flow (less "
     "vanishing/shattering); VAN keeps them only while α < 1, so its per-layer gradients should look like "
@@ -89,4 +90,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         )
         + f"{describe(list(chosen.values()), inputs.scale)}"
     )
+    caption = chance_check(list(chosen.values())).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

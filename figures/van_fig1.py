@@ -8,12 +8,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, config, describe, final_scalar, save_figure
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, final_scalar, save_figure
 from figures.van_util import mean_sd, split_not_run, values_of
 
 ID = "van-fig1"
 ANALYSES = ("van_thin", "van_thin_fashion")
 NEEDS = {"van_thin": ("scalars/test_acc",), "van_thin_fashion": ()}
+TRAINED_NETS = True
 CLAIM = (
     "Plain thin nets degrade once depth exceeds about 10 layers; ResNet, Highway and DiracNet do not, and VAN "
     "does not degrade nearly as much as plain; VAN(λ = 0) is competitive at all depths (document 002, 4.1)."
@@ -87,7 +88,8 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         axes[1].text(
             0.5,
             0.5,
-            "Fashion-MNIST: not run\n(no fashion_mnist files under --data-dir;\nthe caption gives the full message)",
+            "Fashion-MNIST: not run\n(no Fashion-MNIST files under --data-dir, or files\nrefused as not Fashion-MNIST;"
+            "\nthe caption gives the full message)",
             ha="center",
             va="center",
             fontsize=11,
@@ -127,4 +129,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
             else "Fashion-MNIST was not run (" + "; ".join(reasons) + ")."
         )
     )
+    caption = chance_check([*mnist, *fashion]).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig, table=table)

@@ -3,18 +3,30 @@ the mean α-residual on a right axis (document 002, Figure 2: CIFAR-10, curves a
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, config, describe, final_scalar, save_figure, scalar_values
+from figures.base import (
+    FigureInputs,
+    FigureOutput,
+    chance_check,
+    config,
+    describe,
+    final_scalar,
+    save_figure,
+    scalar_values,
+)
 from figures.van_util import mean_sd, values_of
+from gradlens.models.van import alpha_trajectory, phaseout_closed_form
 
 ID = "van-fig2"
 ANALYSES = ("van_preact",)
 NEEDS = {"van_preact": ("scalars/test_acc", "scalars/train_acc", "scalars/epoch")}
+TRAINED_NETS = True
 CLAIM = (
     "The α-residual (1/L)Σ(1−α)² falls to 0 during training (skips fully removed, at about the 120th "
     "iteration on CIFAR-10), and VAN's train and test errors stay at or below the plain net's; plain nets "
@@ -22,6 +34,40 @@ CLAIM = (
 )
 LABELS = {"resnet": "ResNet", "van": "VAN", "van0": "VAN (λ=0)", "plain": "Plain"}
 COLOURS = {"resnet": "C0", "van": "C3", "van0": "C1", "plain": "k"}
+
+
+DOC_EPOCHS, DOC_REMOVAL_EPOCH = 165, 120  # document 002, 4.2: 165 epochs; skips gone "at approximately the 120th"
+
+
+def readings_note(first: dict, numbers: dict) -> str:
+    """The phase-out speed of each reading of eqs. 6–8 (issue 14.3b), from this run's η, η′ and λ_0, beside the
+    document's account; adds the closed-form numbers to ``numbers``."""
+    eta, ratio, lam0 = first["lr"], first["lambda_lr_ratio"], first["lambda_init"]
+    per_epoch = numbers.get("steps per epoch")
+    _, theta, _, removal = phaseout_closed_form(eta, ratio, lam0)
+    numbers["closed-form removal step, eq. 7 per step (∂C/∂α = 0)"] = removal
+
+    def first_one(**reading: object) -> int:
+        return 1 + next(t for t, a in enumerate(alpha_trajectory(10 * removal, eta, ratio, lam0, **reading)) if a == 1)
+
+    scale = first.get("alpha_grad_scale", 1.0)
+    adopted = (
+        "These runs read ∂C/∂α as that of the summed loss (×" + f"{scale:g}). " if scale != 1 else
+        "These runs use the literal reading (batch-mean loss, per-step update, clip). "
+    )
+    return (
+        f"Phase-out speed (eqs. 7–8 with η = {eta:g}, η′ = {ratio:g}·η, λ_0 = {lam0:g}, α_0 = 0; closed form "
+        f"with ∂C/∂α = 0, tested in tests/models/test_van.py): α reaches 1 after {removal} steps"
+        + (f" ({removal / per_epoch:.2f} epoch)" if per_epoch else "")
+        + f"; the document's Figure 2 shows the skips gone at ≈ epoch {DOC_REMOVAL_EPOCH} of {DOC_EPOCHS}, "
+        f"i.e. after ≈ {DOC_REMOVAL_EPOCH * 391:,} of its steps (391 a epoch), {DOC_REMOVAL_EPOCH / DOC_EPOCHS:.0%} "
+        f"of training (dotted gold line, at the same fraction of this run). Other readings: α and λ updated once "
+        f"per epoch: after {removal} epochs; λ counted twice in eq. 7: {first_one(double_lambda=True)} steps; "
+        f"momentum 0.9 on α: {first_one(momentum=0.9)} steps; no clip: α swings past 1 and back with half-period "
+        f"π/θ = {math.pi / theta:.0f} steps and never settles. Only the loss summed over the batch (∂C/∂α × B) "
+        "delays the removal: mini-batch noise in B·∂C/∂α keeps α off the clip until the learning rate drops "
+        "(docs/figures.md, 'VAN phase-out speed'). " + adopted
+    )
 
 
 def pick_dataset(runs: list, wanted: str) -> tuple[str, str]:
@@ -66,6 +112,14 @@ def draw_preact(
     """Both panels of document 002's Figure 2 (``wanted="cifar10"``, 26 layers) or 3 (cifar100, 18)."""
     dataset, note = pick_dataset(inputs.runs["van_preact"], wanted)
     runs = [r for r in inputs.runs["van_preact"] if config(r)["dataset"] == dataset]
+    if note and len(values_of(inputs.runs["van_preact"], "dataset")) == 1:
+        other = {"van-fig2": "van-fig3", "van-fig3": "van-fig2"}.get(item_id, "the other pre-activation figure")
+        note += (
+            f"The {inputs.scale} scale trains the pre-activation sweep on {dataset} only (a dataset that needs no "
+            f"download stands in for both CIFARs, and one sweep fits the scale's time budget), so {other} draws on "
+            "the same runs: the left panels of van-fig2 and van-fig3 are the same panel, not two datasets, and the "
+            "right panels differ only in the depth of their curves. "
+        )
     table = depth_table(runs)
     depths = values_of(runs, "depth")
     depth = min(depths, key=lambda d: (abs(d - curve_depth), -d))
@@ -112,6 +166,15 @@ def draw_preact(
                 lw=2.5,
                 label=f"VAN α-residual (seed {config(chosen[0])['seed']})",
             )
+            cfg = config(chosen[0])
+            doc_epoch = DOC_REMOVAL_EPOCH / DOC_EPOCHS * cfg["epochs"]
+            right.axvline(  # on the error axis (same x): the α axis holds only the measured α-residual
+                doc_epoch,
+                color="goldenrod",
+                ls=":",
+                lw=1.5,
+                label=f"document: skips gone ≈ epoch {DOC_REMOVAL_EPOCH} of {DOC_EPOCHS} (same fraction here)",
+            )
             gone = np.flatnonzero(residual <= 1e-6)
             numbers["α-residual at step 0"] = float(residual[0])
             numbers["α-residual final"] = float(residual[-1])
@@ -138,24 +201,18 @@ def draw_preact(
         step = numbers["first step with α-residual <= 1e-6"]
         reached = "never reaches ≤ 1e-6" if step == "never" else f"first reaches ≤ 1e-6 at step {step}"
         verdict = (
-            f"At this scale the α-residual {reached} (document: skips gone after about 120 iterations) "
+            f"At this scale the α-residual {reached} (document: skips gone at ≈ epoch 120 of 165) "
             f"and VAN's final test error at {depth} layers is {100 * van:.1f} % vs plain {100 * plain:.1f} %: "
             + ("'VAN ≥ plain' holds. " if van <= plain else "'VAN ≥ plain' does NOT hold here. ")
         )
-        if step != "never":
-            verdict += (
-                f"Why so early: by eq. 7, α ← α − η(∂L/∂α + λ) with λ ≈ {first['lambda_init']} moves α towards 1 by "
-                f"about η·|λ| = {first['lr'] * abs(first['lambda_init']):g} per step (plain SGD, no momentum on α) "
-                "unless the loss gradient resists, so from α = 0 it reaches 1 within ~1/η steps; the document's ~120 "
-                "iterations imply a smaller step for α or a resisting loss gradient it does not describe. "
-            )
+        verdict += readings_note(first, numbers)
         if van > plain and "steps per epoch" in numbers:
             total = numbers["steps per epoch"] * first["epochs"]
             resnet = numbers.get(f"ResNet depth {depth}: test acc")
             unstable = resnet is not None and resnet < 1 - plain - 0.05
             verdict += (
                 f"Best explanation: the whole run is {total} SGD steps at η = {first['lr']}"
-                + (f"; the skips are gone after {step} (document: about 120 of its ~64k), so for the other "
+                + (f"; the skips are gone after {step} (document: ≈ 47k of its ~64k, at epoch ≈ 120), so for the other "
                    f"{total - step} VAN is a plain net started from weights shaped while it was residual, and "
                    "it has not caught up with the plain net trained as such from the start"
                    if step != "never" else "")
@@ -173,6 +230,7 @@ def draw_preact(
         f"{first['weight_decay']}, η′ = {first['lambda_lr_ratio']}·η, λ init {first['lambda_init']}; no data "
         f"augmentation. {describe(runs, inputs.scale)}"
     )
+    caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, item_id), caption, numbers, figure=fig, table=table)
 
 

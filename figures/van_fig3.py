@@ -10,6 +10,7 @@ from figures.van_fig2 import draw_preact
 ID = "van-fig3"
 ANALYSES = ("van_preact",)
 NEEDS = {"van_preact": ("scalars/test_acc", "scalars/train_acc", "scalars/epoch")}
+TRAINED_NETS = True
 CLAIM = (
     "On CIFAR-100 both VAN and plain nets fall beyond some depth (about 20 layers for plain, 30 for VAN); "
     "introducing and then removing the skips improves the generalisation error at 18 layers "

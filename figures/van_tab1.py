@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, config, describe, final_scalar, save_table
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, final_scalar, save_table
 from figures.van_fig2 import LABELS
 from figures.van_util import mean_sd, values_of
 
 ID = "van-tab1"
 ANALYSES = ("van_preact",)
 NEEDS = {"van_preact": ("scalars/test_acc",)}
+TRAINED_NETS = True
 CLAIM = (
     "VAN does not beat ResNets but beats Highway networks at similar depth; VAN and VAN(λ=0) are best at "
     "26 layers (CIFAR-10: VAN 26 6.08 (6.35 ± 0.21) %, VAN(λ=0) 26 6.29 (6.40 ± 0.16) %) (document 002, "
@@ -65,4 +66,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         )
         + describe(runs, inputs.scale)
     )
+    caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

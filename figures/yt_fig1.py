@@ -14,6 +14,7 @@ from gradlens.models.schematic import SchematicGraph, draw_schematic
 ID = "yt-fig1"
 ANALYSES = ("schematics",)
 NEEDS = {"schematics": ("graph/simplified_blocks/0", "graph/simplified_blocks/1")}
+TRAINED_NETS = False  # a schematic drawn from built models: no training
 CLAIM = (
     "A plain block computes y = f(p(x)); the residual block adds an identity connection, y = f(x + p(x)), "
     "with f = ReLU and p a single 3×3 convolution in the simplified nets (document 004, Figures 1 and 5)."

@@ -8,12 +8,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_figure
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_figure
 from gradlens.results import Result
 
 ID = "yt-fig10"
 ANALYSES = ("noise_stability",)
 NEEDS = {"noise_stability": ("final/test_acc",)}
+TRAINED_NETS = True
 CLAIM = (
     "The gradients of the final activation a^(L) of residual nets, collected over the first 4 epochs, follow a "
     "normal distribution with mean close to zero (document: mean 1.44e−4, sd 0.011; Figure 10)."
@@ -69,4 +70,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"gradients over 4 epochs instead of a fixed probe batch (CIFAR-10: mean 1.44e−4, sd 0.011). "
         f"{describe(runs, inputs.scale)}"
     )
+    caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

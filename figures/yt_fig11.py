@@ -14,6 +14,7 @@ from gradlens.results import Result
 ID = "yt-fig11"
 ANALYSES = ("trivial_case",)
 NEEDS = {"trivial_case": ("x", "plain", "plain_se", "residual", "residual_se", "x_dense", "eq11", "conclusion")}
+TRAINED_NETS = False  # simulated and analytical E[σ] of random nets: no training
 CLAIM = (
     "Simulated (100K draws) and analytical E[σ] of residual nets almost coincide in (a)–(d); E[σ] rises with l "
     "and p, does not depend on σ_V, and residual nets lie far above plain nets when p is large (document 004, "

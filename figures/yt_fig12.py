@@ -9,11 +9,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_figure
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_figure
 
 ID = "yt-fig12"
 ANALYSES = ("noise_stability",)
 NEEDS = {"noise_stability": ("dominant_flow/sigma", "dominant_flow/steps")}
+TRAINED_NETS = True
 CLAIM = (
     "σ of ResNets (red) is above that of PlnNets (blue) at every layer and rises with the layer index; "
     "simplified nets: ratio 1.24 at ℓ = 1 and 4.06 at ℓ = 18; fully-fledged: 0.99 at ℓ = 1 and 3.07 at ℓ = 17; "
@@ -69,4 +70,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"{'; '.join(notes)}. Layers of (b) are block outputs (the document plots one point per conv layer). "
         f"{describe(used, inputs.scale)} Document: CIFAR-10, 200 (simplified) and 180 (fully-fledged) epochs."
     )
+    caption = chance_check(used).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

@@ -12,6 +12,7 @@ from figures.base import FigureInputs, FigureOutput, describe, save_figure
 ID = "yt-fig13"
 ANALYSES = ("phi_curve",)
 NEEDS = {"phi_curve": ("r", "phi", "phi_integral", "phi_approx", "best_c")}
+TRAINED_NETS = False  # a computed curve: no nets
 CLAIM = "φ(r) and its approximation 1/(1 + r^−1.2) coincide to the eye (document 004, appendix E, Figure 13)."
 
 

@@ -9,12 +9,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from figures.base import FigureInputs, FigureOutput, config, save_figure, scalar_values
+from figures.base import FigureInputs, FigureOutput, chance_check, config, save_figure, scalar_values
 from figures.yt_tab1 import NAMES, hmwi_note, mean_sd, plateau_note, seed_runs, training_setup
 
 ID = "yt-fig2"
 ANALYSES = ("simplified_training",)
 NEEDS = {"simplified_training": ("scalars/epoch_train_loss", "scalars/test_acc")}
+TRAINED_NETS = True
 CLAIM = (
     "Residual nets of depth 20 reach lower risk L and lower error E than plain nets throughout training "
     "(document 004, Figures 2 and 8; 13 nets each, 1200 epochs on CIFAR-10)."
@@ -63,4 +64,6 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         + plateau_note([r for r in runs if config(r)["depth"] == depth and config(r)["kind"] != "dominant"])
         + training_setup(runs, inputs.scale)
     )
+    shown = [r for r in runs if config(r)["depth"] == depth and config(r)["kind"] in ("plain", "residual")]
+    caption = chance_check(shown).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

@@ -11,6 +11,7 @@ from gradlens.models.schematic import SchematicGraph
 ID = "yt-fig4"
 ANALYSES = ("schematics",)
 NEEDS = {"schematics": ("graph/simplified_nets/0", "graph/simplified_nets/1")}
+TRAINED_NETS = False  # a schematic drawn from built models: no training
 CLAIM = (
     "Plain and residual nets of L = 3N + 2 layers: conv + ReLU, three groups G16, G32, G64 of N depth-1 "
     "blocks (the first block of G32 and G64 halves the size and doubles the channels), average pooling and a "

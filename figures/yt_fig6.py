@@ -8,12 +8,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, config, save_figure
+from figures.base import FigureInputs, FigureOutput, chance_check, config, save_figure
 from figures.yt_tab2 import equivalence_setup, pair, step_losses
 
 ID = "yt-fig6"
 ANALYSES = ("equivalence",)
 NEEDS = {"equivalence": ("scalars/train_loss",)}
+TRAINED_NETS = True
 CLAIM = (
     "The losses of equivalently initialised plain and residual nets coincide; their absolute difference is at "
     "rounding level and grows very slowly over training (document 004, appendix B, Figure 6)."
@@ -59,4 +60,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"with exactly equal losses are not drawn). Max |ΔL| {diff[:half].max():.1e} in the first half of the "
         f"steps, {diff[half:].max():.1e} in the second. " + equivalence_setup([plain, residual], inputs.scale)
     )
+    caption = chance_check([plain, residual]).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

@@ -9,13 +9,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, config, save_figure
+from figures.base import FigureInputs, FigureOutput, chance_check, config, save_figure
 from figures.yt_tab1 import training_setup
 from figures.yt_tab3 import weight_vectors
 
 ID = "yt-fig7"
 ANALYSES = ("simplified_training",)
 NEEDS = {"simplified_training": ("scalars/epoch_train_loss",)}
+TRAINED_NETS = True
 CLAIM = (
     "The ID entries of t stay near 1 (mode ≈ 0.9 after 200 epochs) while very few weights of p exceed 0.7; "
     "training changes both distributions little relative to 1 (document 004, appendix C, Figure 7)."
@@ -58,4 +59,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"|p| > 0.7: {numbers['count |p0| > 0.7']} before, {numbers['count |p_end| > 0.7']} after (document: 1 and "
         f"26). " + training_setup(chosen, inputs.scale)
     )
+    caption = chance_check(chosen).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

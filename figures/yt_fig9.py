@@ -10,12 +10,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from figures.base import FigureInputs, FigureOutput, config, save_figure, scalar_values
+from figures.base import FigureInputs, FigureOutput, chance_check, config, save_figure, scalar_values
 from figures.yt_tab1 import mean_sd, plateau_note, seed_runs, training_setup
 
 ID = "yt-fig9"
 ANALYSES = ("simplified_training",)
 NEEDS = {"simplified_training": ("scalars/epoch_train_loss",)}
+TRAINED_NETS = True
 CLAIM = (
     "Residual(-equivalent) nets reach lower risk than plain nets at every depth, and adding 12 layers (32 → 44) "
     "makes the plain risk 3.54× worse but the residual one only 1.51× (document 004, appendix D.1, Figure 9)."
@@ -102,4 +103,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         + plateau_note([r for r in runs if config(r)["kind"] != "dominant"])
         + training_setup(runs, inputs.scale)
     )
+    caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

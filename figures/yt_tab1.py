@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, Recorded, config, describe, save_table, scalar_values
+from figures.base import FigureInputs, FigureOutput, Recorded, chance_check, config, describe, save_table, scalar_values
 
 ID = "yt-tab1"
 ANALYSES = ("simplified_training",)
 NEEDS = {"simplified_training": ("scalars/epoch_train_loss", "scalars/cost", "scalars/test_acc", "grad_stats/norm")}
+TRAINED_NETS = True
 CLAIM = (
     "ResNets have smaller L and E than PlnNets of equal depth; PlnNets degrade with depth (L × 6.85 from depth "
     "20 to 44) much more than ResNets (× 1.73) (document 004, appendix A, Table 1)."
@@ -165,4 +166,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         + plateau_note([r for r in runs if config(r)["kind"] != "dominant"])
         + training_setup(runs, inputs.scale)
     )
+    caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, Recorded, config, describe, save_table, scalar_values
+from figures.base import FigureInputs, FigureOutput, Recorded, chance_check, config, describe, save_table, scalar_values
 from figures.yt_tab1 import final_metrics
 
 ID = "yt-tab2"
 ANALYSES = ("equivalence",)
 NEEDS = {"equivalence": ("scalars/train_loss", "scalars/epoch_train_loss", "scalars/cost", "scalars/test_acc")}
+TRAINED_NETS = True
 CLAIM = (
     "Equivalently initialised plain and residual nets trained on the same mini-batches in double precision end "
     "with L, C and E equal up to small rounding-induced discrepancies (document 004, appendix B, Table 2)."
@@ -67,4 +68,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"penalty, E: test error. The largest per-step loss difference over the whole training is {worst:.2e} "
         f"(float64 rounding; the table's four significant digits agree). " + equivalence_setup(runs, inputs.scale)
     )
+    caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 
 from analyses.simplified_training import weights_path
-from figures.base import FigureInputs, FigureOutput, Recorded, config, open_recorded, save_table
+from figures.base import FigureInputs, FigureOutput, Recorded, chance_check, config, open_recorded, save_table
 from figures.yt_tab1 import seed_runs, training_setup
 
 ID = "yt-tab3"
 ANALYSES = ("simplified_training",)
 NEEDS = {"simplified_training": ("scalars/epoch_train_loss",)}
+TRAINED_NETS = True
 CLAIM = (
     "ID entries dominate the large-weight mass of t: after training they still hold > 76 % (1000/1300) of the "
     "mass of |t| ≥ 0.25, while in p they hold ~10 % (72/700); training moves weights little relative to 1 "
@@ -76,4 +77,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"{'' if cfg['dataset'] == 'cifar10' else ' (1 input channel: the stem has fewer weights than on CIFAR-10)'}. "
         + training_setup(chosen, inputs.scale)
     )
+    caption = chance_check(chosen).annotate(caption, numbers)
     return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

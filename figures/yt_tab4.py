@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, config, save_table
+from figures.base import FigureInputs, FigureOutput, chance_check, config, save_table
 from figures.yt_tab1 import NAMES, final_metrics, mean_sd, plateau_note, seed_runs, training_setup
 
 ID = "yt-tab4"
 ANALYSES = ("simplified_training",)
 NEEDS = {"simplified_training": ("scalars/epoch_train_loss", "scalars/cost")}
+TRAINED_NETS = True
 CLAIM = (
     "The weight-decay term is very small relative to L before and after training (smallest ratio 80.67, ResNet "
     "20 after training), although the plain net's initial regulariser is ~268× the ResNet's (document 004, "
@@ -69,4 +70,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         + plateau_note([r for r in runs if config(r)["kind"] != "dominant"])
         + training_setup(runs, inputs.scale)
     )
+    caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

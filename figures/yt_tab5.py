@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from figures.base import FigureInputs, FigureOutput, config, save_table
+from figures.base import FigureInputs, FigureOutput, chance_check, config, save_table
 from figures.yt_tab1 import plateau_note, summary_rows, training_setup
 
 ID = "yt-tab5"
 ANALYSES = ("simplified_training",)
 NEEDS = {"simplified_training": ("scalars/epoch_train_loss", "scalars/test_acc", "grad_stats/norm")}
+TRAINED_NETS = True
 CLAIM = (
     "Nets with only the dominant paths (T′) stay far above chance (E ≈ 0.31 vs 0.9 for guessing on CIFAR-10, "
     "> 76 % of the ResNet's accuracy) and do not degrade with depth (L(44)/L(20) = 1.001) (document 004, "
@@ -40,4 +41,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"I + R of T′. " + plateau_note([r for r in runs if config(r)["kind"] != "plain"])
         + training_setup(runs, inputs.scale)
     )
+    caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

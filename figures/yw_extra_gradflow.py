@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_figure
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_figure
 
 ID = "yw-extra-gradflow"
 ANALYSES = ("concat_mlp", "concat_cnn")
@@ -16,6 +16,7 @@ NEEDS = {
     "concat_mlp": ("grad_stats/norm", "dominant_flow/sigma"),
     "concat_cnn": ("grad_stats/norm", "dominant_flow/sigma"),
 }
+TRAINED_NETS = True
 CLAIM = (
     "Not in the document. Its first motivation for skips is a gradient shortcut, which it chose not to "
     "examine; here: do the concatenation skips change how much gradient reaches the early layers?"
@@ -85,4 +86,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"skipped inputs, so its norm covers more weights. MLP: {describe(list(mlps.values()), inputs.scale)} "
         f"CNN: {describe(list(cnns.values()), inputs.scale)}"
     )
+    caption = chance_check([*mlps.values(), *cnns.values()]).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

@@ -13,6 +13,7 @@ from gradlens.models.schematic import SchematicGraph, draw_schematic
 ID = "yw-fig1"
 ANALYSES = ("schematics",)
 NEEDS = {"schematics": ("graph/concat_mlp/0", "graph/concat_mlp/1")}
+TRAINED_NETS = False  # a schematic drawn from built models: no training
 CLAIM = (
     "An MLP 784-128-256-[256]-26 with ReLU after each layer; the skip version connects every pair of "
     "non-adjacent layers i, j fully (red): layer j also reads every neuron of layer i (document 003, Figure 1)."

@@ -13,6 +13,7 @@ from gradlens.models.schematic import SchematicGraph, draw_schematic
 ID = "yw-fig2"
 ANALYSES = ("schematics",)
 NEEDS = {"schematics": ("graph/concat_cnn/0", "graph/concat_cnn/1")}
+TRAINED_NETS = False  # a schematic drawn from built models: no training
 CLAIM = (
     "A CNN for CIFAR-10; the skip version max-pools the tensors of layers 1, 2, 4, 5 (2×2) and concatenates "
     "them to layers 4, 5, 7, 8 (e.g. [16,16,32] onto [16,16,64] gives [16,16,96]) (document 003, Figure 2)."

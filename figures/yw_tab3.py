@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from figures.base import FigureInputs, FigureOutput, save_table
+from figures.base import FigureInputs, FigureOutput, chance_check, save_table
 from figures.yw_tab1 import caption_for, mlp_table
 
 ID = "yw-tab3"
 ANALYSES = ("concat_mlp_cifar",)
 NEEDS = {"concat_mlp_cifar": ("scalars/train_acc", "scalars/test_acc")}
+TRAINED_NETS = True
 CLAIM = (
     "On CIFAR-10 the skip MLP improves on vanilla (val 64.1 / 66.6 % vs 63.2 / 65.8 %) and skip* slightly "
     "more (64.2 / 66.7 %), still not significantly (document 003, Table 3)."
@@ -23,4 +24,5 @@ CLAIM = (
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     runs = inputs.runs["concat_mlp_cifar"]
     table, numbers, grid = mlp_table(runs, ("skip", "vanilla", "skipstar"), ID)
-    return FigureOutput(save_table(table, out_dir, ID), caption_for(runs, inputs.scale, grid), numbers, table=table)
+    caption = chance_check(runs).annotate(caption_for(runs, inputs.scale, grid), numbers)
+    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

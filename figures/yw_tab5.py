@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, config, save_table
+from figures.base import FigureInputs, FigureOutput, chance_check, config, save_table
 from figures.yw_tab4 import cnn_caption, cnn_rows, difference_note
 
 ID = "yw-tab5"
@@ -17,6 +17,7 @@ NEEDS = {
     "concat_cnn": ("scalars/train_acc", "scalars/test_acc"),
     "concat_cnn_timing": ("variants", "seconds_per_step", "parameters", "forward_macs"),
 }
+TRAINED_NETS = True
 CLAIM = (
     "The reinforced vanilla CNN is slightly better than the skip CNN (val 84.1 vs 83.5 %) but its training "
     "takes nearly 2× as long (document 003, Table 5 and its analysis)."
@@ -66,4 +67,5 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         "arithmetic dominates (a busy or overhead-bound CPU need not show it). "
         "The document's row for the ratio is its prose claim, not a measured table value."
     )
+    caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)

@@ -29,6 +29,26 @@ detected from the content, not the name.
 
 Every file is validated: a missing directory or file, a truncated file or a file in the wrong format raises
 a one-line error that names the file and what was expected.
+
+Identity (MNIST and Fashion-MNIST use the same four file names, so a name alone proves nothing): a set of
+files serves as ``mnist`` or ``fashion_mnist`` only if either
+
+1. every file is one of the dataset's official files: its SHA-256 (and MD5) is the one listed in
+   :data:`OFFICIAL_CHECKSUMS` (the ``.gz`` files as distributed; for MNIST also the uncompressed files); or
+2. the folder names the dataset (the folder holding the files or its parent: a name containing ``fashion``
+   for Fashion-MNIST; containing ``mnist`` and none of ``fashion``, ``emnist``, ``kmnist``, ``qmnist`` for
+   MNIST; e.g. ``fashion_mnist``, ``FashionMNIST/raw``, ``mnist-10k``, ``MNIST/raw``) **and** the content
+   agrees (:func:`idx_content_kind`): MNIST digits were size-normalised into a 20×20 box (LeCun et al.), so
+   their non-zero pixels fit a 20×20 box (all 10 000 of the shared subset do); Fashion-MNIST products were
+   resized so that their longest edge is 28 pixels (Xiao et al. 2017), so almost none do. A split (train or
+   test) is read as digits when at least half its images fit the box, as clothing otherwise; images that are
+   not 28×28 are neither.
+
+A file whose checksum is the official one of the *other* dataset is refused outright. When no candidate
+directory passes, :class:`DatasetIdentityError` (a ``ValueError``) names each folder, why it was refused
+and the fix. ``Dataset.identity`` says how the files were identified. CIFAR batches are compared with the
+official MD5s too (their file names already differ between CIFAR-10 and CIFAR-100); ``identity`` says
+whether they matched.
 """
 
 from __future__ import annotations
@@ -53,10 +73,14 @@ from torch import Tensor
 
 __all__ = [
     "DIGITS_SPLIT_SEED",
+    "OFFICIAL_CHECKSUMS",
     "BatchLoader",
     "Dataset",
+    "DatasetIdentityError",
     "default_data_dir",
+    "idx_content_kind",
     "list_datasets",
+    "num_classes",
     "load_dataset",
     "make_loader",
     "read_cifar_batch",
@@ -201,9 +225,98 @@ _CIFAR_SPECS: dict[str, _CifarSpec] = {
 }
 
 
+OFFICIAL_CHECKSUMS: dict[str, dict[str, tuple[str | None, str | None]]] = {
+    "mnist": {
+        # .gz as distributed: MD5 from torchvision.datasets.MNIST.resources, SHA-256 as listed by several
+        # independent downloaders (TensorFlow's mirror lists, guild.ai, ...).
+        "train-images-idx3-ubyte.gz": (
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        ),
+        "train-labels-idx1-ubyte.gz": (
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        ),
+        "t10k-images-idx3-ubyte.gz": (
+            "9fb629c4189551a2d022fa330f9573f3",
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        ),
+        "t10k-labels-idx1-ubyte.gz": (
+            "ec29112dd5afa0611ce80d1b7f02629c",
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        ),
+        # the same files uncompressed (SHA-256 only; no MD5 is published for them)
+        "train-images-idx3-ubyte": (None, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+        "train-labels-idx1-ubyte": (None, "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+        "t10k-images-idx3-ubyte": (None, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+        "t10k-labels-idx1-ubyte": (None, "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    },
+    "fashion_mnist": {
+        # .gz as distributed: MD5 from the Fashion-MNIST README / torchvision.datasets.FashionMNIST, SHA-256
+        # as listed by independent downloaders. No checksum of the uncompressed files is recorded.
+        "train-images-idx3-ubyte.gz": (
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        ),
+        "train-labels-idx1-ubyte.gz": (
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        ),
+        "t10k-images-idx3-ubyte.gz": (
+            "bef4ecab320f06d8554ea6380940ec79",
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        ),
+        "t10k-labels-idx1-ubyte.gz": (
+            "bb300cfdad3c16e7a12a480ee83cd310",
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        ),
+    },
+    "cifar10": {
+        # extracted batches and the archive: MD5 from torchvision.datasets.CIFAR10
+        "data_batch_1": ("c99cafc152244af753f735de768cd75f", None),
+        "data_batch_2": ("d4bba439e000b95fd0a9bffe97cbabec", None),
+        "data_batch_3": ("54ebc095f3ab1f0389bbae665268c751", None),
+        "data_batch_4": ("634d18415352ddfa80567beed471001a", None),
+        "data_batch_5": ("482c414d41f54cd18b22e5b47cb7c3cb", None),
+        "test_batch": ("40351d587109b95175f43aff81a1287e", None),
+        "cifar-10-python.tar.gz": (
+            "c58f30108f718f92721af3b95e74349a",
+            "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+        ),
+    },
+    "cifar100": {
+        # MD5 from torchvision.datasets.CIFAR100
+        "train": ("16019d7e3df5f24257cddd939b257f8d", None),
+        "test": ("f0ef6b0ae62326f3e7ffdfab6717acfc", None),
+        "cifar-100-python.tar.gz": (
+            "eb9058c3a382ffc7106e4002c42a8d85",
+            "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+        ),
+    },
+}
+"""Official checksums ``{dataset: {file name: (MD5 or None, SHA-256 or None)}}`` of the distributed files.
+Only values found in public sources are listed; ``None`` where none is recorded."""
+
+_DIGIT_BOX = 20  # MNIST digits were size-normalised into a 20×20 box inside the 28×28 image
+
+
+class DatasetIdentityError(ValueError):
+    """Files found under a dataset's names are not (shown to be) that dataset; the message names the fix."""
+
+
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`, sorted."""
     return sorted(["digits", *_IDX_SPECS, *_CIFAR_SPECS])
+
+
+def num_classes(name: str) -> int:
+    """K, the number of classes of dataset ``name`` (one of :func:`list_datasets`), without reading files."""
+    if name == "digits":
+        return 10
+    spec = _IDX_SPECS.get(name) or _CIFAR_SPECS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
+    return spec.num_classes
 
 
 def default_data_dir() -> Path:
@@ -231,6 +344,8 @@ class Dataset:
         preprocessing: what was done to the stored values (scaling, normalisation, flattening, subsetting).
         mean: per-channel mean subtracted by normalisation, ``None`` when not normalised.
         std: per-channel standard deviation divided by normalisation, ``None`` when not normalised.
+        identity: how the files were identified as this dataset (official checksums, or folder name and
+            content; see the module docstring); empty for ``digits``.
     """
 
     name: str
@@ -244,6 +359,7 @@ class Dataset:
     preprocessing: str = ""
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    identity: str = ""
 
     @property
     def n_train(self) -> int:
@@ -343,18 +459,21 @@ def load_dataset(
 
     Raises:
         ValueError: unknown name, bad option, or a file that is truncated or in the wrong format.
+        DatasetIdentityError: files under the dataset's names were found but are not shown to be that dataset
+            (e.g. MNIST files asked for as ``fashion_mnist``); a ``ValueError``.
         FileNotFoundError: no directory under the root holds the dataset's files.
     """
     if not dtype.is_floating_point:
         raise ValueError(f"dtype={dtype} is not a floating dtype; pass torch.float32 or torch.float64")
     if name == "digits":
         x_train, y_train, x_test, y_test, source = _load_digits()
+        identity = ""
         num_classes, scale = 10, "grey levels 0..16 divided by 16"
     elif name in _IDX_SPECS:
-        x_train, y_train, x_test, y_test, source = _load_idx_dataset(name, _root(data_dir), download)
+        x_train, y_train, x_test, y_test, source, identity = _load_idx_dataset(name, _root(data_dir), download)
         num_classes, scale = _IDX_SPECS[name].num_classes, "pixels divided by 255"
     elif name in _CIFAR_SPECS:
-        x_train, y_train, x_test, y_test, source = _load_cifar_dataset(name, _root(data_dir), download)
+        x_train, y_train, x_test, y_test, source, identity = _load_cifar_dataset(name, _root(data_dir), download)
         num_classes, scale = _CIFAR_SPECS[name].num_classes, "pixels divided by 255"
     else:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
@@ -383,10 +502,11 @@ def load_dataset(
         y_test=torch.from_numpy(y_test.astype(np.int64)),
         num_classes=num_classes,
         input_shape=tuple(x_train_t.shape[1:]),
-        source=source,
+        source=f"{source} [identified by {identity}]" if identity else source,
         preprocessing="; ".join(steps),
         mean=mean,
         std=std,
+        identity=identity,
     )
 
 
@@ -479,6 +599,20 @@ def _find_files(
         f"looked in {', '.join(map(str, dirs))}{where}; "
         f"put the files in {root} or pass data_dir= (CLI: --data-dir) or set $GRADLENS_DATA{hint}"
     )
+
+
+def _all_complete(
+    name: str, root: Path, dirs: Sequence[Path], files: Sequence[str], allow_gz: bool, can_download: bool
+) -> Iterator[list[Path]]:
+    """The files' paths in each directory of ``dirs`` that holds all of them, in order; raises like
+    :func:`_find_files` when none does."""
+    first = _find_files(name, root, dirs, files, allow_gz, can_download)
+    yield first
+    after = list(dirs)[list(dirs).index(first[0].parent) + 1 :]
+    for d in after:
+        found = [_existing(d, f, allow_gz) for f in files]
+        if all(p is not None for p in found):
+            yield [p for p in found if p is not None]
 
 
 def _download(remote: _Remote, dest: Path, timeout: float = 30.0) -> Path:
@@ -590,9 +724,100 @@ def _read_idx_as(path: Path, kind: str) -> np.ndarray:
     return array
 
 
+def _file_digests(path: Path) -> tuple[str, str]:
+    """(MD5, SHA-256) of the file's bytes as stored."""
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            md5.update(chunk)
+            sha.update(chunk)
+    return md5.hexdigest(), sha.hexdigest()
+
+
+def _official_owner(path: Path, digests: tuple[str, str]) -> str | None:
+    """The dataset whose official file of this name has these digests, or None."""
+    for dataset, files in OFFICIAL_CHECKSUMS.items():
+        md5, sha = files.get(path.name, (None, None))
+        if (sha is not None and sha == digests[1]) or (sha is None and md5 is not None and md5 == digests[0]):
+            return dataset
+    return None
+
+
+def _folder_names(directory: Path, name: str) -> bool:
+    """Whether the folder holding the files, or its parent, names ``name`` (``mnist`` or ``fashion_mnist``)."""
+    parts = ["".join(c for c in part.lower() if c.isalnum()) for part in directory.absolute().parts[-2:]]
+    if name == "fashion_mnist":
+        return any("fashion" in part for part in parts)
+    others = ("fashion", "emnist", "kmnist", "qmnist")
+    return any("mnist" in part for part in parts) and not any(o in part for part in parts for o in others)
+
+
+def idx_content_kind(images: np.ndarray) -> tuple[str, float]:
+    """Tell MNIST digits from Fashion-MNIST clothing by the extent of each image's non-zero pixels.
+
+    MNIST digits were size-normalised to fit a 20×20 box, then centred by their centre of mass in the 28×28
+    image; Fashion-MNIST products were trimmed and resized so that their longest edge is 28 pixels. So with
+    ``h_i``, ``w_i`` the height and width of the bounding box of image i's non-zero pixels,
+
+        f = (1/N) · #{i : max(h_i, w_i) ≤ 20}
+
+    is 1 for MNIST (10 000 of the 10 000 images of the shared MNIST subset) and near 0 for Fashion-MNIST.
+
+    Args:
+        images: uint8 ``[N, H, W]``.
+
+    Returns:
+        ``(kind, f)``: kind ``"digits"`` when ``f ≥ 0.5``, ``"clothing"`` when ``f < 0.5``, ``"neither"``
+        (with ``f`` NaN) for images that are not 28×28 or an empty split.
+    """
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.shape[0] == 0:
+        return "neither", float("nan")
+    ink = images > 0
+    extents = []
+    for axis in (2, 1):  # rows that hold ink (height), columns that hold ink (width)
+        lines = ink.any(axis=axis)
+        first = lines.argmax(axis=1)
+        last = lines.shape[1] - 1 - lines[:, ::-1].argmax(axis=1)
+        extents.append(np.where(lines.any(axis=1), last - first + 1, 0))
+    fraction = float(np.mean(np.maximum(*extents) <= _DIGIT_BOX))
+    return ("digits" if fraction >= 0.5 else "clothing"), fraction
+
+
+_KIND = {"mnist": "digits", "fashion_mnist": "clothing"}
+
+
+def _idx_identity(name: str, paths: Sequence[Path], arrays: Sequence[np.ndarray]) -> tuple[str | None, str]:
+    """``(identity, "")`` when the files are ``name``; ``(None, why not)`` otherwise (see the module docstring)."""
+    title = _IDX_SPECS[name].title
+    owners = [_official_owner(p, _file_digests(p)) for p in paths]
+    for path, owner in zip(paths, owners, strict=True):
+        if owner is not None and owner != name:
+            return None, f"{path.name} is the official {_IDX_SPECS[owner].title} file (checksum), not {title}"
+    if all(owner == name for owner in owners):
+        return f"official {title} files (SHA-256 of all four files checked)", ""
+    directory = paths[0].parent
+    kinds = [idx_content_kind(arrays[i]) for i in (0, 2)]
+    content = ", ".join(
+        f"{split}: {kind}, {f:.1%} of images fit a 20×20 box"
+        for split, (kind, f) in zip(("train", "test"), kinds, strict=True)
+    )
+    if any(kind != _KIND[name] for kind, _ in kinds):
+        looks = {
+            "digits": "they look like MNIST digits",
+            "clothing": "they look like Fashion-MNIST clothing",
+            "neither": "they are not 28×28 images as both datasets' are",
+        }
+        seen = " and ".join(sorted({looks[k] for k, _ in kinds if k != _KIND[name]}))
+        return None, f"its images are not {title}'s ({content}; {seen})"
+    if not _folder_names(directory, name):
+        word = "fashion" if name == "fashion_mnist" else "mnist"
+        return None, f"the files are not the official ones and the folder name does not say {word!r}"
+    return f"folder name {directory.name!r} and content ({content}); not the official files", ""
+
+
 def _load_idx_dataset(
     name: str, root: Path, download: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, str]:
     spec = _IDX_SPECS[name]
     dirs = _candidates(root, name, spec.subdirs)
     if download and not any(all(_existing(d, f, True) for f in spec.files) for d in dirs):
@@ -604,7 +829,24 @@ def _load_idx_dataset(
         for filename, remote in zip(spec.files, spec.remote, strict=True):
             if _existing(root / name, filename, True) is None:
                 _download(remote, root / name / f"{filename}.gz")
-    paths = _find_files(name, root, dirs, spec.files, allow_gz=True, can_download=bool(spec.remote))
+    refused = []
+    for paths in _all_complete(name, root, dirs, spec.files, allow_gz=True, can_download=bool(spec.remote)):
+        arrays = _read_idx_files(name, spec, paths)
+        identity = "file names (EMNIST's names are its own)"
+        if name in _KIND:
+            identity, why = _idx_identity(name, paths, arrays)
+            if identity is None:
+                refused.append(f"{paths[0].parent}: {why}")
+                continue
+        return (*_finish_idx(spec, paths, arrays), identity)
+    fix = (
+        f"put {spec.title} files in {root / name} (a folder whose name says "
+        f"{'fashion' if name == 'fashion_mnist' else 'mnist'}) or pass data_dir= (CLI: --data-dir) naming such a folder"
+    )
+    raise DatasetIdentityError(f"{name}: refused {'; '.join(refused)}; {fix}")
+
+
+def _read_idx_files(name: str, spec: _IdxSpec, paths: Sequence[Path]) -> list[np.ndarray]:
     arrays = []
     for i, path in enumerate(paths):
         arrays.append(_read_idx_as(path, "images" if i % 2 == 0 else "labels"))
@@ -623,6 +865,12 @@ def _load_idx_dataset(
                 f"{lpath}: {split} labels span {labels.min()}..{labels.max()}, "
                 f"expected {low}..{high} for {name}"
             )
+    return arrays
+
+
+def _finish_idx(
+    spec: _IdxSpec, paths: Sequence[Path], arrays: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     x_train, y_train, x_test, y_test = arrays
     if spec.transposed:
         x_train, x_test = (np.ascontiguousarray(x.transpose(0, 2, 1)) for x in (x_train, x_test))
@@ -741,7 +989,7 @@ def _extract_cifar(archive: Path, folder: str, into: Path) -> None:
 
 def _load_cifar_dataset(
     name: str, root: Path, download: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, str]:
     spec = _CIFAR_SPECS[name]
     dirs = [d for base in _candidates(root, name, ()) for d in (base, base / spec.folder)]
     files = spec.train + spec.test
@@ -766,7 +1014,13 @@ def _load_cifar_dataset(
     source = f"{spec.title}: python pickle batches in {paths[0].parent}: {', '.join(p.name for p in paths)}"
     if name == "cifar100":
         source += " (fine labels)"
-    return x_train, y_train, x_test, y_test, source
+    differ = [p.name for p in paths if _official_owner(p, _file_digests(p)) != name]
+    identity = (
+        f"official {spec.title} batches (MD5 of all {len(paths)} files checked)"
+        if not differ
+        else f"file names; not the official {spec.title} batches (MD5 differs for {', '.join(differ)})"
+    )
+    return x_train, y_train, x_test, y_test, source, identity
 
 
 # ---------------------------------------------------------------------------------------------------------

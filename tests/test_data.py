@@ -47,6 +47,28 @@ def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
     return path
 
 
+def fake_images(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
+    """``n`` uint8 images of one kind.
+
+    ``digits``: 28×28, the ink inside a box of at most 20×20 placed anywhere in the frame (MNIST's
+    construction). ``clothing``: 28×28, a silhouette whose longest side is 28 pixels, the other 10..28, centred
+    (Fashion-MNIST's construction) — a synthetic stand-in, no Fashion-MNIST copy is available here.
+    ``noise``: 4×6 random bytes (for EMNIST, whose content is not checked).
+    """
+    if kind == "noise":
+        return rng.integers(0, 256, size=(n, 4, 6), dtype=np.uint8)
+    images = np.zeros((n, 28, 28), dtype=np.uint8)
+    for image in images:
+        if kind == "digits":
+            h, w = int(rng.integers(8, 21)), int(rng.integers(4, 21))
+            top, left = int(rng.integers(0, 29 - h)), int(rng.integers(0, 29 - w))
+        else:
+            h, w = (28, int(rng.integers(10, 29))) if rng.random() < 0.5 else (int(rng.integers(10, 29)), 28)
+            top, left = (28 - h) // 2, (28 - w) // 2
+        image[top : top + h, left : left + w] = rng.integers(1, 256, size=(h, w), dtype=np.uint8)
+    return images
+
+
 def fake_mnist(
     directory: Path,
     *,
@@ -56,13 +78,14 @@ def fake_mnist(
     label_offset: int = 0,
     gz: tuple[bool, bool, bool, bool] = (True, False, False, True),
     num_classes: int = 10,
+    kind: str = "digits",
 ) -> dict[str, np.ndarray]:
-    """Write 7 train and 3 test random non-square 4×6 images with labels; returns what was written."""
+    """Write 7 train and 3 test images of ``kind`` (see :func:`fake_images`) with labels; returns them."""
     rng = np.random.default_rng(0)
     arrays = {
-        "x_train": rng.integers(0, 256, size=(7, 4, 6), dtype=np.uint8),
+        "x_train": fake_images(rng, 7, kind),
         "y_train": rng.integers(0, num_classes, size=7).astype(np.uint8),
-        "x_test": rng.integers(0, 256, size=(3, 4, 6), dtype=np.uint8),
+        "x_test": fake_images(rng, 3, kind),
         "y_test": rng.integers(0, num_classes, size=3).astype(np.uint8),
     }
     names = (
@@ -124,6 +147,104 @@ def test_mnist_10k_found_from_parent_dir_and_env(
     monkeypatch.setenv("GRADLENS_DATA", str(MNIST_10K))
     from_env = load_dataset("mnist")
     assert torch.equal(from_env.x_test, mnist10k.x_test)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# dataset identity: the same four file names never make MNIST serve as Fashion-MNIST
+
+
+def test_mnist_files_are_refused_as_fashion_mnist(tmp_path: Path) -> None:
+    if not (MNIST_10K / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the shared MNIST subset is not on this machine (looked for {MNIST_10K})")
+    with pytest.raises(data.DatasetIdentityError) as info:  # what `--data-dir .../mnist-10k` did for van-fig1
+        load_dataset("fashion_mnist", MNIST_10K)
+    message = str(info.value)
+    assert "\n" not in message and isinstance(info.value, ValueError)
+    assert message.startswith(f"fashion_mnist: refused {MNIST_10K}: its images are not Fashion-MNIST's")
+    assert "train: digits, 100.0% of images fit a 20×20 box" in message and "look like MNIST digits" in message
+    assert f"put Fashion-MNIST files in {MNIST_10K / 'fashion_mnist'}" in message and "--data-dir" in message
+    # Renaming the folder does not help: the content check still sees digits.
+    renamed = tmp_path / "fashion_mnist"
+    renamed.mkdir()
+    for name in MNIST_FILES:
+        (renamed / f"{name}.gz").write_bytes((MNIST_10K / f"{name}.gz").read_bytes())
+    with pytest.raises(data.DatasetIdentityError, match=rf"refused {renamed}: its images are not Fashion-MNIST"):
+        load_dataset("fashion_mnist", tmp_path)
+    # The same files are MNIST, identified by folder name and content (they are not the official files).
+    ds = load_dataset("mnist", MNIST_10K)
+    assert ds.identity.startswith("folder name 'mnist-10k' and content (train: digits, 100.0% of images")
+    assert ds.identity.endswith("not the official files") and "[identified by folder name" in ds.source
+
+
+def test_content_statistic_on_real_mnist_and_a_clothing_stand_in() -> None:
+    if not (MNIST_10K / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the shared MNIST subset is not on this machine (looked for {MNIST_10K})")
+    for name, n in (("train-images-idx3-ubyte", 8000), ("t10k-images-idx3-ubyte", 2000)):
+        images = _gunzip_idx(name, 16).reshape(n, 28, 28)
+        # brute force: every digit's bounding box, one image at a time
+        sides = []
+        for image in images:
+            rows, cols = np.nonzero(image)
+            sides.append(max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1))
+        assert max(sides) == 20 and min(sides) >= 18
+        assert data.idx_content_kind(images) == ("digits", 1.0)
+    # Synthetic stand-in for Fashion-MNIST (none is available here): longest side 28 by construction.
+    clothing = fake_images(np.random.default_rng(1), 500, "clothing")
+    assert data.idx_content_kind(clothing) == ("clothing", 0.0)
+    assert data.idx_content_kind(np.zeros((3, 4, 6), np.uint8))[0] == "neither"
+
+
+def test_folder_and_content_rules(tmp_path: Path) -> None:
+    fake_mnist(tmp_path / "FashionMNIST" / "raw", kind="clothing")  # torchvision's layout
+    ds = load_dataset("fashion_mnist", tmp_path)
+    assert ds.identity.startswith("folder name 'raw' and content (train: clothing, 0.0% of images")
+    with pytest.raises(data.DatasetIdentityError, match=r"its images are not MNIST's .*look like Fashion-MNIST"):
+        load_dataset("mnist", tmp_path / "FashionMNIST" / "raw")
+    unnamed = tmp_path / "data"
+    fake_mnist(unnamed, kind="clothing")
+    with pytest.raises(
+        data.DatasetIdentityError,
+        match=rf"refused {unnamed}: the files are not the official ones and the folder name does not say 'fashion'",
+    ):
+        load_dataset("fashion_mnist", unnamed)
+    tiny = tmp_path / "tiny" / "mnist"
+    fake_mnist(tiny, kind="noise")
+    with pytest.raises(data.DatasetIdentityError, match=r"train: neither, nan% .*they are not 28×28 images"):
+        load_dataset("mnist", tmp_path / "tiny")
+    # A directory that is refused does not hide a later one that passes.
+    fake_mnist(tmp_path / "both", kind="digits")
+    fake_mnist(tmp_path / "both" / "fashion_mnist", kind="clothing")
+    assert load_dataset("fashion_mnist", tmp_path / "both").source.startswith(
+        f"Fashion-MNIST: IDX files in {tmp_path / 'both' / 'fashion_mnist'}"
+    )
+
+
+def test_official_checksums_identify_and_refuse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The recorded values have the right form and cover the four files of each dataset.
+    for dataset, files in data.OFFICIAL_CHECKSUMS.items():
+        for md5, sha in files.values():
+            assert md5 is None or (len(md5) == 32 and int(md5, 16) >= 0), dataset
+            assert sha is None or (len(sha) == 64 and int(sha, 16) >= 0), dataset
+    for dataset in ("mnist", "fashion_mnist"):
+        assert {f"{n}.gz" for n in MNIST_FILES} <= set(data.OFFICIAL_CHECKSUMS[dataset])
+    assert data.OFFICIAL_CHECKSUMS["mnist"]["t10k-labels-idx1-ubyte.gz"][0] == "ec29112dd5afa0611ce80d1b7f02629c"
+    assert data.OFFICIAL_CHECKSUMS["fashion_mnist"]["train-images-idx3-ubyte.gz"][0] == (
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d"
+    )
+    # Files whose digests are the official MNIST ones are MNIST in any folder, and never Fashion-MNIST.
+    folder = tmp_path / "anything"
+    fake_mnist(folder, gz=(True, True, True, True))
+    official = {}
+    for n in MNIST_FILES:
+        payload = (folder / f"{n}.gz").read_bytes()
+        official[f"{n}.gz"] = (hashlib.md5(payload).hexdigest(), _sha(payload))
+    monkeypatch.setitem(data.OFFICIAL_CHECKSUMS, "mnist", official)
+    assert load_dataset("mnist", folder).identity == "official MNIST files (SHA-256 of all four files checked)"
+    with pytest.raises(
+        data.DatasetIdentityError,
+        match=rf"fashion_mnist: refused {folder}: train-images-idx3-ubyte.gz is the official MNIST file",
+    ):
+        load_dataset("fashion_mnist", folder)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -202,11 +323,11 @@ def test_read_idx_round_trip(tmp_path: Path, gz: bool, dtype: str) -> None:
     np.testing.assert_array_equal(read_idx(labels), [3, 1, 4, 1, 5])
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
-def test_mnist_layout_from_small_files(tmp_path: Path, name: str) -> None:
-    arrays = fake_mnist(tmp_path / name)  # found in <root>/<name>, mixed .gz and raw files
+@pytest.mark.parametrize(("name", "kind"), [("mnist", "digits"), ("fashion_mnist", "clothing")])
+def test_mnist_layout_from_small_files(tmp_path: Path, name: str, kind: str) -> None:
+    arrays = fake_mnist(tmp_path / name, kind=kind)  # found in <root>/<name>, mixed .gz and raw files
     ds = load_dataset(name, tmp_path)
-    assert ds.input_shape == (1, 4, 6) and (ds.n_train, ds.n_test) == (7, 3)
+    assert ds.input_shape == (1, 28, 28) and (ds.n_train, ds.n_test) == (7, 3)
     assert torch.equal(ds.x_train[:, 0], torch.from_numpy(arrays["x_train"]).float() / 255)
     assert torch.equal(ds.x_test[:, 0], torch.from_numpy(arrays["x_test"]).float() / 255)
     assert (
@@ -224,6 +345,7 @@ def test_emnist_letters_transposed_and_shifted(tmp_path: Path) -> None:
         transpose=True,
         label_offset=1,
         num_classes=26,
+        kind="noise",
     )
     ds = load_dataset("emnist_letters", tmp_path)
     assert ds.num_classes == 26 and ds.input_shape == (1, 4, 6)
@@ -235,7 +357,7 @@ def test_emnist_letters_transposed_and_shifted(tmp_path: Path) -> None:
 
 def test_emnist_letters_label_zero_is_rejected(tmp_path: Path) -> None:
     fake_mnist(
-        tmp_path, prefix="emnist-letters-", test="test", transpose=True, label_offset=1, num_classes=26
+        tmp_path, prefix="emnist-letters-", test="test", transpose=True, label_offset=1, num_classes=26, kind="noise"
     )
     write_idx(
         tmp_path / "emnist-letters-test-labels-idx1-ubyte", np.array([0, 5, 26], dtype=np.uint8), gz=False
@@ -362,6 +484,11 @@ def test_cifar10_pickles_read_exactly(tmp_path: Path) -> None:
     )
     assert ds.y_train.tolist() == y[:10].tolist() and ds.y_test.tolist() == y[10:].tolist()
     assert "cifar-10-batches-py" in ds.source and "data_batch_5" in ds.source
+    assert ds.identity == (
+        "file names; not the official CIFAR-10 batches (MD5 differs for data_batch_1, data_batch_2, "
+        "data_batch_3, data_batch_4, data_batch_5, test_batch)"
+    )
+    assert data.OFFICIAL_CHECKSUMS["cifar10"]["test_batch"] == ("40351d587109b95175f43aff81a1287e", None)
 
 
 def test_cifar100_fine_labels_and_str_keys(tmp_path: Path) -> None:
@@ -528,7 +655,7 @@ def test_cifar_download_extracts_the_archive(tmp_path: Path, monkeypatch: pytest
 
 
 def test_subset_draws_real_rows_with_a_local_generator(tmp_path: Path) -> None:
-    fake_mnist(tmp_path)
+    fake_mnist(tmp_path / "mnist")
     full = load_dataset("mnist", tmp_path)
     rng_state = torch.get_rng_state()
     sub = full.subset(4, 2, seed=3)
@@ -581,17 +708,34 @@ def test_loader_bad_arguments() -> None:
 
 
 def test_downsample_averages_non_overlapping_windows(tmp_path: Path) -> None:
-    written = fake_mnist(tmp_path)
+    written = fake_mnist(tmp_path / "mnist")
     full = load_dataset("mnist", tmp_path)
     small = full.downsample(2)
-    # explicit 2×2 window means of the written 4×6 images, pixels / 255
-    expected = written["x_train"].astype(np.float64).reshape(7, 2, 2, 3, 2).mean(axis=(2, 4)) / 255
+    # explicit 2×2 window means of the written 28×28 images, pixels / 255
+    expected = written["x_train"].astype(np.float64).reshape(7, 14, 2, 14, 2).mean(axis=(2, 4)) / 255
     np.testing.assert_allclose(small.x_train[:, 0].numpy(), expected, rtol=1e-6)
-    assert small.input_shape == (1, 2, 3) and small.x_test.shape == (3, 1, 2, 3)
+    assert small.input_shape == (1, 14, 14) and small.x_test.shape == (3, 1, 14, 14)
     assert torch.equal(small.y_train, full.y_train) and small.source == full.source
-    assert small.preprocessing.endswith("; 2×2 average-pooled to 2×3")
+    assert small.preprocessing.endswith("; 2×2 average-pooled to 14×14")
     assert full.downsample(1) is full
-    with pytest.raises(ValueError, match=r"downsample factor=5 is invalid; pass an integer 1\.\.4"):
-        full.downsample(5)
-    with pytest.raises(ValueError, match=r"input shape \(24,\); load it without flatten"):
+    with pytest.raises(ValueError, match=r"downsample factor=29 is invalid; pass an integer 1\.\.28"):
+        full.downsample(29)
+    with pytest.raises(ValueError, match=r"input shape \(784,\); load it without flatten"):
         load_dataset("mnist", tmp_path, flatten=True).downsample(2)
+
+
+def test_refused_fashion_mnist_leaves_a_not_run_marker_with_the_reason(tmp_path: Path) -> None:
+    """What `gradlens figures --data-dir .../mnist-10k` now does for van-fig1's Fashion-MNIST panel."""
+    if not (MNIST_10K / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the shared MNIST subset is not on this machine (looked for {MNIST_10K})")
+    from analyses.optional_data import is_not_run, load_or_mark, not_run_reason
+    from gradlens.results import load_result
+
+    params = {"dataset": "fashion_mnist", "n_train": 100, "n_test": 50, "optional_data": True}
+    path = tmp_path / "run.h5"
+    assert load_or_mark(params, path, str(MNIST_10K)) is None
+    marker = load_result(path)
+    assert is_not_run(marker)
+    assert not_run_reason(marker).startswith(f"fashion_mnist was refused (fashion_mnist: refused {MNIST_10K}: its")
+    with pytest.raises(data.DatasetIdentityError):
+        load_or_mark({**params, "optional_data": False}, tmp_path / "other.h5", str(MNIST_10K))

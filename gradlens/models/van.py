@@ -33,6 +33,7 @@ main optimizer with :func:`split_van_parameters` (no momentum, no weight decay o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -110,7 +111,7 @@ class VANUpdate:
     ``step()`` (call after ``loss.backward()``, next to the main optimizer's ``step()``) performs, for every
     VAN skip l and neuron i, in this order:
 
-        α ← clip(α − η (g + λ), 0, 1),   g = alpha.grad = ∂C/∂α (zero when None),
+        α ← clip(α − η (s·g + λ), 0, 1),   g = alpha.grad = ∂C/∂α (zero when None), s = alpha_grad_scale,
         λ ← λ + η′ (α − 1),              η′ = lambda_lr_ratio · η, with the *updated* α.
 
     With ``lambda_zero=True`` (VAN(λ = 0)) λ stays 0 and only the clipped SGD step on α is taken.
@@ -123,6 +124,10 @@ class VANUpdate:
         lambda_init: initial value of every λ (document 002: −1).
         lambda_zero: VAN(λ = 0): never enforce the constraint.
         optimizer: optional main optimizer; if given, it is checked not to hold any α.
+        alpha_grad_scale: g is multiplied by this before the step. 1 (default) reads C as the batch-mean loss
+            that is back-propagated; the batch size B reads eq. 7's ∂C/∂α as that of the loss *summed* over
+            the batch (reading (a) of issue 14.3b: the only one found that delays the removal of the skips
+            to the learning-rate drops, as document 002's Figure 2 shows; see docs/figures.md).
 
     Attributes:
         multipliers: dict VANSkip name -> λ tensor (shape of its α).
@@ -136,6 +141,7 @@ class VANUpdate:
         lambda_init: float = -1.0,
         lambda_zero: bool = False,
         optimizer: torch.optim.Optimizer | None = None,
+        alpha_grad_scale: float = 1.0,
     ) -> None:
         if lr <= 0:
             raise ValueError(f"VANUpdate needs a positive lr, got {lr!r}")
@@ -149,6 +155,11 @@ class VANUpdate:
         self.lr = float(lr)
         self.lambda_lr_ratio = float(lambda_lr_ratio)
         self.lambda_zero = lambda_zero
+        if not alpha_grad_scale > 0:
+            raise ValueError(
+                f"alpha_grad_scale must be > 0 (1 for a batch-mean loss, B for a sum), got {alpha_grad_scale!r}"
+            )
+        self.alpha_grad_scale = float(alpha_grad_scale)
         init = 0.0 if lambda_zero else float(lambda_init)
         self.multipliers: dict[str, torch.Tensor] = {
             name: torch.full_like(skip.alpha, init, requires_grad=False) for name, skip in self.skips
@@ -168,7 +179,7 @@ class VANUpdate:
             # The model may have been moved (e.g. .double()) after this object was built.
             if lam.dtype != alpha.dtype or lam.device != alpha.device:
                 lam = self.multipliers[name] = lam.to(alpha)
-            grad = alpha.grad if alpha.grad is not None else torch.zeros_like(alpha)
+            grad = alpha.grad * self.alpha_grad_scale if alpha.grad is not None else torch.zeros_like(alpha)
             alpha.sub_(self.lr * (grad + lam)).clamp_(0.0, 1.0)
             if not self.lambda_zero:
                 lam.add_(eta_lambda * (alpha - 1))
@@ -187,6 +198,7 @@ class VANUpdate:
             "lr": self.lr,
             "lambda_lr_ratio": self.lambda_lr_ratio,
             "lambda_zero": self.lambda_zero,
+            "alpha_grad_scale": self.alpha_grad_scale,
             "multipliers": {k: v.clone() for k, v in self.multipliers.items()},
         }
 
@@ -201,8 +213,83 @@ class VANUpdate:
         self.lr = float(state["lr"])  # type: ignore[arg-type]
         self.lambda_lr_ratio = float(state["lambda_lr_ratio"])  # type: ignore[arg-type]
         self.lambda_zero = bool(state["lambda_zero"])
+        self.alpha_grad_scale = float(state.get("alpha_grad_scale", 1.0))  # type: ignore[arg-type]
         for name, value in multipliers.items():
             self.multipliers[name] = value.clone().to(self.multipliers[name])
+
+
+def phaseout_closed_form(
+    lr: float, lambda_lr_ratio: float, lambda_init: float = -1.0, alpha_init: float = 0.0
+) -> tuple[float, float, float, int]:
+    """Closed form of the α trajectory of eqs. 7–8 when the loss does not push on α (∂C/∂α = 0).
+
+    With u_t = α_t − 1, η′ = ``lambda_lr_ratio``·η and no clipping, :class:`VANUpdate` is the linear map
+
+        (u_{t+1}, λ_{t+1}) = M (u_t, λ_t),   M = [[1, −η], [η′, 1 − ηη′]],   det M = 1,
+
+    whose eigenvalues are e^{±iθ} with cos θ = 1 − ηη′/2 (0 < ηη′ < 4). Hence
+
+        u_t = R cos(θ t − φ),   R cos φ = u_0,   R sin φ = (u_1 − u_0 cos θ) / sin θ,   u_1 = u_0 − η λ_0.
+
+    From α_0 < 1 with λ_0 < 0 the clip first binds at the removal step T = min{t : u_t ≥ 0}; from then on
+    α_t = 1 and λ stays put (α − 1 = 0), so the α-residual (1 − α)² is u_t² for t < T and 0 after.
+    Document 002's CIFAR setting (η = 0.1, η′ = η/10, λ_0 = −1, α_0 = 0) gives T = 10 steps.
+
+    Returns:
+        ``(R, θ, φ, T)``.
+    """
+    eta, eta_l = float(lr), float(lambda_lr_ratio) * float(lr)
+    if not 0 < eta * eta_l < 4 or lambda_init >= 0 or alpha_init >= 1:
+        raise ValueError(
+            f"closed form needs 0 < η·η′ < 4, λ_0 < 0 and α_0 < 1; got η = {lr}, η′ = {eta_l}, "
+            f"λ_0 = {lambda_init}, α_0 = {alpha_init}"
+        )
+    theta = math.acos(1 - eta * eta_l / 2)
+    u0 = alpha_init - 1.0
+    u1 = u0 - eta * lambda_init
+    a, b = u0, (u1 - u0 * math.cos(theta)) / math.sin(theta)
+    radius, phi = math.hypot(a, b), math.atan2(b, a)
+    # first t with cos(θt − φ) ≥ 0 after the start (u_0 < 0): θt − φ ≥ −π/2 + 2π k, smallest k above
+    t = math.ceil((phi - math.pi / 2) / theta)
+    while radius * math.cos(theta * t - phi) < 0:  # guard rounding at the boundary
+        t += 1
+    while t > 0 and radius * math.cos(theta * (t - 1) - phi) >= 0:
+        t -= 1
+    return radius, theta, phi, t
+
+
+def alpha_trajectory(
+    steps: int,
+    lr: float,
+    lambda_lr_ratio: float,
+    lambda_init: float = -1.0,
+    alpha_init: float = 0.0,
+    *,
+    grad: Sequence[float] | None = None,
+    grad_scale: float = 1.0,
+    double_lambda: bool = False,
+    momentum: float = 0.0,
+    clip: bool = True,
+) -> list[float]:
+    """α after each of ``steps`` updates of one scalar α under a reading of eqs. 7–8 (for comparing readings).
+
+    ``double_lambda``: λ counted twice in eq. 7 (∂ℒ/∂α already holds λ, plus the written + λ);
+    ``momentum``: heavy-ball velocity v ← μ v + (g + λ), α ← α − η v; ``clip=False``: no clip to [0, 1];
+    ``grad``: ∂C/∂α per step (default 0), multiplied by ``grad_scale`` (the batch size B for a loss summed
+    over the batch instead of averaged). Updating once per epoch is the same sequence with one entry per epoch.
+    With the defaults this is exactly :class:`VANUpdate` and :func:`phaseout_closed_form`.
+    """
+    alpha, lam, velocity, out = float(alpha_init), float(lambda_init), 0.0, []
+    eta_l = lambda_lr_ratio * lr
+    for t in range(steps):
+        g = grad_scale * (float(grad[t]) if grad is not None else 0.0)
+        velocity = momentum * velocity + g + (2 if double_lambda else 1) * lam
+        alpha -= lr * velocity
+        if clip:
+            alpha = min(max(alpha, 0.0), 1.0)
+        lam += eta_l * (alpha - 1)
+        out.append(alpha)
+    return out
 
 
 def check_alpha_excluded(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:

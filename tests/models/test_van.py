@@ -1,5 +1,7 @@
 """VAN skip and update (document 002, eqs. 4-8) against hand-computed values in float64."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -146,3 +148,63 @@ def test_state_dict_round_trip_and_dtype_follow() -> None:
     other.load_state_dict(van.state_dict())
     assert other.lr == 0.1
     torch.testing.assert_close(other.multipliers["skip"], van.multipliers["skip"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# phase-out speed (issue 14.3b): the adopted reading's α trajectory against its closed form
+
+
+def test_phaseout_matches_the_closed_form_and_removes_the_skip_after_10_steps() -> None:
+    """∂C/∂α = 0 (no backward): VANUpdate's α is 1 + R cos(θt − φ) until it reaches 1 at step T, then stays."""
+    from gradlens.models.van import alpha_trajectory, phaseout_closed_form
+
+    eta, ratio = 0.1, 0.1  # document 002, CIFAR: η = 0.1, η′ = η/10, λ_0 = −1, α_0 = 0
+    radius, theta, phi, removal = phaseout_closed_form(eta, ratio)
+    assert removal == 10
+    assert theta == pytest.approx(math.acos(1 - 0.1 * 0.01 / 2), rel=1e-15)
+    model = make_model([0.0, 0.0, 0.0])
+    van = VANUpdate(model, lr=eta, lambda_lr_ratio=ratio)
+    for t in range(1, 40):
+        van.zero_grad()  # no loss gradient: α.grad is None, taken as 0
+        van.step()
+        expected = 1.0 if t >= removal else 1 + radius * math.cos(theta * t - phi)
+        torch.testing.assert_close(model.skip.alpha.detach(), torch.full((3,), expected, dtype=torch.float64),
+                                   rtol=0, atol=1e-12)
+    # brute force of the same recursion in plain floats, and λ frozen once α = 1
+    assert alpha_trajectory(39, eta, ratio)[removal - 1] == 1.0 > alpha_trajectory(39, eta, ratio)[removal - 2]
+    lam_at_removal = -1 + ratio * eta * sum(a - 1 for a in alpha_trajectory(removal, eta, ratio))
+    torch.testing.assert_close(van.multipliers["skip"], torch.full((3,), lam_at_removal, dtype=torch.float64))
+    # the thin-MLP setting of section 4.1 (η = 0.001, η′ = η/2): 871 steps, under 2 epochs of 469 steps
+    assert phaseout_closed_form(0.001, 0.5)[3] == 871 == 1 + next(
+        t for t, a in enumerate(alpha_trajectory(2000, 0.001, 0.5)) if a == 1.0
+    )
+
+
+def test_other_readings_of_eq_7_do_not_slow_the_phaseout() -> None:
+    """Double-counted λ and momentum remove the skip sooner; without the clip α never settles at 1."""
+    from gradlens.models.van import alpha_trajectory
+
+    def removal(alphas: list[float]) -> int:
+        return 1 + next(t for t, a in enumerate(alphas) if a == 1.0)
+
+    assert removal(alpha_trajectory(100, 0.1, 0.1)) == 10
+    assert removal(alpha_trajectory(100, 0.1, 0.1, double_lambda=True)) == 5
+    assert removal(alpha_trajectory(100, 0.1, 0.1, momentum=0.9)) == 5
+    free = alpha_trajectory(1000, 0.1, 0.1, clip=False)
+    crossings = [t + 1 for t in range(1, 1000) if (free[t - 1] - 1) * (free[t] - 1) <= 0]
+    assert crossings[:4] == [10, 110, 209, 308]  # half-period π/θ ≈ 99.3 steps
+    assert max((1 - a) ** 2 for a in free[500:]) > 10  # it swings far past 1 and back
+
+
+def test_alpha_grad_scale_reads_the_loss_as_summed_over_the_batch() -> None:
+    """Reading (a): eq. 7 with ∂C/∂α of the summed loss = B × that of the mean loss."""
+    batch = 2  # X holds two samples
+    model = make_model([0.5, 0.5, 0.5])
+    van = VANUpdate(model, lr=0.01, lambda_lr_ratio=0.1, alpha_grad_scale=batch)
+    g = loss_and_grad(model)  # gradient of the loss as written (a sum over the two samples)
+    van.step()
+    expected = (0.5 - 0.01 * (batch * g - 1.0)).clamp(0.0, 1.0)
+    torch.testing.assert_close(model.skip.alpha.detach(), expected, rtol=0, atol=1e-15)
+    assert van.state_dict()["alpha_grad_scale"] == 2.0
+    with pytest.raises(ValueError, match="alpha_grad_scale must be > 0"):
+        VANUpdate(model, lr=0.1, alpha_grad_scale=0)

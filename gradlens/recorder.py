@@ -1,8 +1,16 @@
-"""The HDF5 recorder: buffered, crash-safe, SWMR-readable storage of probe records and scalars.
+"""The HDF5 recorder: buffered, crash-safe, SWMR-readable storage of probe records, scalars and events.
 
-This is the one place where tensors become numpy. The file layout is documented in ``docs/schema.md``.
-A new run's file is created at :meth:`Recorder.start` (the first optimizer step) and switched to SWMR mode at
-once, so another process can read it while it is written.
+This is the one place where tensors become numpy. The file layout is defined in :mod:`gradlens.schema` and
+documented in ``docs/schema.md``.
+
+One writer per file: the recorder takes the run's lock (:mod:`gradlens.lock`) when it is constructed (at
+``attach``), so a second writer on the same path is refused before it touches anything, and frees it at
+:meth:`Recorder.close`.
+
+A new run is written beside its destination, in ``<path>.new-tmp``, created at :meth:`Recorder.start` (the
+first optimizer step), switched to SWMR mode and then moved onto ``path`` with an atomic ``os.replace`` once its
+first flush is committed. A run that never reaches a step therefore leaves an existing file (``overwrite``)
+byte-identical, and a reader never sees a half-made file.
 
 Crash safety: every flush writes the buffered rows, flushes the file, and only then advances each group's
 ``n_rows`` counter and flushes again. Readers use ``n_rows``, never the dataset length, so a writer killed at
@@ -10,7 +18,8 @@ any moment (even in the middle of a flush) leaves a file whose committed rows ar
 
 Status: attributes cannot change under SWMR, so the run status lives in the scalar dataset ``/run/status``
 ("running" while open, "finished" or "failed" after :meth:`Recorder.close`). A writer that was killed leaves
-"running"; ``/run/last_flush`` (unix time of the last committed flush) tells a stale run from a live one.
+"running"; ``/run/last_flush`` (unix time of the last committed flush) and the lock tell a stale run from a
+live one, and :func:`repair` closes such a file so that any HDF5 tool opens it.
 """
 
 from __future__ import annotations
@@ -19,10 +28,12 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -30,24 +41,36 @@ import torch
 from h5py import h5s
 
 from gradlens.loader import (
-    FORMAT,
-    LIBVER,
-    SCHEMA_VERSION,
+    check_committed,
     layer_rows,
     open_run_file,
     read_layers,
     stored_quantities,
+    superblock,
 )
-from gradlens.probes.base import Quantity
+from gradlens.lock import RunLock
+from gradlens.schema import (
+    CHUNK_BYTES,
+    CLOSE_STATUSES,
+    EVENTS,
+    FORMAT,
+    LAYER_FIELDS,
+    LIBVER,
+    N_ROWS,
+    NAME_BYTES,
+    RESERVED_DATASETS,
+    SCHEMA_VERSION,
+    STATUS_DTYPE,
+    STATUS_INTERRUPTED,
+    STATUS_RUNNING,
+    Quantity,
+    clip_utf8,
+    event_dtypes,
+)
 
 MODES = ("new", "overwrite", "resume")
-STATUSES = ("finished", "failed")
-STATUS_DTYPE = "S16"
-NAME_BYTES = 64
-RESERVED_DATASETS = frozenset({"step", "n_rows"})
+STATUSES = CLOSE_STATUSES
 RESERVED_META = ("versions", "created", "resumed")
-LAYER_FIELDS = ("name", "kind", "shape", "params")
-CHUNK_BYTES = 64 * 1024
 
 Value = torch.Tensor | np.ndarray | float | int
 
@@ -152,9 +175,13 @@ def _chunk_rows(shape: tuple[int, ...], dtype: np.dtype) -> int:
 
 
 def _create_table(group: h5py.Group, columns: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
-    """An extendable table: ``step`` (N,), one (N, *shape) dataset per column, and the ``n_rows`` counter."""
-    group.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
-    group.create_dataset("n_rows", data=np.int64(0))
+    """An extendable table: ``step`` (N,), one (N, *shape) dataset per column, and the ``n_rows`` counter.
+
+    Every row dataset carries a Fletcher-32 checksum per chunk: a damaged chunk is a read error, never a
+    silently wrong value.
+    """
+    group.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,), fletcher32=True)
+    group.create_dataset(N_ROWS, data=np.int64(0))
     for name, (shape, dtype) in columns.items():
         group.create_dataset(
             name,
@@ -162,6 +189,7 @@ def _create_table(group: h5py.Group, columns: dict[str, tuple[tuple[int, ...], n
             maxshape=(None, *shape),
             dtype=dtype,
             chunks=(_chunk_rows(shape, dtype), *shape),
+            fletcher32=True,
         )
 
 
@@ -203,25 +231,28 @@ def _stack(rows: list[Value], dtype: str) -> np.ndarray:
 
 
 class Recorder:
-    """Writes one run to an HDF5 file: metadata, the layer table, per-probe records and scalars.
+    """Writes one run to an HDF5 file: metadata, the layer table, per-probe records, scalars and events.
 
     Records are buffered and written every ``flush_every`` records or ``flush_seconds`` seconds (checked
-    when a record or scalar arrives), whichever comes first. After :meth:`start` the file is in SWMR mode:
-    another process can read it with :func:`gradlens.load` while it is written.
+    when a record, scalar or event arrives), whichever comes first. After :meth:`start` the file is in SWMR
+    mode: another process can read it with :func:`gradlens.load` while it is written.
 
     Args:
         path: the HDF5 file; a new run creates it at :meth:`start` (parent folders at once).
         meta: JSON-serialisable run metadata (config, model summary, ...). The recorder adds ``versions``,
             ``created`` and ``resumed``; these keys are reserved.
-        mode: ``"new"`` refuses an existing file, ``"overwrite"`` replaces it, ``"resume"`` continues it.
-        resume_step: with ``mode="resume"``, records (probes and scalars) with ``step > resume_step`` are
+        mode: ``"new"`` refuses an existing file, ``"overwrite"`` replaces it at the first step (a run that
+            never reaches a step leaves it untouched), ``"resume"`` continues it.
+        resume_step: with ``mode="resume"``, records (probes, scalars, events) with ``step > resume_step`` are
             dropped; ``None`` keeps every committed record.
-        flush_every: flush after this many buffered records (probe records plus ``log_scalars`` calls).
+        flush_every: flush after this many buffered records (probe records plus ``log_scalars`` and
+            ``log_event`` calls).
         flush_seconds: flush when a record arrives this many seconds after the last flush.
 
     Raises:
         FileExistsError: ``mode="new"`` and ``path`` exists.
         FileNotFoundError: ``mode="resume"`` and ``path`` does not exist.
+        gradlens.lock.LockedError: another writer (this process or another) holds ``path``.
         ValueError: a bad mode, meta, flush policy, or a file to resume that is not a gradlens run.
     """
 
@@ -236,6 +267,8 @@ class Recorder:
         flush_seconds: float = 5.0,
     ) -> None:
         self.path = Path(path)
+        self._closed = True  # until the lock is held: close() and __del__ then have nothing to do
+        self._lock: RunLock | None = None
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if int(flush_every) < 1:
@@ -249,43 +282,60 @@ class Recorder:
         meta_json = self._check_meta(meta)
 
         self._quantities: dict[str, dict[str, Quantity]] = {}
-        self._rows: dict[str, int] = {}  # committed rows per table ("probes/<name>" or "scalars")
+        self._rows: dict[str, int] = {}  # committed rows per table ("probes/<name>", "scalars", "events")
         self._probe_buffers: dict[str, tuple[list[int], dict[str, list[Value]]]] = {}
         self._scalar_buffer: tuple[list[int], list[bytes], list[float]] = ([], [], [])
+        self._event_buffer: list[tuple[int, bytes, bytes, bytes]] = []
         self._pending = 0
         self._last_flush = time.monotonic()
         self._started = False
-        self._closed = False
         self._stored: tuple[list[dict], dict[str, dict[str, Quantity]]] | None = None
         self._tables: dict[str, dict[str, h5py.Dataset]] = {}
-        self._replaces: Path | None = None  # resume: the file being written replaces this one at start/close
+        self._replaces: Path | None = None  # the file being written replaces this one at its first flush
 
         self._mode = mode
         self._meta = {**meta_json, "versions": _versions(), "created": _now(), "resumed": []}
         self._file: h5py.File | None = None
-        if mode == "resume":
-            self._file = self._resume(meta_json, resume_step)
-            return
         if self.path.is_dir():
             raise ValueError(f"{self.path} is a directory; pass the path of an .h5 file")
+        if mode == "resume" and not self.path.exists():
+            raise FileNotFoundError(f"{self.path} does not exist; nothing to resume (use mode='new')")
         if mode == "new" and self.path.exists():
             raise FileExistsError(
                 f"{self.path} already exists; pass overwrite=True (mode='overwrite') to replace it "
                 "or resume_step=... (mode='resume') to continue it"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = RunLock(self.path)
+        self._closed = False
+        if mode == "resume":
+            try:
+                self._file = self._resume(meta_json, resume_step)
+            except BaseException:
+                self._closed = True
+                self._lock.release()
+                raise
+
+    def _temporary(self, kind: str) -> Path:
+        """``<path>.<kind>-tmp`` in the same folder (so ``os.replace`` onto ``path`` is atomic)."""
+        return self.path.with_name(f"{self.path.name}.{kind}-tmp")
 
     def _create(self) -> h5py.File:
-        """Create the file of a new run.
+        """Create the file of a new run beside its destination, as ``<path>.new-tmp``.
 
         Called at ``start`` (or ``close``), so that a run killed before its first optimizer step leaves no
-        half-made file behind (and ``overwrite`` keeps the old file until then).
+        half-made file behind; the file takes its place at ``path`` once its first flush is committed.
         """
-        if self._mode == "overwrite" and self.path.exists():
-            self.path.unlink()
-        file = h5py.File(self.path, "w-", libver=LIBVER)
+        if self._mode == "new" and self.path.exists():
+            raise FileExistsError(
+                f"{self.path} appeared after this run was attached; pass overwrite=True to replace it"
+            )
+        tmp = self._temporary("new")  # we hold the lock: a leftover of a killed writer may be replaced
+        file = h5py.File(tmp, "w", libver=LIBVER)
         self._init_file(file, self._meta)
         self._rows["scalars"] = 0
+        self._rows[EVENTS] = 0
+        self._replaces = self.path
         return file
 
     @staticmethod
@@ -308,26 +358,25 @@ class Recorder:
         file.attrs["schema_version"] = SCHEMA_VERSION
         file.attrs["meta"] = json.dumps(meta)
         run = file.create_group("run")
-        run.create_dataset("status", data=np.bytes_(b"running"), dtype=STATUS_DTYPE)
+        run.create_dataset("status", data=np.bytes_(STATUS_RUNNING.encode()), dtype=STATUS_DTYPE)
         run.create_dataset("last_flush", data=np.float64(np.nan))
         file.create_group("probes", track_order=True)
         _create_table(
             file.create_group("scalars"),
             {"name": ((), np.dtype(f"S{NAME_BYTES}")), "value": ((), np.dtype(np.float64))},
         )
+        _create_table(file.create_group(EVENTS), {name: ((), dtype) for name, dtype in event_dtypes().items()})
 
     def _resume(self, meta: dict, resume_step: int | None) -> h5py.File:
         """Copy the committed records with step <= resume_step into ``<path>.resume-tmp``, opened for writing.
 
         Copying (instead of truncating in place) also reopens runs whose writer was killed: HDF5 refuses to
         open those for writing, but reads them in SWMR mode. The copy replaces the original once ``start``
-        accepts the layers and quantities (or at ``close`` if ``start`` never ran); when ``start`` rejects
-        them, the copy is deleted and the original is left untouched.
+        accepts the layers and quantities and commits its first flush; when ``start`` rejects them, or the
+        run is closed before any step, the copy is deleted and the original is left untouched.
         """
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path} does not exist; nothing to resume (use mode='new')")
         limit = None if resume_step is None else int(resume_step)
-        tmp = self.path.with_name(self.path.name + ".resume-tmp")
+        tmp = self._temporary("resume")
         with open_run_file(self.path) as old, h5py.File(tmp, "w", libver=LIBVER) as new:
             stored_meta = json.loads(old.attrs["meta"])
             stored_meta["resumed"].append(
@@ -339,14 +388,16 @@ class Recorder:
                 self._stored = (read_layers(old), stored_quantities(old))
                 for probe, quantities in self._stored[1].items():
                     self._create_probe(new, probe, quantities)
-            for table in ["scalars", *(f"probes/{probe}" for probe in old["probes"])]:
-                count = int(old[table]["n_rows"][()])
+            tables = ["scalars", *([EVENTS] if EVENTS in old else []), *(f"probes/{p}" for p in old["probes"])]
+            self._rows[EVENTS] = 0
+            for table in tables:
+                count = int(old[table][N_ROWS][()])
                 steps = old[table]["step"][:count]
                 keep = np.ones(count, dtype=bool) if limit is None else steps <= limit
-                names = [name for name in new[table] if name != "n_rows"]
+                names = [name for name in new[table] if name != N_ROWS]
                 columns = {name: old[table][name][:count][keep] for name in names}
                 self._rows[table] = _append(new[table], 0, columns)
-                new[table]["n_rows"][()] = self._rows[table]
+                new[table][N_ROWS][()] = self._rows[table]
         self._replaces = self.path
         return h5py.File(tmp, "r+", libver=LIBVER)
 
@@ -361,7 +412,7 @@ class Recorder:
                 group[name].attrs[f"labels_{axis}"] = labels
 
     def start(self, layers: list[dict], quantities: dict[str, dict[str, Quantity]]) -> None:
-        """Create the layer table and every probe dataset, then switch the file to SWMR mode.
+        """Create the layer table and every probe dataset, switch the file to SWMR mode and put it in place.
 
         Args:
             layers: one dict per layer in forward order with ``name``, ``kind``, ``shape`` (weight shape) and
@@ -375,20 +426,17 @@ class Recorder:
         if self._started:
             raise RuntimeError(f"Recorder.start was already called for {self.path}")
         table = _layer_table(list(layers))
-        if self._file is None:
-            self._file = self._create()
         declared = {
             _check_name("probe", probe): {name: _normalise_quantity(probe, name, q) for name, q in qs.items()}
             for probe, qs in quantities.items()
         }
+        if self._file is None:
+            self._file = self._create()
         if self._stored is not None:
             try:
                 self._check_resumed(table, declared)
             except ValueError:
-                copy = Path(self._file.filename)
-                self._file.close()
-                copy.unlink()
-                self._closed = True
+                self._discard()
                 raise
         else:
             self._file.create_dataset("layers", data=table)
@@ -398,15 +446,26 @@ class Recorder:
         self._quantities = declared
         self._probe_buffers = {probe: ([], {name: [] for name in qs}) for probe, qs in declared.items()}
         self._started = True
-        self.flush()
-        self._commit_resume()
+        self.flush(force=True)
         self._file.swmr_mode = True
+        self._commit()
 
-    def _commit_resume(self) -> None:
-        """Resume: the file being written (``<path>.resume-tmp``) takes the place of the original."""
+    def _commit(self) -> None:
+        """The file being written (``<path>.new-tmp`` / ``.resume-tmp``) atomically takes the place of ``path``."""
         if self._replaces is not None:
             os.replace(self._file.filename, self._replaces)
             self._replaces = None
+
+    def _discard(self) -> None:
+        """Close and delete the file being written (never the original), free the lock: nothing was kept."""
+        copy = Path(self._file.filename) if self._file is not None else None
+        if self._file is not None:
+            self._file.close()
+        if copy is not None and self._replaces is not None:
+            copy.unlink(missing_ok=True)
+        self._file = None
+        self._closed = True
+        self._lock.release()
 
     def _check_resumed(self, table: np.ndarray, declared: dict[str, dict[str, Quantity]]) -> None:
         stored_layers, stored_quantities_ = self._stored
@@ -501,16 +560,55 @@ class Recorder:
         self._pending += 1
         self._maybe_flush()
 
+    def log_event(self, step: int, kind: str, source: str, message: str) -> None:
+        """Buffer one event (a probe error, a probe switched off, a skipped step, a warning) at ``step``.
+
+        Stored in ``/events`` (``step``, ``kind``, ``source``, ``message``) and read with
+        :meth:`gradlens.loader.Run.events`. ``source`` and ``message`` longer than their columns (256 and
+        1024 UTF-8 bytes) are cut at a character boundary.
+
+        Args:
+            step: the optimizer step the event belongs to.
+            kind: a short identifier: ``probe_error``, ``probe_disabled``, ``step_skipped``, ``warning``, ...
+            source: what raised it (a probe name, ``GradScaler``, ...).
+            message: one line, e.g. ``"NotImplementedError: no forward AD for ..."``.
+
+        Raises:
+            ValueError: ``kind`` is not a non-empty identifier of at most 32 bytes, or ``step`` is no integer.
+        """
+        self._check_open()
+        width = event_dtypes()["kind"].itemsize
+        if not isinstance(kind, str) or not kind.isidentifier() or len(kind.encode()) > width:
+            raise ValueError(
+                f"event kind {kind!r} must be an identifier of at most {width} bytes, e.g. 'probe_error'"
+            )
+        try:
+            at = int(step)
+        except (TypeError, ValueError):
+            raise ValueError(f"event step {step!r} is not an integer") from None
+        widths = event_dtypes()
+        self._event_buffer.append(
+            (
+                at,
+                kind.encode(),
+                clip_utf8(str(source), widths["source"].itemsize),
+                clip_utf8(str(message), widths["message"].itemsize),
+            )
+        )
+        self._pending += 1
+        self._maybe_flush()
+
     def _maybe_flush(self) -> None:
         if self._pending >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, force: bool = False) -> None:
         """Write every buffered record and commit it: after this returns, a SIGKILL loses nothing.
 
-        Before :meth:`start` the file of a new run does not exist yet: scalars stay buffered until then.
+        Before :meth:`start` the file of a new run does not exist yet: scalars and events stay buffered
+        until then. ``force`` commits (and stamps ``/run/last_flush``) even when nothing was buffered.
         """
-        if self._closed or self._file is None:
+        if self._closed or self._file is None or not self._started:
             return
         written: dict[str, int] = {}
         steps, names, values = self._scalar_buffer
@@ -522,6 +620,17 @@ class Recorder:
             }
             written["scalars"] = _append(self._table("scalars"), self._rows["scalars"], columns)
             self._scalar_buffer = ([], [], [])
+        if self._event_buffer:
+            dtypes = event_dtypes()
+            step_, kind, source, message = zip(*self._event_buffer, strict=True)
+            columns = {
+                "step": np.asarray(step_, dtype=np.int64),
+                "kind": np.asarray(kind, dtype=dtypes["kind"]),
+                "source": np.asarray(source, dtype=dtypes["source"]),
+                "message": np.asarray(message, dtype=dtypes["message"]),
+            }
+            written[EVENTS] = _append(self._table(EVENTS), self._rows[EVENTS], columns)
+            self._event_buffer = []
         for probe, (steps, rows) in self._probe_buffers.items():
             if not steps:
                 continue
@@ -533,12 +642,12 @@ class Recorder:
             self._probe_buffers[probe] = ([], {name: [] for name in rows})
         self._pending = 0
         self._last_flush = time.monotonic()
-        if not written:
+        if not written and not force:
             return
         # Commit in two phases: the rows reach the file before the counters that make them visible.
         self._file.flush()
         for table, count in written.items():
-            _write_scalar(self._table(table)["n_rows"], np.int64(count))
+            _write_scalar(self._table(table)[N_ROWS], np.int64(count))
             self._rows[table] = count
         _write_scalar(self._table("run")["last_flush"], np.float64(time.time()))
         self._file.flush()
@@ -550,20 +659,35 @@ class Recorder:
         return self._tables[name]
 
     def close(self, status: str = "finished") -> None:
-        """Flush, store the final ``status`` ("finished" or "failed") and close the file. Idempotent."""
+        """Flush, store the final ``status`` ("finished" or "failed"), close the file and free the lock.
+
+        A run closed before its first step (:meth:`start`) with ``overwrite`` or ``resume`` over an existing
+        file keeps that file byte-identical (buffered scalars and events are dropped); a new run's file is
+        created then, holding them. Idempotent.
+        """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         if self._closed:
             return
-        if self._file is None:
-            self._file = self._create()
+        if not self._started and self._mode in ("overwrite", "resume") and self.path.exists():
+            self._discard()
+            return
         try:
-            self.flush()
+            if self._file is None:
+                self._file = self._create()
+            self._started = True  # a run closed before start: commit the buffered scalars and events
+            try:
+                self.flush()
+            finally:
+                self._file["run/status"][()] = np.bytes_(status.encode())
+                written = self._file.filename
+                self._file.close()
+                if self._replaces is not None:
+                    os.replace(written, self._replaces)
+                    self._replaces = None
         finally:
-            self._file["run/status"][()] = np.bytes_(status.encode())
-            self._commit_resume()
-            self._file.close()
             self._closed = True
+            self._lock.release()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -578,3 +702,95 @@ class Recorder:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("recording" if self._started else "open")
         return f"Recorder({str(self.path)!r}, {state}, probes={sorted(self._quantities)})"
+
+
+def _tracks_order(group: h5py.Group) -> bool:
+    return bool(group.id.get_create_plist().get_link_creation_order())
+
+
+def _copy_committed(old: h5py.Group, new: h5py.Group, size: int) -> None:
+    """Copy ``old`` into ``new`` recursively, every table cut at its ``n_rows`` (its committed rows)."""
+    for key, value in old.attrs.items():
+        new.attrs[key] = value
+    count = int(old[N_ROWS][()]) if N_ROWS in old else None
+    for name, item in old.items():
+        if isinstance(item, h5py.Group):
+            _copy_committed(item, new.create_group(name, track_order=_tracks_order(item)), size)
+            continue
+        if count is not None and name != N_ROWS and item.maxshape and item.maxshape[0] is None:
+            check_committed(old.file.filename, item, count, size)
+            copy = new.create_dataset(
+                name,
+                data=item[:count],
+                maxshape=item.maxshape,
+                chunks=item.chunks,
+                fletcher32=item.fletcher32,
+            )
+        else:
+            copy = new.create_dataset(name, data=item[()], dtype=item.dtype)
+        for key, value in item.attrs.items():
+            copy.attrs[key] = value
+
+
+class Repaired(NamedTuple):
+    """What :func:`repair` did."""
+
+    repaired: bool  # False: the file was closed cleanly, nothing to do
+    status: str  # /run/status of the file now
+    rows: dict[str, int]  # committed rows kept per table ("scalars", "events", "probes/<name>")
+    backup: Path | None  # the original, kept as <path>.bak
+
+
+def _committed_rows(file: h5py.File) -> dict[str, int]:
+    tables = ["scalars", *([EVENTS] if EVENTS in file else []), *(f"probes/{p}" for p in file["probes"])]
+    return {table: int(file[table][N_ROWS][()]) for table in tables}
+
+
+def repair(path: str | os.PathLike, *, backup: bool = True) -> Repaired:
+    """Close a run whose writer was killed, so that every HDF5 tool opens it (what ``gradlens repair`` runs).
+
+    A writer killed in SWMR mode leaves the file's superblock marked "open for write": ``gradlens.load``
+    reads it, but plain ``h5py.File(path)``, HDFView or h5dump refuse it ("file is already open for write").
+    This writes a clean copy holding exactly the committed rows (every table cut at ``n_rows``), with
+    ``/run/status`` = ``"interrupted"`` (a killed writer's file says ``"running"``), checks that the copy opens
+    without SWMR and holds the same row counts, and puts it in place with an atomic ``os.replace``. The
+    original is kept as ``<path>.bak`` unless ``backup=False``.
+
+    Raises:
+        gradlens.lock.LockedError: a live writer holds the file.
+        FileExistsError: the backup ``<path>.bak`` exists already.
+        FileNotFoundError, ValueError: ``path`` is missing, not a gradlens run, truncated or damaged.
+    """
+    path = Path(path)
+    with open_run_file(path):  # a one-line error for a missing, foreign or damaged file
+        pass
+    lock = RunLock(path)  # refuses while a writer is alive, and keeps one from starting meanwhile
+    tmp = path.with_name(path.name + ".repair-tmp")
+    try:
+        with open_run_file(path) as old:
+            status = old["run/status"][()].decode()
+            rows = _committed_rows(old)
+        if superblock(path).flags == 0 and status != STATUS_RUNNING:
+            return Repaired(False, status, rows, None)
+        saved = path.with_name(path.name + ".bak")
+        if backup and saved.exists():
+            raise FileExistsError(f"{saved} exists; move it away or repair with --no-backup")
+        size = os.path.getsize(path)
+        if status == STATUS_RUNNING:
+            status = STATUS_INTERRUPTED
+        with open_run_file(path) as old, h5py.File(tmp, "w", libver=LIBVER) as new:
+            _copy_committed(old, new, size)
+            new["run/status"][()] = np.bytes_(status.encode())
+        with h5py.File(tmp, "r") as copy:  # plain HDF5, no SWMR: what every tool does
+            if _committed_rows(copy) != rows:
+                raise RuntimeError(f"the repaired copy of {path} lost rows ({_committed_rows(copy)} != {rows})")
+        if backup:
+            try:
+                os.link(path, saved)
+            except OSError:  # no hard links here: a copy
+                shutil.copy2(path, saved)
+        os.replace(tmp, path)
+        return Repaired(True, status, rows, saved if backup else None)
+    finally:
+        tmp.unlink(missing_ok=True)
+        lock.release()

@@ -135,7 +135,7 @@ def test_a_truncated_copy_of_a_running_file_is_detected(tmp_path):
     assert load(copy).status == "running" and load(copy).array("grad", "big")[1][-1, 0] == 299.0
     copy.write_bytes(data[: len(data) // 2])  # ... but not once half of it is gone
     with pytest.raises(
-        ValueError, match=r"copy\.h5 is truncated or damaged: /probes/grad/\w+ lacks"
+        ValueError, match=rf"copy\.h5 is truncated \({len(data) // 2} bytes, the file records {len(data)}\)"
     ) as raised:
         load(copy).array("grad", "big")
     assert "\n" not in str(raised.value)

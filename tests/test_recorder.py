@@ -102,7 +102,7 @@ def test_round_trip_is_exact_and_follows_the_documented_layout(tmp_path):
 
     # The same file read with plain h5py, as docs/schema.md describes it.
     with h5py.File(path, "r") as f:
-        assert f.attrs["format"] == "gradlens" and f.attrs["schema_version"] == 1
+        assert f.attrs["format"] == "gradlens" and f.attrs["schema_version"] == 2
         assert json.loads(f.attrs["meta"])["config"] == {"lr": 0.1}
         assert f["run/status"][()] == b"finished" and f["run/last_flush"][()] > 0
         assert f["layers"]["name"].tolist() == [b"fc1", b"fc2"] and f["layers"]["params"].tolist() == [16, 10]
@@ -329,3 +329,66 @@ def test_a_killed_run_can_be_resumed(killed_run, tmp_path):
     assert run.status == "finished" and steps.tolist() == list(range(12))
     np.testing.assert_array_equal(values, np.vstack([expected_norm(np.arange(11)), [[1.5, 2.5]]]))
     assert run.scalars()["step"].tolist() == list(range(11))
+
+
+@pytest.mark.parametrize("mode, status", [("overwrite", "failed"), ("overwrite", "finished"), ("resume", "failed")])
+def test_a_run_closed_before_its_first_step_leaves_the_existing_file_byte_identical(tmp_path, mode, status):
+    path = tmp_path / "run.h5"
+    write_run(path, steps=range(6))
+    before = path.read_bytes()
+    recorder = Recorder(path, meta={}, mode=mode, resume_step=2 if mode == "resume" else None, flush_every=1)
+    recorder.log_scalars(0, loss=9.0)
+    recorder.log_event(0, "warning", "test", "dropped with the run")
+    recorder.close(status)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]  # no temporary copy, no lock file
+    assert load(path).array("grad", "norm")[0].tolist() == list(range(6))
+
+
+def test_events_are_stored_in_order_with_their_step_kind_source_and_message(tmp_path):
+    path = tmp_path / "run.h5"
+    recorder = Recorder(path, meta={}, flush_every=2)
+    recorder.log_event(0, "warning", "session", "before the first step")  # buffered until the file exists
+    recorder.start(LAYERS, QUANTITIES)
+    recorder.log_event(3, "probe_error", "grad", "NotImplementedError: no forward AD for sdpa ✓")
+    recorder.log_event(5, "probe_disabled", "grad", "3 failures in a row")
+    recorder.log_event(7, "step_skipped", "GradScaler", "x" * 2000)  # cut at 1024 bytes
+    with pytest.raises(ValueError, match=r"event kind 'probe error' must be an identifier"):
+        recorder.log_event(8, "probe error", "grad", "")
+    recorder.close()
+    events = load(path).events()
+    assert list(events.columns) == ["step", "kind", "source", "message"]
+    assert events["step"].tolist() == [0, 3, 5, 7] and events["step"].dtype == np.int64
+    assert events["kind"].tolist() == ["warning", "probe_error", "probe_disabled", "step_skipped"]
+    assert events["source"].tolist() == ["session", "grad", "grad", "GradScaler"]
+    assert events["message"].tolist()[:3] == [
+        "before the first step",
+        "NotImplementedError: no forward AD for sdpa ✓",
+        "3 failures in a row",
+    ]
+    assert events["message"][3] == "x" * 1024
+    with h5py.File(path, "r") as f:
+        assert f["events/n_rows"][()] == 4 and f["events/kind"].dtype == np.dtype("S32")
+
+    with Recorder(path, meta={}, mode="resume", resume_step=4) as recorder:  # events after step 4 are dropped
+        recorder.start(LAYERS, QUANTITIES)
+        recorder.log_event(5, "warning", "resumed", "again")
+    events = load(path).events()
+    assert events[["step", "source"]].values.tolist() == [[0, "session"], [3, "grad"], [5, "resumed"]]
+
+
+def test_schema_version_1_files_stay_readable_with_no_events(tmp_path):
+    path = tmp_path / "run.h5"
+    write_run(path, steps=range(3))
+    with h5py.File(path, "r+") as f:  # what gradlens wrote before /events existed
+        del f["events"]
+        f.attrs["schema_version"] = 1
+    run = load(path)
+    assert run.schema_version == 1 and run.array("grad", "norm")[0].tolist() == [0, 1, 2]
+    events = run.events()
+    assert events.empty and list(events.columns) == ["step", "kind", "source", "message"]
+    with Recorder(path, meta={}, mode="resume") as recorder:  # resuming writes the current schema, with events
+        recorder.start(LAYERS, QUANTITIES)
+        recorder.log_event(3, "warning", "resumed", "now with events")
+    run = load(path)
+    assert run.schema_version == 2 and run.events()["message"].tolist() == ["now with events"]

@@ -118,7 +118,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         model=model,
         data=data,
         config=config,
-        probes=[GradStats(every=1)],
+        probes=[GradStats(every=1, params="weights")],
         resume=resume,
         progress=progress,
         penalty=penalty,

@@ -89,7 +89,7 @@ def run_demo(
             "train": train_config.to_dict(),
         }
         with attach(
-            model, optimizer, paths[variant], probes=[GradStats()], meta=meta, overwrite=force
+            model, optimizer, paths[variant], probes=[GradStats(params="weights")], meta=meta, overwrite=force
         ) as session:
             train(
                 model,

@@ -221,6 +221,8 @@ def train(
             log_epoch(epoch + 1, loss_sum / seen, correct / seen, penalty_now())
             history.epochs_done = epoch + 1
             if checkpoint is not None:
+                if session is not None:
+                    _commit_records(session)  # before the checkpoint: a resume from it then loses no record
                 save_checkpoint(
                     checkpoint,
                     Checkpoint(model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), history),
@@ -237,6 +239,13 @@ class Checkpoint:
     optimizer: dict
     scheduler: dict
     history: History
+
+
+def _commit_records(session: object) -> None:
+    """Commit the session's buffered records (a recorder failure stops recording, never training)."""
+    guard, recorder = getattr(session, "_guard_recorder", None), getattr(session, "recorder", None)
+    if guard is not None and recorder is not None:
+        guard(recorder.flush)
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:

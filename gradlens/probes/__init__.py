@@ -10,6 +10,7 @@ from gradlens.probes.final_grad_hist import FinalGradHist
 from gradlens.probes.grad_stats import GradStats
 from gradlens.probes.interlayer_cushion import InterlayerCushion
 from gradlens.probes.layer_cushion import LayerCushion
+from gradlens.probes.update_ratio import UpdateRatio
 
 __all__ = [
     "GRADS",
@@ -22,4 +23,5 @@ __all__ = [
     "Probe",
     "Quantity",
     "Schedule",
+    "UpdateRatio",
 ]

@@ -11,13 +11,17 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
+from gradlens.schema import Quantity  # noqa: F401  (defined with the file format; re-exported)
+
 if TYPE_CHECKING:
+    from torch import nn
+
     from gradlens.session import ProbeContext
+    from gradlens.spec import ModelSpec
 
 # What a probe may need from the session.
 GRADS = "grads"  # parameter gradients, read at each optimizer.step() before the update
@@ -95,39 +99,40 @@ def as_schedule(when: int | Iterable[int] | Schedule) -> Schedule:
     return Schedule.at(when)
 
 
-@dataclass(frozen=True)
-class Quantity:
-    """One recorded array per firing.
-
-    Attributes:
-        shape: shape of one record (the step axis is added by the recorder).
-        axes: one name per dimension of ``shape``, e.g. ``("layer",)``, ``("layer", "bin")``, ``("sample",)``.
-        labels: optional labels per axis, e.g. ``{"layer": ["fc1", "fc2"]}``; stored in the HDF5 file.
-        dtype: numpy dtype name of the stored values.
-    """
-
-    shape: tuple[int, ...]
-    axes: tuple[str, ...]
-    labels: dict[str, list[str]] = field(default_factory=dict)
-    dtype: str = "float64"
-
-    def __post_init__(self) -> None:
-        if len(self.shape) != len(self.axes):
-            raise ValueError(f"Quantity shape {self.shape} and axes {self.axes} differ in length")
-
-
 class Probe(ABC):
     """Base class of every probe.
 
-    Subclasses set ``name`` and ``needs`` and implement ``quantities`` and ``compute``.
+    Subclasses set ``name`` and ``needs`` and implement ``quantities`` and ``compute``; they may override
+    ``validate`` to check their configuration against the model at ``attach()``, before any file is touched.
+
+    Attributes:
+        name: the HDF5 group name; unique within a session.
+        needs: what the probe reads (``GRADS``, ``PROBE_BATCH``).
+        uses_layers: whether the probe reads ``ctx.layers`` (the session's weight layers). Probes that cover
+            every parameter set it False; the session then discovers layers leniently (a module type it does
+            not know is left out of the layer table instead of being an error).
+        measures_update: a probe that measures the optimizer's update (e.g. ``UpdateRatio``): the session
+            calls :meth:`before_step` before ``optimizer.step()`` and records :meth:`after_step` after it,
+            instead of recording :meth:`compute` before the step.
     """
 
     name: str = ""
     needs: frozenset[str] = frozenset()
+    uses_layers: bool = True
+    measures_update: bool = False
 
     def __init__(self, every: int | Iterable[int] | Schedule | None = None) -> None:
         # None: the session's default schedule (``attach(..., every=N)``) applies.
         self.schedule = None if every is None else as_schedule(every)
+
+    def validate(self, model: nn.Module, spec: ModelSpec | None) -> None:
+        """Check the probe's configuration against ``model`` and ``spec``; raise ``ValueError`` naming the fix.
+
+        Called by :func:`gradlens.attach` before any file is touched (``spec`` is None when the layers are
+        discovered on the first forward). Unknown module names, a spec that does not fit the model, ... belong
+        here, so a mistake is reported at once instead of as a probe failure during training. Default: no-op.
+        """
+        return None
 
     @abstractmethod
     def quantities(self, ctx: ProbeContext) -> dict[str, Quantity]:
@@ -136,6 +141,14 @@ class Probe(ABC):
     @abstractmethod
     def compute(self, ctx: ProbeContext) -> dict[str, torch.Tensor]:
         """Compute one record: quantity name -> detached tensor of the declared shape."""
+
+    def before_step(self, ctx: ProbeContext) -> None:
+        """``measures_update`` probes: keep what :meth:`after_step` needs (weights before the update)."""
+        return None
+
+    def after_step(self, ctx: ProbeContext) -> dict[str, torch.Tensor]:
+        """``measures_update`` probes: the record, computed after ``optimizer.step()``; default ``compute``."""
+        return self.compute(ctx)
 
     def __repr__(self) -> str:
         when = "session default" if self.schedule is None else self.schedule.description

@@ -203,6 +203,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(details).encode(), 0)
         self._fd = fd
+        self._pid = os.getpid()
 
     @property
     def held(self) -> bool:
@@ -214,12 +215,17 @@ class RunLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        if getattr(self, "_pid", os.getpid()) != os.getpid():
+            return  # a forked child's copy: the lock and its file belong to the parent
         try:
             if os.fstat(fd).st_ino == os.stat(self.file).st_ino:
                 self.file.unlink()
         except OSError:
             pass
-        os.close(fd)  # closing drops the flock
+        try:
+            os.close(fd)  # closing drops the flock
+        except OSError:
+            pass  # already closed (interpreter shutdown): nothing is held any more
         with _HELD_GUARD:
             if _HELD.get(str(self.file)) is not None and _HELD[str(self.file)]() in (self, None):
                 del _HELD[str(self.file)]

@@ -1,4 +1,4 @@
-"""The ``gradlens`` command line: demo, report, compare, info.
+"""The ``gradlens`` command line: demo, report, compare, doctor, watch, export, info.
 
 Errors in arguments or inputs print one line (``gradlens: error: ...``) and exit with status 2.
 """
@@ -65,10 +65,71 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     print(f"report: {os.path.abspath(write_report(_load_all(args.runs), out, title='gradlens comparison'))}")
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from gradlens.doctor import doctor
+
+    text, status = doctor(args.runs)
+    print(text)
+    return status
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from gradlens.watch import watch
+
+    return watch(args.run, out=args.out, every=args.every, timeout=args.timeout, stale=args.stale)
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from gradlens.export import export_tables, export_tensorboard
+
+    targets = {"tensorboard": args.tensorboard, "csv": args.csv, "parquet": args.parquet}
+    if not any(targets.values()):
+        raise ValueError("export needs at least one of --tensorboard DIR, --csv DIR, --parquet DIR")
+    (run,) = _load_all([args.run])
+    if args.tensorboard:
+        counts = export_tensorboard(run, args.tensorboard)
+        print(
+            f"tensorboard: {os.path.abspath(args.tensorboard)} ({counts['scalars']} scalars, "
+            f"{counts['histograms']} histograms)"
+        )
+    for fmt in ("csv", "parquet"):
+        if targets[fmt]:
+            paths = export_tables(run, targets[fmt], fmt)
+            print(f"{fmt}: {os.path.abspath(targets[fmt])} ({len(paths)} files)")
+
+
+def _when(unix: float | None, now: float) -> str:
+    """``2026-12-03T05:40:00+00:00 (612 s ago)``, or ``never`` for None."""
+    from datetime import UTC, datetime
+
+    if unix is None:
+        return "never"
+    return f"{datetime.fromtimestamp(unix, UTC).isoformat(timespec='seconds')} ({now - unix:.0f} s ago)"
+
+
+def _status_line(run) -> str:
+    """The status, and for a ``running`` file whether its writer is alive (its lock) and what to do if not."""
+    from gradlens.lock import read_holder, writer
+
+    status = run.status
+    if status != "running":
+        return status
+    live = writer(run.path)
+    if live is not None:
+        return f"running (writer alive: process {live.get('pid')} on host {live.get('host')!r})"
+    holder = read_holder(run.path)
+    who = f"process {holder.get('pid')} on host {holder.get('host')!r} is gone" if holder else "no writer holds it"
+    return f"running, but the writer is not alive ({who}); `gradlens repair {run.path}` closes the file"
+
+
 def _cmd_info(args: argparse.Namespace) -> None:
+    import time
+
     (run,) = _load_all([args.run])
     print(f"file:    {os.path.abspath(run.path)}")
-    print(f"status:  {run.status}")
+    print(f"status:  {_status_line(run)}")
+    print(f"created: {run.meta.get('created', 'unknown')}")
+    print(f"flushed: {_when(run.last_flush, time.time())}")
     print(f"model:   {json.dumps(run.meta.get('model', {}))}")
     print(f"config:  {json.dumps(run.meta.get('config', {}))}")
     print(f"layers:  {len(run.layers)}")
@@ -81,6 +142,22 @@ def _cmd_info(args: argparse.Namespace) -> None:
     scalars = run.scalars()
     if not scalars.empty:
         print(f"scalars: {', '.join(sorted(scalars['name'].unique()))}")
+    events = run.events()
+    if not events.empty:
+        counts = events["kind"].value_counts(sort=False)
+        print(f"events:  {len(events)} ({', '.join(f'{kind} {n}' for kind, n in counts.items())})")
+
+
+def _cmd_repair(args: argparse.Namespace) -> None:
+    from gradlens.recorder import repair
+
+    done = repair(args.run, backup=not args.no_backup)
+    rows = ", ".join(f"{table} {n}" for table, n in done.rows.items())
+    if not done.repaired:
+        print(f"{args.run}: nothing to repair (closed, status {done.status}); any HDF5 tool opens it")
+        return
+    backup = f"; the original is kept as {done.backup}" if done.backup else ""
+    print(f"repaired: {args.run} (status {done.status}; committed rows kept: {rows}){backup}")
 
 
 def repository_root() -> Path | None:
@@ -135,9 +212,46 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--force", action="store_true", help="replace an existing HTML file")
     compare.set_defaults(func=_cmd_compare)
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="say what is wrong with runs, with evidence; exit 0 healthy, 1 severe finding, 2 bad input",
+        description="Applies the rules of docs/doctor.md (vanishing/exploding gradients, dead, frozen and "
+        "gradient-less layers, first non-finite value, gradient-norm spikes, update-to-weight ratios, probe "
+        "errors, skipped AMP steps, ...) and prints each finding with its evidence and its rule.",
+    )
+    doctor.add_argument("runs", nargs="+", help="gradlens HDF5 files")
+    doctor.set_defaults(func=_cmd_doctor)
+
+    watch = commands.add_parser("watch", help="keep a run's HTML report current while it trains")
+    watch.add_argument("run", help="the gradlens HDF5 file being written (may not exist yet)")
+    watch.add_argument("--out", help="HTML file to keep current (default: RUN.html)")
+    watch.add_argument("--every", type=float, default=5.0, help="seconds between refreshes (default: 5)")
+    watch.add_argument("--timeout", type=float, help="stop after this many seconds (default: when the run ends)")
+    watch.add_argument(
+        "--stale", type=float, default=120.0, help="say the run stopped after this many seconds without a flush"
+    )
+    watch.set_defaults(func=_cmd_watch)
+
+    export = commands.add_parser("export", help="write a run as TensorBoard event files or CSV/Parquet tables")
+    export.add_argument("run", help="a gradlens HDF5 file")
+    export.add_argument("--tensorboard", metavar="DIR", help="TensorBoard log directory to write")
+    export.add_argument("--csv", metavar="DIR", help="folder for tidy CSV tables")
+    export.add_argument("--parquet", metavar="DIR", help="folder for tidy Parquet tables")
+    export.set_defaults(func=_cmd_export)
+
     info = commands.add_parser("info", help="print what a run file holds")
     info.add_argument("run", help="a gradlens HDF5 file")
     info.set_defaults(func=_cmd_info)
+
+    repair = commands.add_parser(
+        "repair",
+        help="close the file of a killed run so that any HDF5 tool (h5py, HDFView) opens it",
+        description="Rewrites a run whose writer was killed (status running, no live writer) with exactly its "
+        "committed rows and status 'interrupted', replacing it atomically; the original is kept as RUN.bak.",
+    )
+    repair.add_argument("run", help="a gradlens HDF5 file")
+    repair.add_argument("--no-backup", action="store_true", help="do not keep the original as RUN.bak")
+    repair.set_defaults(func=_cmd_repair)
 
     figures = commands.add_parser(
         "figures",
@@ -159,6 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`gradlens info RUN | head -2`): stop quietly, as a command killed by SIGPIPE
+        # would. stdout goes to devnull so that flushing it at exit raises nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"gradlens: error: {message}", file=sys.stderr)

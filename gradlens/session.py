@@ -481,6 +481,10 @@ class Session:
         tracer.remove()
         if tracer.done and (tracer.order or not tracer.candidates):
             return tracer.spec()
+        if tracer.order:
+            # The layers' hooks saw forwards, but the root module's own forward never ran: a LightningModule's
+            # training_step calls its submodules directly. Every layer used before this first step was seen.
+            return ModelSpec(layers=tuple(LayerSpec(name) for name in tracer.order))
         if not any(p.grad is not None for p in self.model.parameters()):
             raise RuntimeError(
                 "gradlens discovers layers on the first forward pass, but optimizer.step() came before any "
@@ -773,16 +777,26 @@ class Session:
         which rank stopped where and what became of the file (the error may come from a collective that a dead
         rank left waiting)."""
         if error is not None and self.topology.distributed and hasattr(error, "add_note"):
-            where = f"gradlens: {self.topology.describe()} stopped at step {self.step}"
-            if self.topology.is_writer:
-                kept = f"{self.path} is closed with status 'failed' and keeps every record flushed before"
-            else:
-                kept = f"rank {self.topology.writer_rank} writes {self.path}"
-            error.add_note(
-                f"{where}; {kept}. If another rank has probably died or hangs, this error comes from a collective "
-                "it left waiting: look at the other ranks' logs for the first error"
+            note = f"gradlens: {self.topology.describe()} stopped at step {self.step}; " + (
+                f"{self.path} is closed with status 'failed' and keeps every record flushed before"
+                if self.topology.is_writer
+                else f"rank {self.topology.writer_rank} writes {self.path}"
             )
+            if _from_collective(error):
+                note += (
+                    ". The error comes from a collective: another rank has probably died or stopped responding; "
+                    "the first error is in that rank's log"
+                )
+            error.add_note(note)
         self.close(status="failed")
+
+
+def _from_collective(error: BaseException) -> bool:
+    """True for errors of torch.distributed's collectives (a peer that died closes its connections)."""
+    if isinstance(error, (RankFailure, getattr(torch.distributed, "DistError", RankFailure))):
+        return True
+    text = str(error)
+    return any(mark in text for mark in ("gloo", "NCCL", "Connection closed by peer", "Connection reset by peer"))
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:

@@ -1,0 +1,233 @@
+"""GradlensCallback in a real lightning.pytorch.Trainer (CPU), checked against a plain PyTorch loop."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+pl = pytest.importorskip("lightning.pytorch")
+
+import gradlens  # noqa: E402
+from gradlens.integrations.lightning import GradlensCallback  # noqa: E402
+from gradlens.probes import GradStats  # noqa: E402
+from tests.distributed.reference import assert_stats_close, grad_stats_by_hand, recorded  # noqa: E402
+
+SAMPLES, BATCH, ACCUMULATE = 32, 4, 2
+STEPS = SAMPLES // (BATCH * ACCUMULATE)
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    return torch.randn(SAMPLES, 6, generator=generator, dtype=torch.float64), torch.randint(
+        0, 3, (SAMPLES,), generator=generator
+    )
+
+
+def make_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+
+
+def optimizer_and_schedule(parameters):
+    optimizer = torch.optim.SGD(parameters, lr=0.1, momentum=0.9)
+    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+
+class Tiny(pl.LightningModule):
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.net = make_net()
+        self.fail_at = fail_at
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == self.fail_at:
+            raise RuntimeError("data loader produced garbage")
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        optimizer, schedule = optimizer_and_schedule(self.parameters())
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def trainer(callback: GradlensCallback, **kwargs) -> pl.Trainer:
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        accumulate_grad_batches=ACCUMULATE,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def loader():
+    x, y = data()
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=BATCH, shuffle=False)
+
+
+def plain_loop() -> tuple[list[dict], list[float], list[float]]:
+    """The same training written by hand: per step, the gradient statistics, loss and learning rate."""
+    net = make_net()
+    optimizer, schedule = optimizer_and_schedule(net.parameters())
+    x, y = data()
+    stats, losses, rates = [], [], []
+    for step in range(STEPS):
+        optimizer.zero_grad()
+        total = 0.0
+        for micro in range(ACCUMULATE):
+            part = slice((step * ACCUMULATE + micro) * BATCH, (step * ACCUMULATE + micro + 1) * BATCH)
+            loss = nn.functional.cross_entropy(net(x[part]), y[part]) / ACCUMULATE
+            loss.backward()
+            total += loss.item()
+        stats.append(grad_stats_by_hand({f"net.{n}": p.grad for n, p in net.named_parameters()}))
+        losses.append(total)
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return stats, losses, rates
+
+
+def test_callback_records_what_a_plain_loop_computes(tmp_path):
+    path = tmp_path / "run.h5"
+    callback = GradlensCallback(path, probes=[GradStats()])
+    trainer(callback).fit(Tiny(), loader())
+
+    run = gradlens.load(path)
+    assert run.status == "finished"
+    expected_stats, expected_loss, expected_lr = plain_loop()
+    got = recorded(run.frame("grad_stats"))
+    assert sorted(got) == list(range(STEPS))
+    for step in range(STEPS):
+        assert_stats_close(got[step], expected_stats[step], rtol=1e-10, where=f"step {step}")
+    scalars = run.scalars()
+    loss = scalars[scalars.name == "loss"]
+    lr = scalars[scalars.name == "lr"]
+    assert loss.step.tolist() == list(range(STEPS)) and lr.step.tolist() == list(range(STEPS))
+    assert loss.value.tolist() == pytest.approx(expected_loss, rel=1e-12)
+    assert lr.value.tolist() == pytest.approx(expected_lr, rel=0)  # 0.1, 0.05, 0.025, 0.0125
+    assert run.meta["config"]["lightning"]["accumulate_grad_batches"] == ACCUMULATE
+
+
+def test_an_exception_closes_the_file_as_failed(tmp_path):
+    path = tmp_path / "run.h5"
+    callback = GradlensCallback(path, probes=[GradStats()])
+    with pytest.raises(RuntimeError, match="data loader produced garbage"):
+        trainer(callback).fit(Tiny(fail_at=5), loader())  # batches 0-3 make steps 0 and 1
+    run = gradlens.load(path)
+    assert run.status == "failed"
+    assert sorted(recorded(run.frame("grad_stats"))) == [0, 1]
+    assert callback.session is not None and callback.session._closed
+
+
+def test_two_optimizers_are_refused(tmp_path):
+    class TwoOptimizers(Tiny):
+        def __init__(self) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+
+        def configure_optimizers(self):
+            return [
+                torch.optim.SGD(self.net[0].parameters(), lr=0.1),
+                torch.optim.SGD(self.net[2].parameters(), lr=0.1),
+            ]
+
+        def training_step(self, batch, batch_idx):
+            return None
+
+    with pytest.raises(ValueError, match="observes one optimizer, but TwoOptimizers.configure_optimizers returned 2"):
+        callback = GradlensCallback(tmp_path / "run.h5", probes=[GradStats()])
+        trainer(callback, accumulate_grad_batches=1).fit(TwoOptimizers(), loader())
+    assert not (tmp_path / "run.h5").exists()
+
+
+def test_ddp_strategy_writes_one_file_equal_to_the_global_batch(tmp_path):
+    from tests.distributed.harness import check, run_ranks
+    from tests.integrations import lightning_ddp
+
+    path = tmp_path / "ddp.h5"
+    rank0, rank1 = check(run_ranks(lightning_ddp.fit, 2, str(path), deadline=120))
+    assert (rank0["global_rank"], rank1["global_rank"]) == (0, 1)
+    assert rank0["recorder"] == "Recorder" and rank1["recorder"] == "NullRecorder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.h5"]
+
+    run = gradlens.load(path)
+    assert run.status == "finished"
+    assert run.meta["distributed"] == {"world_size": 2, "backend": "gloo", "writer_rank": 0, "mode": "ddp"}
+    grads, losses = lightning_ddp.plain_loop(2)
+    got = recorded(run.frame("grad_stats"))
+    assert sorted(got) == list(range(len(grads)))
+    for step, named in enumerate(grads):
+        assert_stats_close(got[step], grad_stats_by_hand(named), rtol=1e-9, where=f"step {step}")
+    loss = run.scalars().query("name == 'loss'")
+    # the logged loss is averaged over ranks: the global batch's mean loss
+    assert loss.value.tolist() == pytest.approx(losses, rel=1e-12)
+
+
+def test_fsdp1_strategy_is_refused(tmp_path):
+    # FSDPStrategy needs an accelerator to run; the refusal happens before it would matter
+    fake = type("FakeTrainer", (), {"strategy": pl.strategies.FSDPStrategy(), "optimizers": []})()
+    callback = GradlensCallback(tmp_path / "run.h5", probes=[GradStats()])
+    with pytest.raises(ValueError, match="cannot read gradients under Lightning's FSDPStrategy"):
+        callback.on_fit_start(fake, Tiny())
+    assert not (tmp_path / "run.h5").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+def test_fp16_grad_scaler_skipped_steps_are_recorded(tmp_path):
+    from lightning.pytorch.plugins import MixedPrecision
+
+    class Float32Tiny(Tiny):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = self.net.float()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x.float()), y)
+
+    # fp16 autocast on the CPU with an explicit GradScaler (Lightning's own "16-mixed" becomes bf16 on the CPU);
+    # a loss scale of 2**24 overflows fp16 at first, and each skipped step halves it
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
+    path = tmp_path / "amp.h5"
+    callback = GradlensCallback(path, probes=[GradStats()])
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=scaler)
+    trainer(callback, accumulate_grad_batches=1, plugins=[plugin]).fit(Float32Tiny(), loader())
+
+    skips = round(math.log2(2.0**24 / scaler.get_scale()))  # no growth within 2000 steps: halvings = skips
+    assert 0 < skips < SAMPLES // BATCH
+    run = gradlens.load(path)
+    events = run.events()
+    skipped = events[events.kind == "step_skipped"]
+    assert skipped.step.tolist() == list(range(skips)) and set(skipped.source) == {"GradScaler"}
+    nonfinite = run.frame("grad_stats").query("quantity == 'nonfinite'").groupby("step").value.sum()
+    assert (nonfinite.loc[: skips - 1] > 0).all() and (nonfinite.loc[skips:] == 0).all()
+    assert len(nonfinite) == SAMPLES // BATCH  # every step recorded, the skipped ones included
+    assert "step" not in vars(scaler)  # the watch on scaler.step was removed at fit end
+
+
+def test_layers_are_discovered_when_training_step_calls_submodules(tmp_path):
+    class Direct(Tiny):
+        def training_step(self, batch, batch_idx):  # never calls self(x): the module's own forward never runs
+            x, y = batch
+            return nn.functional.cross_entropy(self.net[2](self.net[1](self.net[0](x))), y)
+
+    path = tmp_path / "run.h5"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="gradlens")
+        trainer(GradlensCallback(path, probes=[GradStats(params="weights")])).fit(Direct(), loader())
+    run = gradlens.load(path)
+    assert run.layers.name.tolist() == ["net.0", "net.2"]
+    assert sorted(recorded(run.frame("grad_stats"))) == list(range(STEPS))

@@ -1,0 +1,169 @@
+"""GradlensCallback in a real Hugging Face Trainer on a tiny randomly initialised BERT, against a plain loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import gradlens  # noqa: E402
+from gradlens.integrations.transformers import GradlensCallback  # noqa: E402
+from gradlens.probes import GradStats  # noqa: E402
+from tests.distributed.reference import assert_stats_close, grad_stats_by_hand, recorded  # noqa: E402
+
+SAMPLES, BATCH, STEPS, TOKENS, LR = 24, 4, 3, 12, 1e-3
+
+
+def tiny_bert() -> transformers.BertForSequenceClassification:
+    config = transformers.BertConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        vocab_size=100,
+        max_position_embeddings=32,
+        num_labels=3,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(config)
+
+
+def dataset() -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, 100, (SAMPLES, TOKENS), generator=generator)
+    labels = torch.randint(0, 3, (SAMPLES,), generator=generator)
+    return [
+        {"input_ids": ids[i], "attention_mask": torch.ones(TOKENS, dtype=torch.long), "labels": labels[i]}
+        for i in range(SAMPLES)
+    ]
+
+
+def arguments(tmp_path, **kwargs) -> transformers.TrainingArguments:
+    options = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=BATCH,
+        max_steps=STEPS,
+        learning_rate=LR,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        seed=0,
+        train_sampling_strategy="sequential",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    options.update(kwargs)
+    return transformers.TrainingArguments(**options)
+
+
+def plain_loop() -> tuple[list[dict], list[float], list[float]]:
+    """AdamW + linear decay + clipping at 1.0, as the Trainer does by default, written out by hand."""
+    model = tiny_bert()
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, 0, STEPS)
+    rows = dataset()
+    stats, losses, rates = [], [], []
+    for step in range(STEPS):
+        batch = {k: torch.stack([r[k] for r in rows[step * BATCH : (step + 1) * BATCH]]) for k in rows[0]}
+        optimizer.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        stats.append(grad_stats_by_hand({n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+        losses.append(loss.item())
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return stats, losses, rates
+
+
+def test_callback_records_what_a_plain_loop_computes(tmp_path):
+    path = tmp_path / "run.h5"
+    callback = GradlensCallback(path, probes=[GradStats()])
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=arguments(tmp_path), train_dataset=dataset(), callbacks=[callback]
+    )
+    trainer.train()
+
+    run = gradlens.load(path)
+    assert run.status == "finished"
+    expected_stats, expected_loss, expected_lr = plain_loop()
+    got = recorded(run.frame("grad_stats"))
+    assert sorted(got) == list(range(STEPS))
+    for step in range(STEPS):
+        # the pooler and classifier get gradients; every parameter of this BERT is trainable
+        present = {name: stats for name, stats in got[step].items() if name in expected_stats[step]}
+        assert len(present) == len(got[step]) == len(expected_stats[step])
+        assert_stats_close(present, expected_stats[step], rtol=2e-5, atol=1e-10, where=f"step {step}")
+    scalars = run.scalars()
+    loss, lr = scalars[scalars.name == "loss"], scalars[scalars.name == "lr"]
+    assert loss.step.tolist() == lr.step.tolist() == list(range(STEPS))
+    assert loss.value.tolist() == pytest.approx(expected_loss, rel=1e-5)
+    assert lr.value.tolist() == pytest.approx(expected_lr, rel=1e-12)  # 1e-3, 6.67e-4, 3.33e-4
+    assert "grad_norm" in set(scalars.name)
+    assert run.meta["config"]["transformers"]["logging_steps"] == 1
+
+
+def test_context_manager_closes_a_failed_run(tmp_path):
+    path = tmp_path / "run.h5"
+
+    class Boom(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise RuntimeError("disk quota exceeded")
+
+    callback = GradlensCallback(path, probes=[GradStats()])
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=arguments(tmp_path), train_dataset=dataset(), callbacks=[callback, Boom()]
+    )
+    with pytest.raises(RuntimeError, match="disk quota exceeded"), callback:
+        trainer.train()
+    run = gradlens.load(path)
+    assert run.status == "failed"
+    assert sorted(recorded(run.frame("grad_stats"))) == [0, 1]
+
+
+def test_accelerate_grad_scaler_skipped_steps_are_recorded(tmp_path):
+    """``fp16=True`` needs a GPU; on the CPU the same objects the Trainer hands to callbacks stand in for it:
+    accelerate's AcceleratedOptimizer holding a GradScaler, stepped as the Trainer steps it."""
+    import accelerate
+    from accelerate.optimizer import AcceleratedOptimizer
+    from torch import nn
+
+    args, state, control = arguments(tmp_path), transformers.TrainerState(), transformers.TrainerControl()
+    accelerate.Accelerator(cpu=True)  # after TrainingArguments, which resets accelerate's state
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**22)
+    optimizer = AcceleratedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.01), device_placement=False, scaler=scaler
+    )
+    callback = GradlensCallback(tmp_path / "amp.h5", probes=[GradStats()])
+    callback.on_train_begin(args, state, control, model=model, optimizer=optimizer)
+    skipped = []
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(8):
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = nn.functional.cross_entropy(
+                model(torch.randn(8, 4, generator=generator)), torch.randint(0, 3, (8,), generator=generator)
+            )
+        scaler.scale(loss).backward()
+        optimizer.step()  # AcceleratedOptimizer.step: scaler.step(inner optimizer), scaler.update()
+        skipped.append(optimizer.step_was_skipped)
+        callback.on_log(args, state, control, logs={"loss": loss.item(), "learning_rate": 0.01})
+    callback.on_train_end(args, state, control)
+
+    assert any(skipped) and not all(skipped)
+    run = gradlens.load(tmp_path / "amp.h5")
+    events = run.events()
+    assert events[events.kind == "step_skipped"].step.tolist() == [i for i, s in enumerate(skipped) if s]
+    nonfinite = run.frame("grad_stats").query("quantity == 'nonfinite'").groupby("step").value.sum()
+    assert [bool(v > 0) for v in nonfinite] == skipped
+    assert run.scalars().query("name == 'loss'").step.tolist() == list(range(8))
+    assert "step" not in vars(scaler)

@@ -18,11 +18,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -53,15 +51,25 @@ class RunSpec:
         return Path(root) / self.analysis / f"{self.key}.h5"
 
 
+# modules of this folder that are not analyses
+HELPERS = ("__init__", "runner", "executors", "estimate", "common", "van_common", "optional_data")
+
+
+def known_analyses() -> list[str]:
+    """The names of every analysis module in this folder."""
+    return sorted(p.stem for p in Path(__file__).parent.glob("*.py") if p.stem not in HELPERS)
+
+
 def analysis_module(name: str):
-    """The module ``analyses.<name>``; a clear error naming the known analyses when missing."""
+    """The module ``analyses.<name>`` (a dotted ``name`` is imported as it is: an analysis kept elsewhere, e.g.
+    a test's); a clear error naming the known analyses when missing."""
+    module = name if "." in name else f"analyses.{name}"
     try:
-        return importlib.import_module(f"analyses.{name}")
+        return importlib.import_module(module)
     except ModuleNotFoundError as error:
-        if error.name != f"analyses.{name}":
+        if error.name != module:
             raise
-        known = sorted(p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith("_"))
-        raise KeyError(f"unknown analysis {name!r}; known: {', '.join(known)}") from None
+        raise KeyError(f"unknown analysis {name!r}; known: {', '.join(known_analyses())}") from None
 
 
 def preset(analysis: str, scale: str):
@@ -81,24 +89,120 @@ def status(path: Path) -> str:
     """``"missing"``, ``"finished"``, or the unfinished status stored in the file (``"running"``...)."""
     if not path.exists():
         return "missing"
-    try:
-        with h5py.File(path, "r", locking=False) as file:
-            if "run/status" in file:
-                return file["run/status"][()].decode()
-            return str(file.attrs.get("status", "unknown"))
-    except OSError:
-        return "unreadable"
+    for swmr in (False, True):  # a writer killed in SWMR mode leaves a file only an SWMR reader opens
+        try:
+            with h5py.File(path, "r", locking=False, swmr=swmr) as file:
+                if "run/status" in file:
+                    return file["run/status"][()].decode()
+                return str(file.attrs.get("status", "unknown"))
+        except OSError:
+            continue
+    return "unreadable"
 
 
-def _execute(spec: RunSpec, root: str, data_dir: str | None, resume: bool, threads: int | None) -> str:
+def execute_run(spec: RunSpec, root: str, data_dir: str | None, threads: int | None) -> str:
+    """Do (or resume) one run into ``spec.path(root)``; what every executor's worker calls.
+
+    Whether to resume is read from the file at the time the run starts, so a retried run resumes from the
+    checkpoint its killed attempt left (``force`` deleted the files before the first attempt).
+    """
     if threads is not None:  # a worker process: share the cores with the other workers
         import torch
 
         torch.set_num_threads(threads)
     path = spec.path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
+    resume = status(path) not in ("missing", "unreadable")
     analysis_module(spec.analysis).execute(spec.params, path, data_dir=data_dir, resume=resume, progress=False)
     return str(path)
+
+
+def error_text(error: BaseException) -> str:
+    """``"ExcType: first line of the message"`` (the cause of a Ray task error, where there is one)."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException) and cause is not error:
+        error = cause
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def files_of(spec: RunSpec, root: str | os.PathLike) -> list[Path]:
+    """The run's file and every file beside it named ``<key>.*`` (checkpoint, weights, training run...)."""
+    folder = spec.path(root).parent
+    return sorted(folder.glob(f"{spec.key}.*")) if folder.is_dir() else []
+
+
+@dataclass
+class Outcome:
+    """What :func:`run_all` did.
+
+    Attributes:
+        paths: spec -> its file, for every spec asked for (failed ones included: their file is unfinished
+            or missing).
+        reused: specs whose finished file was reused.
+        done: specs run (or resumed) and finished now.
+        failures: spec -> ``"ExcType: message"`` of each run that failed after its retries.
+    """
+
+    paths: dict[RunSpec, Path]
+    reused: list[RunSpec] = field(default_factory=list)
+    done: list[RunSpec] = field(default_factory=list)
+    failures: dict[RunSpec, str] = field(default_factory=dict)
+
+
+class RunsFailed(RuntimeError):
+    """Some runs failed (after their retries); the others finished. ``outcome`` says which."""
+
+    def __init__(self, outcome: Outcome):
+        self.outcome = outcome
+        names = "; ".join(f"{s.analysis}/{s.key}: {e}" for s, e in outcome.failures.items())
+        super().__init__(f"{len(outcome.failures)} of {len(outcome.paths)} runs failed: {names}")
+
+
+def run_all(
+    specs: Sequence[RunSpec],
+    root: str | os.PathLike,
+    *,
+    data_dir: str | None = None,
+    executor=None,
+    force: bool = False,
+    progress: bool = True,
+) -> Outcome:
+    """Make sure every run exists and is finished, going on past failed runs; returns the :class:`Outcome`.
+
+    Finished runs are reused (unless ``force``: then their files are deleted first); unfinished ones are
+    resumed; missing ones are done by ``executor`` (default: :class:`analyses.executors.LocalExecutor` with one
+    job, i.e. in this process). One progress bar counts the runs to do, wherever they run.
+    """
+    from analyses.executors import LocalExecutor
+
+    executor = executor or LocalExecutor()
+    root = str(root)
+    unique = list(dict.fromkeys(specs))
+    outcome = Outcome({spec: spec.path(root) for spec in unique})
+    todo = []
+    for spec in unique:
+        if force:
+            for path in files_of(spec, root):
+                path.unlink()
+        if status(spec.path(root)) == "finished":
+            outcome.reused.append(spec)
+        else:
+            todo.append(spec)
+    bar = tqdm(total=len(todo), desc="runs", disable=not progress or not todo)
+
+    def finished(spec: RunSpec, error: str | None) -> None:
+        if error is None:
+            outcome.done.append(spec)
+        else:
+            outcome.failures[spec] = error
+        bar.set_postfix_str(f"{spec.analysis} {spec.key}" + (" failed" if error else ""))
+        bar.update()
+
+    with bar:
+        if todo:
+            executor.run(todo, root, data_dir, finished)
+    return outcome
 
 
 def ensure_runs(
@@ -109,39 +213,21 @@ def ensure_runs(
     jobs: int = 1,
     force: bool = False,
     progress: bool = True,
+    executor=None,
 ) -> dict[RunSpec, Path]:
     """Make sure every run exists and is finished; returns spec -> file path.
 
     Finished runs are reused (unless ``force``); unfinished ones are resumed; missing ones are done, in
     ``jobs`` worker processes (each with ``cpu_count // jobs`` torch threads); with ``jobs=1`` in this process,
-    with its own thread setting.
+    with its own thread setting. ``executor`` replaces that local pool (e.g.
+    :class:`analyses.executors.RayExecutor`). A failed run does not stop the others; once they are done,
+    :class:`RunsFailed` names every failed run with its error.
     """
-    root = str(root)
-    todo = []
-    for spec in dict.fromkeys(specs):
-        state = status(spec.path(root))
-        if force or state != "finished":
-            resume = not force and state not in ("missing", "unreadable")
-            if force and spec.path(root).exists():
-                spec.path(root).unlink()
-                checkpoint = spec.path(root).with_suffix(".ckpt.pt")
-                if checkpoint.exists():
-                    checkpoint.unlink()
-            todo.append((spec, resume))
-    jobs = max(1, min(jobs, len(todo) or 1))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    bar = tqdm(total=len(todo), desc="runs", disable=not progress or not todo)
-    with bar:
-        if jobs == 1:
-            for spec, resume in todo:
-                bar.set_postfix_str(f"{spec.analysis} {spec.key}")
-                _execute(spec, root, data_dir, resume, None)  # in this process: its thread setting stays
-                bar.update()
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                futures = [pool.submit(_execute, spec, root, data_dir, resume, threads) for spec, resume in todo]
-                for future in as_completed(futures):
-                    future.result()
-                    bar.update()
+    from analyses.executors import LocalExecutor
+
+    outcome = run_all(
+        specs, root, data_dir=data_dir, executor=executor or LocalExecutor(jobs), force=force, progress=progress
+    )
+    if outcome.failures:
+        raise RunsFailed(outcome)
     return {spec: spec.path(root) for spec in specs}

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from tqdm.auto import tqdm
 
 from analyses.estimate import TIMED_BATCHES, Estimator, format_seconds
 from analyses.executors import EXECUTORS, LocalExecutor, make_executor
@@ -151,6 +152,7 @@ def make_figures(
 def plan_lines(
     only: list[str] | None, scale: str, out: Path, *, data_dir: str | None = None, force: bool = False,
     measure: bool = True,
+    progress: bool = False,
 ) -> list[str]:
     """What ``--plan`` prints: per item the runs to do and to reuse and their estimated cost, then the total.
 
@@ -163,8 +165,7 @@ def plan_lines(
     root = out / "runs"
     estimator = Estimator(root, data_dir, measure=measure)
     state = {spec: "missing" if force else status(spec.path(root)) for group in specs.values() for spec in group}
-    costs = {spec: estimator.cost(spec.params) for spec in state}
-    estimator.save()
+    costs = {spec: estimator.cost(spec.params) for spec in tqdm(state, desc="timing models", disable=not progress)}
 
     def total(group: list[RunSpec]) -> tuple[int, float, bool]:
         todo = [s for s in group if state[s] != "finished"]
@@ -218,7 +219,8 @@ def _command(args: argparse.Namespace) -> int:
     out = Path(args.out or f"gradlens-figures/{args.scale}")
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     if args.plan:
-        print("\n".join(plan_lines(args.only, args.scale, out, data_dir=data_dir, force=args.force)))
+        lines = plan_lines(args.only, args.scale, out, data_dir=data_dir, force=args.force, progress=not args.quiet)
+        print("\n".join(lines))
         return 0
     executor = _executor(args)
     out.mkdir(parents=True, exist_ok=True)

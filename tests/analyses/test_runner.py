@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-import analyses
-from analyses.runner import RunSpec, ensure_runs, plan, status
+from analyses.runner import RunSpec, ensure_runs, known_analyses, plan, status
 
 
 def test_runs_are_keyed_reused_and_forced(tmp_path):
@@ -23,8 +20,7 @@ def test_runs_are_keyed_reused_and_forced(tmp_path):
     assert path.stat().st_mtime_ns != stamp  # redone
 
 
-ANALYSES = sorted(p.stem for p in Path(analyses.__file__).parent.glob("*.py")
-                  if p.stem not in ("__init__", "runner", "common", "van_common", "optional_data"))
+ANALYSES = known_analyses()
 # what a quick run may read: the real MNIST subset shipped beside the repository, the embedded digits, generated
 # bracket sequences, or data that is optional by design (its figure says "not run" when absent)
 QUICK_DATA = {"mnist", "digits", "brackets"}

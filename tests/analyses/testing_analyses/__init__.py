@@ -1,0 +1,1 @@
+"""Analyses that exist only for the runner's tests (imported as ``testing_analyses.<name>``)."""

@@ -1,0 +1,145 @@
+"""GradStats' two routes to the local sums — the fused CPU kernel and the torch route — against brute force.
+
+Brute force: every statistic from the gradient converted to float64 by torch, every histogram from
+``numpy.histogram`` of the finite entries with the same float64 edges (below/above counted with ``<``/``>``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gradlens.probes import grad_kernel
+from gradlens.probes import grad_stats as gs
+from gradlens.probes.grad_kernel import Histogram
+
+UNIFORM = torch.linspace(-0.3, 0.3, 13, dtype=torch.float64)
+UNEVEN = torch.tensor([-2.0, -0.05, -1e-3, 0.0, 0.01, 0.25, 3.0], dtype=torch.float64)
+
+
+def _gradients() -> list[torch.Tensor | None]:
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*shape: int, scale: float = 0.1) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * scale
+
+    on_edges = randn(500)
+    on_edges[: UNIFORM.numel()] = UNIFORM.float()  # entries equal to (float32-rounded) edges
+    on_edges[20:27] = UNEVEN.float()
+    on_edges[30] = 0.3  # the last edge, rounded to float32 (a little above 0.3)
+    broken = randn(70, 11)
+    broken[3, 4], broken[5, 6], broken[7, 1] = math.nan, math.inf, -math.inf
+    only_inf = randn(64)
+    only_inf[9] = math.inf
+    cancelling = torch.full((512,), 1e-9)
+    cancelling[256:] = -1e-9
+    cancelling[0] += 3e-16  # Σg ≈ 3e-16 where Σ|g| ≈ 5e-7: needs float64 accumulation
+    return [
+        torch.zeros(0),
+        randn(()),
+        *[randn(50) for _ in range(93)],  # stacked into packs by the torch route
+        randn(300, 260),  # 78 000 entries: a pack of its own
+        randn(40, 30).t(),  # not contiguous
+        randn(7, 9).double(),
+        randn(33, 5).bfloat16(),
+        randn(61).half(),
+        None,
+        on_edges,
+        broken,
+        only_inf,
+        cancelling,
+        torch.zeros(10),
+    ]
+
+
+def _brute(g: torch.Tensor, edges: torch.Tensor) -> dict[str, object]:
+    d = g.detach().double().reshape(-1)
+    finite = d[torch.isfinite(d)]
+    values = d.numpy()
+    return {
+        "mean": float(d.sum() / d.numel()) if d.numel() else math.nan,
+        "mean_abs": float(d.abs().sum() / d.numel()) if d.numel() else math.nan,
+        "norm": float(d.norm()),
+        "max_abs": float(d.abs().max()) if d.numel() else 0.0,
+        "nonfinite": float((~torch.isfinite(d)).sum()),
+        "hist": np.histogram(finite.numpy(), bins=edges.numpy())[0].tolist(),
+        "below": int((values < float(edges[0])).sum()),
+        "above": int((values > float(edges[-1])).sum()),
+    }
+
+
+def _route(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if name == "torch":
+        monkeypatch.setattr(grad_kernel, "library", lambda: None)
+    elif grad_kernel.library() is None:
+        pytest.skip("no C compiler here: the fused kernel is not built")
+
+
+@pytest.mark.parametrize("edges", [UNIFORM, UNEVEN], ids=["uniform", "uneven"])
+@pytest.mark.parametrize("route", ["kernel", "torch"])
+def test_local_sums_then_finalize_match_brute_force(monkeypatch, route, edges):
+    _route(route, monkeypatch)
+    grads = _gradients()
+    histogram = Histogram(edges)
+    assert histogram.uniform == (edges is UNIFORM)
+    sums, maxima, counts = gs.local_sums(grads, histogram)
+    stats = gs.finalize(sums, maxima)
+    bins = edges.numel() - 1
+    for row, g in enumerate(grads):
+        got = {name: float(values[row]) for name, values in stats.items()}
+        if g is None:
+            assert all(math.isnan(got[k]) for k in ("mean", "mean_abs", "norm", "max_abs")), got
+            assert got["nonfinite"] == -1 and sums[row, gs.PRESENT] == 0
+            continue
+        want = _brute(g, edges)
+        where = f"row {row}, shape {tuple(g.shape)}, {g.dtype}"
+        assert got["nonfinite"] == want["nonfinite"], where
+        if math.isnan(want["mean"]):
+            assert math.isnan(got["mean"]) and (g.numel() == 0 or math.isnan(got["max_abs"])), where
+        else:
+            assert got["mean"] == pytest.approx(want["mean"], rel=1e-12, abs=1e-15), where
+            assert got["mean_abs"] == pytest.approx(want["mean_abs"], rel=1e-6), where
+            assert got["norm"] == pytest.approx(want["norm"], rel=1e-6), where
+            assert got["max_abs"] == want["max_abs"], where
+        assert counts[row, 1 : bins + 1].tolist() == want["hist"], where
+        assert (int(counts[row, 0]), int(counts[row, bins + 1])) == (want["below"], want["above"]), where
+
+
+def test_the_routes_agree_with_each_other(monkeypatch):
+    if grad_kernel.library() is None:
+        pytest.skip("no C compiler here: the fused kernel is not built")
+    grads = _gradients()
+    histogram = Histogram(UNIFORM)
+    kernel = gs.local_sums(grads, histogram)
+    monkeypatch.setattr(grad_kernel, "library", lambda: None)
+    plain = gs.local_sums(grads, histogram)
+    torch.testing.assert_close(kernel[0], plain[0], rtol=1e-6, atol=1e-20, equal_nan=True)
+    torch.testing.assert_close(kernel[1], plain[1], rtol=0, atol=0)
+    assert torch.equal(kernel[2], plain[2])
+
+
+def test_kernel_threads_split_the_work_without_changing_a_bit():
+    if grad_kernel.library() is None:
+        pytest.skip("no C compiler here: the fused kernel is not built")
+    generator = torch.Generator().manual_seed(2)
+    grads = [torch.randn(n, generator=generator) for n in (400_000, 3, 700_000, 50_000, 1)]
+    histogram = Histogram(UNIFORM)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(gs.local_sums(grads, histogram))
+    finally:
+        torch.set_num_threads(threads)
+    for sums, maxima, counts in results[1:]:
+        assert torch.equal(sums, results[0][0]) and torch.equal(maxima, results[0][1])
+        assert torch.equal(counts, results[0][2])
+
+
+def test_kernel_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("GRADLENS_KERNEL", "0")
+    assert grad_kernel._build() is None

@@ -153,3 +153,25 @@ class Probe(ABC):
     def __repr__(self) -> str:
         when = "session default" if self.schedule is None else self.schedule.description
         return f"{type(self).__name__}(schedule={when})"
+
+
+#: What a parameter probe covers: every trainable parameter, or the session's layer weights only.
+COVERAGE = ("all", "weights")
+
+
+def check_coverage(probe: str, params: str) -> str:
+    """``params`` if it is one of :data:`COVERAGE`; else a ValueError naming the value and the choices."""
+    if params not in COVERAGE:
+        raise ValueError(f"{probe} params must be one of {COVERAGE}, got {params!r}")
+    return params
+
+
+def covered_parameters(ctx: ProbeContext, params: str) -> list[tuple[str, torch.Tensor]]:
+    """(label, parameter) of every row a parameter probe records.
+
+    ``params="all"``: every trainable parameter, labelled by its qualified name without wrapper prefixes;
+    ``params="weights"``: the weight of each layer of the session, labelled by the layer's module name.
+    """
+    if params == "weights":
+        return [(layer.name, layer.weight) for layer in ctx.layers]
+    return [(p.name, p.parameter) for p in ctx.parameters if p.trainable]

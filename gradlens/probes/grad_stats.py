@@ -53,11 +53,10 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from gradlens.probes import grad_kernel
-from gradlens.probes.base import GRADS, Probe, Quantity, Schedule
+from gradlens.probes.base import GRADS, Probe, Quantity, Schedule, check_coverage, covered_parameters
 from gradlens.probes.grad_kernel import Histogram
 
 STATISTICS = ("mean", "mean_abs", "norm", "max_abs", "nonfinite")
-COVERAGE = ("all", "weights")
 
 
 def round_up_one_digit(value: float) -> float:
@@ -91,8 +90,7 @@ class GradStats(Probe):
     ) -> None:
         super().__init__(every)
         self.name = name
-        if params not in COVERAGE:
-            raise ValueError(f"GradStats params must be one of {COVERAGE}, got {params!r}")
+        check_coverage("GradStats", params)
         self.params = params
         self.uses_layers = params == "weights"
         self.n_bins: int | None = None
@@ -116,10 +114,7 @@ class GradStats(Probe):
         self._index_cache: dict = {}  # the torch route's row indices on the device
 
     def _covered(self, ctx) -> list[tuple[str, torch.Tensor]]:
-        """(label, parameter) of every covered row."""
-        if self.params == "weights":
-            return [(layer.name, layer.weight) for layer in ctx.layers]
-        return [(p.name, p.parameter) for p in ctx.parameters if p.trainable]
+        return covered_parameters(ctx, self.params)
 
     def quantities(self, ctx) -> dict[str, Quantity]:
         names = [label for label, _ in self._covered(ctx)]

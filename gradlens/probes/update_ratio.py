@@ -23,10 +23,9 @@ from collections.abc import Iterable
 
 import torch
 
-from gradlens.probes.base import Probe, Quantity, Schedule
+from gradlens.probes.base import Probe, Quantity, Schedule, check_coverage, covered_parameters
 
 QUANTITIES = ("update_norm", "weight_norm", "ratio")
-COVERAGE = ("all", "weights")
 
 
 class UpdateRatio(Probe):
@@ -48,17 +47,14 @@ class UpdateRatio(Probe):
         name: str = "update_ratio",
     ) -> None:
         super().__init__(every)
-        if params not in COVERAGE:
-            raise ValueError(f"UpdateRatio params must be one of {COVERAGE}, got {params!r}")
+        check_coverage("UpdateRatio", params)
         self.name = name
         self.params = params
         self.uses_layers = params == "weights"
         self._before: list[torch.Tensor] | None = None
 
     def _covered(self, ctx) -> list[tuple[str, torch.Tensor]]:
-        if self.params == "weights":
-            return [(layer.name, layer.weight) for layer in ctx.layers]
-        return [(p.name, p.parameter) for p in ctx.parameters if p.trainable]
+        return covered_parameters(ctx, self.params)
 
     def quantities(self, ctx) -> dict[str, Quantity]:
         names = [label for label, _ in self._covered(ctx)]

@@ -11,24 +11,13 @@ import gradlens  # noqa: E402
 from gradlens.integrations.transformers import GradlensCallback  # noqa: E402
 from gradlens.probes import GradStats  # noqa: E402
 from tests.distributed.reference import assert_stats_close, grad_stats_by_hand, recorded  # noqa: E402
+from tests.tiny_models import tiny_bert as _tiny_bert  # noqa: E402
 
 SAMPLES, BATCH, STEPS, TOKENS, LR = 24, 4, 3, 12, 1e-3
 
 
-def tiny_bert() -> transformers.BertForSequenceClassification:
-    config = transformers.BertConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        vocab_size=100,
-        max_position_embeddings=32,
-        num_labels=3,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(config)
+def tiny_bert():
+    return _tiny_bert(dropout=0.0)
 
 
 def dataset() -> list[dict[str, torch.Tensor]]:

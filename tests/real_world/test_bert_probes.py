@@ -17,6 +17,7 @@ from torch import nn
 import gradlens
 from gradlens.probes import DominantFlow, InterlayerCushion, LayerCushion
 from gradlens.spec import LayerSpec, ModelSpec
+from tests.tiny_models import tiny_bert as _tiny_bert
 
 transformers = pytest.importorskip("transformers")
 
@@ -27,12 +28,7 @@ LINEARS = ("bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.in
 
 
 def tiny_bert(attention: str) -> nn.Module:
-    config = transformers.BertConfig(
-        hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, vocab_size=100,
-        max_position_embeddings=32, num_labels=3, attn_implementation=attention,
-    )
-    torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(config).double()
+    return _tiny_bert(attention=attention).double()
 
 
 def loss_fn(output, y):

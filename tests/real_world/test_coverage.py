@@ -13,21 +13,9 @@ from torch import nn
 
 import gradlens
 from gradlens.probes import GradStats
+from tests.tiny_models import tiny_bert
 
 transformers = pytest.importorskip("transformers")
-
-
-def tiny_bert() -> nn.Module:
-    config = transformers.BertConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        vocab_size=100,
-        max_position_embeddings=32,
-        num_labels=3,
-    )
-    return transformers.BertForSequenceClassification(config)
 
 
 class Attention(nn.Module):

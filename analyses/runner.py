@@ -6,7 +6,10 @@ An analysis module (``analyses/<name>.py``) provides
 - ``runs(config) -> list[dict]``: one JSON-ready parameter dict per independent run of the sweep;
 - ``execute(params, path, *, data_dir, resume, progress)``: does one run and writes ``path`` (a training run
   through ``gradlens.attach``, or a computed result through ``gradlens.results.save_result``), storing
-  ``params`` as the file's configuration.
+  ``params`` as the file's configuration;
+- optionally ``RUNS_OF``: the name of another analysis whose runs these are (a subset or variant of its sweep,
+  e.g. ``simplified_curves`` of ``simplified_training``): they are keyed, stored and done as that analysis's
+  runs, so a run both analyses plan has one file and is done once.
 
 A run's file is ``<root>/<analysis>/<key>.h5`` with ``key`` = SHA-256 of ``(analysis, params)``. A finished
 file is reused; an unfinished one (interrupted, killed) is resumed from its checkpoint
@@ -80,9 +83,11 @@ def preset(analysis: str, scale: str):
 
 
 def plan(analysis: str, scale: str) -> list[RunSpec]:
-    """Every run of ``analysis`` at ``scale``."""
+    """Every run of ``analysis`` at ``scale`` (runs of the analysis named by its ``RUNS_OF``, where it has one)."""
     config = preset(analysis, scale)
-    return [RunSpec(analysis, params) for params in analysis_module(analysis).runs(config)]
+    module = analysis_module(analysis)
+    owner = getattr(module, "RUNS_OF", analysis)
+    return [RunSpec(owner, params) for params in module.runs(config)]
 
 
 def status(path: Path) -> str:

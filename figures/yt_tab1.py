@@ -55,8 +55,10 @@ def first_step_grad_norm(run: Recorded) -> float:
     return float(np.sqrt((norms[0] ** 2).sum()))
 
 
-def plateau_note(runs: list[Recorded]) -> str:
+def plateau_note(runs: list[Recorded], document_epochs: int = 200) -> str:
     """A caption sentence naming every run whose last-epoch loss is still near chance (> 0.9 ln 10), if any.
+
+    ``document_epochs``: how long the document trains the item's nets (200 for Table 1, 1200 for Figure 2).
 
     Per run, not per mean: one collapsed seed pulls a mean far from the other seeds, and the reader must know.
     """
@@ -74,7 +76,7 @@ def plateau_note(runs: list[Recorded]) -> str:
         f"{', '.join(label for _, label in stuck)} still {'has' if len(stuck) == 1 else 'have'} a loss near chance "
         f"(> 0.9·ln 10 = {PLATEAU:.2f}); means and sds include {'it' if len(stuck) == 1 else 'them'}, so at this scale "
         f"part of the comparison is between nets that have and have not left the initial loss plateau (the "
-        f"document trains 200 epochs, ~78k steps). "
+        f"document trains {document_epochs} epochs, ~{round(document_epochs * 391 / 1000)}k steps). "
     )
     kinds = {kind for kind, _ in stuck}
     if kinds - {"plain"}:
@@ -120,8 +122,11 @@ def summary_rows(inputs: FigureInputs, kinds: tuple[str, ...], metrics: tuple[st
     return pd.DataFrame(rows)
 
 
-def training_setup(runs: list[Recorded], scale: str) -> str:
-    """What the training used (learning rates, milestones, batch, λ) and the data, for captions."""
+def training_setup(runs: list[Recorded], scale: str, document_epochs: int = 200) -> str:
+    """What the training used (learning rates, milestones, batch, λ) and the data, for captions.
+
+    ``document_epochs``: how long the document trains the item's nets (200 for Table 1, 1200 for Figure 2).
+    """
     first = config(runs[0])
     lrs = sorted({(config(r)["kind"], config(r)["depth"], config(r)["lr"]) for r in runs})
     exceptions = [f"{NAMES[k]} {d}: {lr:g}" for k, d, lr in lrs if lr != 1e-2]
@@ -132,7 +137,7 @@ def training_setup(runs: list[Recorded], scale: str) -> str:
         f"penalty λ‖θ‖², λ = {first['weight_decay']:g}. {describe(runs, scale)}"
     )
     if first["dataset"] != "cifar10":
-        text += (f" Substitution: the document trains on CIFAR-10 (32×32×3, 200 epochs, batch 128); here "
+        text += (f" Substitution: the document trains on CIFAR-10 (32×32×3, {document_epochs} epochs, batch 128); here "
                  f"{first['dataset']} at {scale} scale with {first['n_train']} training images.")
     return text
 

@@ -25,7 +25,10 @@ def test_paper_plan_lists_the_documents_run_counts(tmp_path):
     table = rows(lines)
     # document 004, Figure 9: "10 randomly initialized networks ... for each network type": 3 kinds × 3 depths
     assert table["yt-tab1", "simplified_training"][:4] == ["90", "0", "0", "90"]
-    assert table["yt-fig2", "simplified_training"][0] == "90"
+    # Figure 2: "training 13 plain networks and 13 residual networks" of depth 20 "for 1200 epochs": runs of their
+    # own, not the Table-1 runs (which yt-tab1 & co. keep seeing alone)
+    assert table["yt-fig2", "simplified_curves"][0] == "26"
+    assert table["yt-fig2", "simplified_curves"][4] == f"{26 * 1200 * 391:,}"
     assert table["yt-tab2", "equivalence"][0] == "6"  # Table 2: one equivalent pair per depth 20/32/44
     assert table["yt-fig3", "noise_stability"][0] == "6"
     # document 002: "10 independent training sessions" × 6 architectures × depths 1..30, MNIST and Fashion-MNIST
@@ -56,3 +59,13 @@ def test_plan_measures_reuses_and_caches(tmp_path, capsys):
     table = rows(cli.plan_lines(["sc-fig5"], "smoke", out, measure=False))
     assert table["sc-fig5", "sc_fcn"][:4] == ["2", "2", "0", "0"]  # both runs now reused
     assert len(plan("sc_fcn", "smoke")) == 2
+
+
+def test_fig2_adds_no_run_to_the_table_1_runs_below_paper_scale(tmp_path):
+    for scale in ("smoke", "quick"):
+        lines = cli.plan_lines(["yt-tab1", "yt-fig2"], scale, tmp_path, measure=False)
+        training = plan("simplified_training", scale)
+        assert rows(lines)["yt-fig2", "simplified_curves"][0] == "4"  # 2 seeds × plain/residual at one depth
+        assert {s.key for s in plan("simplified_curves", scale)} < {s.key for s in training}
+        (total,) = [line for line in lines if line.startswith("distinct runs: ")]
+        assert total.startswith(f"distinct runs: {len(training)} ")

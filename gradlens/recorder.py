@@ -224,10 +224,45 @@ def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 def _stack(rows: list[Value], dtype: str) -> np.ndarray:
-    """Buffered records of one quantity -> one ``[N, *shape]`` array (one device transfer when possible)."""
+    """Buffered records of one quantity -> one ``[N, *shape]`` array."""
     if all(isinstance(row, torch.Tensor) for row in rows) and len({(r.device, r.dtype) for r in rows}) == 1:
         return _tensor_to_numpy(torch.stack(rows)).astype(dtype, copy=False)
     return np.stack([_tensor_to_numpy(r) if isinstance(r, torch.Tensor) else r for r in rows]).astype(dtype)
+
+
+def _on_accelerator(tensor: Value) -> bool:
+    """Whether a buffered value still lives on an accelerator (it must cross to the host at the flush)."""
+    return isinstance(tensor, torch.Tensor) and tensor.device.type != "cpu"
+
+
+def _to_host(groups: Mapping[tuple[str, str], list[Value]]) -> dict[tuple[str, str], np.ndarray]:
+    """The buffered rows of every quantity still on an accelerator, brought to the host in ONE transfer per device.
+
+    Probes leave their statistics on the gradient's device, so a training step never waits for the host. Here,
+    once per flush, every such quantity is stacked on its device, widened to float64 (exact for float32, bf16,
+    fp16 and for counts below 2**53), concatenated into one flat tensor and copied with one non-blocking copy
+    into pinned host memory, followed by one synchronisation; the flat copy is then split back. Quantities
+    already on the CPU are not in the result (``_stack`` reads them directly).
+    """
+    by_device: dict[torch.device, list[tuple[str, str]]] = {}
+    for key, rows in groups.items():
+        if rows and all(_on_accelerator(row) for row in rows) and len({row.device for row in rows}) == 1:
+            by_device.setdefault(rows[0].device, []).append(key)
+    host: dict[tuple[str, str], np.ndarray] = {}
+    for keys in by_device.values():
+        stacked = [torch.stack([row.detach() for row in groups[key]]).to(torch.float64) for key in keys]
+        flat = torch.cat([block.reshape(-1) for block in stacked])
+        pinned = flat.device.type == "cuda"
+        buffer = torch.empty(flat.shape, dtype=torch.float64, pin_memory=pinned)
+        buffer.copy_(flat, non_blocking=pinned)
+        if pinned:
+            torch.cuda.current_stream(flat.device).synchronize()
+        values = buffer.numpy()
+        start = 0
+        for key, block in zip(keys, stacked, strict=True):
+            host[key] = values[start : start + block.numel()].reshape(tuple(block.shape))
+            start += block.numel()
+    return host
 
 
 class Recorder:
@@ -631,11 +666,18 @@ class Recorder:
             }
             written[EVENTS] = _append(self._table(EVENTS), self._rows[EVENTS], columns)
             self._event_buffer = []
+        buffered = self._probe_buffers.items()
+        host = _to_host({(probe, name): values for probe, (_, rows) in buffered for name, values in rows.items()})
         for probe, (steps, rows) in self._probe_buffers.items():
             if not steps:
                 continue
             quantities = self._quantities[probe]
-            columns = {name: _stack(values, quantities[name].dtype) for name, values in rows.items()}
+            columns = {
+                name: host[probe, name].astype(quantities[name].dtype, copy=False)
+                if (probe, name) in host
+                else _stack(values, quantities[name].dtype)
+                for name, values in rows.items()
+            }
             columns["step"] = np.asarray(steps, dtype=np.int64)
             table = f"probes/{probe}"
             written[table] = _append(self._table(table), self._rows[table], columns)

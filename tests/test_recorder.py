@@ -392,3 +392,40 @@ def test_schema_version_1_files_stay_readable_with_no_events(tmp_path):
         recorder.log_event(3, "warning", "resumed", "now with events")
     run = load(path)
     assert run.schema_version == 2 and run.events()["message"].tolist() == ["now with events"]
+
+
+def test_values_left_on_an_accelerator_cross_to_the_host_in_one_transfer_per_flush(tmp_path, monkeypatch):
+    """Issue 15.9: statistics stay on the device between flushes and leave it in one copy per flush.
+
+    No accelerator here: CPU tensors stand in for device tensors (``_on_accelerator`` patched to say yes), and a
+    TorchFunctionMode counts the copies into host memory while the recorder flushes 10 records of 3 quantities
+    (float64, int64, float32). The stored values must stay exact, NaN and Inf included.
+    """
+    from torch.overrides import TorchFunctionMode
+
+    import gradlens.recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "_on_accelerator", lambda value: isinstance(value, torch.Tensor))
+
+    class CountCopies(TorchFunctionMode):
+        copies = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.Tensor.copy_:
+                CountCopies.copies += 1
+            return func(*args, **(kwargs or {}))
+
+    path = tmp_path / "run.h5"
+    with Recorder(path, meta={}, flush_every=1000) as recorder:
+        recorder.start(LAYERS, QUANTITIES)
+        record_steps(recorder, range(10))
+        with CountCopies():
+            recorder.flush()
+        assert CountCopies.copies == 1
+    run = load(path)
+    steps, norms, _, _ = run.array("grad", "norm")
+    np.testing.assert_array_equal(norms, np.stack([norm_at(s) for s in steps]))
+    np.testing.assert_array_equal(run.array("grad", "nonfinite")[1], np.arange(10) % 3)
+    hist = run.array("grad", "hist")[1]
+    assert hist.dtype == np.float32
+    np.testing.assert_array_equal(hist, np.stack([hist_at(s) for s in steps]))

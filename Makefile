@@ -23,8 +23,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check gradlens analyses figures tests benchmarks
 
+# GradStats and its peers per step (1 and 2 threads, 79 M-parameter memory), then the science probes' whole-run cost.
 bench: $(STAMP)
-	$(BIN)/python -m gradlens.bench
+	$(BIN)/python -m gradlens.bench; status=$$?; $(BIN)/python benchmarks/bench_probes.py && exit $$status
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -29,13 +29,20 @@ from gradlens.session import attach
 EVERY = 64
 
 
+def _load() -> str:
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print per-block times and the overhead ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=3, help="alternating blocks of 64 steps each (default 3)")
     parser.add_argument("--batch", type=int, default=128, help="training batch (default 128)")
     parser.add_argument("--probe-batch", type=int, default=8, help="probe batch (default 8)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     bare = create_model("resnet_v1_20")
     probed = copy.deepcopy(bare)
@@ -67,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     ]
     times: dict[str, list[float]] = {"bare": [], "probed": []}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; resnet_v1_20, batch {args.batch}, "
-          f"probe batch {args.probe_batch}, probes every {EVERY} steps: {', '.join(type(p).__name__ for p in probes)}")
+          f"probe batch {args.probe_batch}, probes every {EVERY} steps: {', '.join(type(p).__name__ for p in probes)}; "
+          f"load average at start {_load()}")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "bench.h5")
         with attach(probed, optimizers["probed"], path, probes=probes, probe_batch=probe_batch):
@@ -78,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     ratio = sum(times["probed"]) / sum(times["bare"])
     paired = [p / b for p, b in zip(times["probed"], times["bare"], strict=True)]
     print(f"per-block ratios: {', '.join(f'{r:.3f}' for r in paired)} (median {statistics.median(paired):.3f})")
-    print(f"whole-run overhead ({args.blocks} blocks of {EVERY} steps each): {ratio:.3f}x  (target <= 1.10x)")
+    print(f"whole-run overhead ({args.blocks} blocks of {EVERY} steps each): {ratio:.3f}x  (target <= 1.10x)  "
+          f"{'ok' if ratio <= 1.10 else 'MISSED'}; load average at end {_load()}")
 
 
 if __name__ == "__main__":

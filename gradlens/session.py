@@ -705,6 +705,13 @@ class Session:
 
     # --- user calls ----------------------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Commit every buffered record now (e.g. before writing a training checkpoint).
+
+        A recorder failure stops recording (warned once), never training.
+        """
+        self._guard_recorder(self.recorder.flush)
+
     def log(self, step: int | None = None, **scalars: float) -> None:
         """Record scalars (loss, accuracy, lr, ...) at the step they belong to.
 

@@ -243,9 +243,9 @@ class Checkpoint:
 
 def _commit_records(session: object) -> None:
     """Commit the session's buffered records (a recorder failure stops recording, never training)."""
-    guard, recorder = getattr(session, "_guard_recorder", None), getattr(session, "recorder", None)
-    if guard is not None and recorder is not None:
-        guard(recorder.flush)
+    flush = getattr(session, "flush", None)
+    if flush is not None:
+        flush()
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:

@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import lightning.pytorch as pl
 import torch
 
-from gradlens.integrations import inner_optimizer, learning_rates
+from gradlens.integrations import AttachSettings, inner_optimizer, learning_rates
 from gradlens.probes.base import Probe, Schedule
-from gradlens.session import Session, attach
+from gradlens.session import Session
 
 
 class GradlensCallback(pl.Callback):
@@ -65,14 +65,9 @@ class GradlensCallback(pl.Callback):
         **attach_kwargs: object,
     ) -> None:
         super().__init__()
-        self.path = os.fspath(path)
-        self.probes = list(probes)
-        self.every = every
-        self.probe_batch = probe_batch
-        self.loss_fn = loss_fn
+        self.settings = AttachSettings(path, probes, every, probe_batch, loss_fn, dict(attach_kwargs))
         self.log_loss = log_loss
         self.log_lr = log_lr
-        self.attach_kwargs = dict(attach_kwargs)
         self.session: Session | None = None
         self._losses: list[torch.Tensor] = []
         self._rates: dict[str, float] = {}
@@ -93,31 +88,18 @@ class GradlensCallback(pl.Callback):
                 f"returned {len(optimizers)}; attach gradlens.attach(module, optimizer, ...) yourself to the one "
                 "to observe"
             )
-        kwargs = dict(self.attach_kwargs)
-        scaler = getattr(trainer.precision_plugin, "scaler", None)
-        if scaler is not None:
-            kwargs.setdefault("scaler", scaler)
-        meta = dict(kwargs.pop("meta", None) or {})
-        meta.setdefault(
-            "lightning",
-            {
+        self._losses.clear()
+        self._global_step = trainer.global_step
+        self.session = self.settings.attach(
+            pl_module,
+            optimizers[0],
+            framework="lightning",
+            details={
                 "strategy": type(trainer.strategy).__name__,
                 "precision": str(trainer.precision),
                 "accumulate_grad_batches": int(trainer.accumulate_grad_batches),
             },
-        )
-        self._losses.clear()
-        self._global_step = trainer.global_step
-        self.session = attach(
-            pl_module,
-            inner_optimizer(optimizers[0]),
-            self.path,
-            self.probes,
-            self.every,
-            self.probe_batch,
-            self.loss_fn,
-            meta=meta,
-            **kwargs,
+            scaler=getattr(trainer.precision_plugin, "scaler", None),
         )
 
     def on_before_optimizer_step(

@@ -36,9 +36,9 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import transformers
 
-from gradlens.integrations import inner_optimizer
+from gradlens.integrations import AttachSettings
 from gradlens.probes.base import Probe, Schedule
-from gradlens.session import Session, attach
+from gradlens.session import Session
 
 LOGGED = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm"}
 
@@ -65,43 +65,25 @@ class GradlensCallback(transformers.TrainerCallback):
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         **attach_kwargs: object,
     ) -> None:
-        self.path = os.fspath(path)
-        self.probes = list(probes)
-        self.every = every
-        self.probe_batch = probe_batch
-        self.loss_fn = loss_fn
-        self.attach_kwargs = dict(attach_kwargs)
+        self.settings = AttachSettings(path, probes, every, probe_batch, loss_fn, dict(attach_kwargs))
         self.session: Session | None = None
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs) -> None:
         """Attach to the model and its optimizer (every process, same arguments)."""
         if model is None or optimizer is None:
             raise ValueError("the Trainer passed no model/optimizer to GradlensCallback.on_train_begin")
-        opts = dict(self.attach_kwargs)
-        scaler = getattr(optimizer, "scaler", None)  # accelerate's AcceleratedOptimizer keeps the GradScaler
-        if scaler is not None:
-            opts.setdefault("scaler", scaler)
-        meta = dict(opts.pop("meta", None) or {})
-        meta.setdefault(
-            "transformers",
-            {
+        self.session = self.settings.attach(
+            model,
+            optimizer,
+            framework="transformers",
+            details={
                 "version": transformers.__version__,
                 "gradient_accumulation_steps": int(args.gradient_accumulation_steps),
                 "logging_steps": float(args.logging_steps),
                 "per_device_train_batch_size": int(args.per_device_train_batch_size),
                 "global_step_at_start": int(state.global_step),
             },
-        )
-        self.session = attach(
-            model,
-            inner_optimizer(optimizer),
-            self.path,
-            self.probes,
-            self.every,
-            self.probe_batch,
-            self.loss_fn,
-            meta=meta,
-            **opts,
+            scaler=getattr(optimizer, "scaler", None),  # accelerate's AcceleratedOptimizer keeps the GradScaler
         )
 
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:

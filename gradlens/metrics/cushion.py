@@ -631,6 +631,16 @@ def _hutchinson(
     return squares.mean(dim=0), squares.std(dim=0, correction=1) / math.sqrt(num_probes)
 
 
+def check_interlayer_options(method: str, bn_statistics: str, autodiff: str) -> None:
+    """ValueError naming the bad value and the choices, for the options of :func:`interlayer_cushion`."""
+    if method not in ("exact", "hutchinson", "auto"):
+        raise ValueError(f"method must be 'exact', 'hutchinson' or 'auto', got {method!r}")
+    if bn_statistics not in BN_STATISTICS:
+        raise ValueError(f"bn_statistics must be one of {BN_STATISTICS}, got {bn_statistics!r}")
+    if autodiff not in AUTODIFF:
+        raise ValueError(f"autodiff must be one of {AUTODIFF}, got {autodiff!r}")
+
+
 def interlayer_cushion(
     f: Callable[[Tensor], Tensor],
     x: Tensor,
@@ -696,12 +706,7 @@ def interlayer_cushion(
     Returns:
         :class:`InterlayerCushion` with ``mu`` ``[B]`` (NaN where not finite) and its parts.
     """
-    if method not in ("exact", "hutchinson", "auto"):
-        raise ValueError(f"method must be 'exact', 'hutchinson' or 'auto', got {method!r}")
-    if bn_statistics not in BN_STATISTICS:
-        raise ValueError(f"bn_statistics must be one of {BN_STATISTICS}, got {bn_statistics!r}")
-    if autodiff not in AUTODIFF:
-        raise ValueError(f"autodiff must be one of {AUTODIFF}, got {autodiff!r}")
+    check_interlayer_options(method, bn_statistics, autodiff)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if x.dim() < 2:

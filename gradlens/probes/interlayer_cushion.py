@@ -20,7 +20,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from gradlens.metrics import AUTODIFF, BN_STATISTICS, cushion_summary, interlayer_cushion, statistics_of_input
+from gradlens.metrics import cushion_summary, interlayer_cushion, statistics_of_input
+from gradlens.metrics.cushion import check_interlayer_options
 from gradlens.probes.base import PROBE_BATCH, Probe, Quantity, Schedule
 from gradlens.probes.dominant_flow import check_modules
 from gradlens.probes.layer_cushion import SUMMARY
@@ -66,12 +67,7 @@ class InterlayerCushion(Probe):
         name: str = "interlayer_cushion",
     ) -> None:
         super().__init__(every)
-        if method not in ("exact", "hutchinson", "auto"):
-            raise ValueError(f"method must be 'exact', 'hutchinson' or 'auto', got {method!r}")
-        if bn_statistics not in BN_STATISTICS:
-            raise ValueError(f"bn_statistics must be one of {BN_STATISTICS}, got {bn_statistics!r}")
-        if autodiff not in AUTODIFF:
-            raise ValueError(f"autodiff must be one of {AUTODIFF}, got {autodiff!r}")
+        check_interlayer_options(method, bn_statistics, autodiff)
         self.blocks = None if blocks is None else list(blocks)
         self.method, self.num_probes, self.chunk_size, self.seed = method, num_probes, chunk_size, seed
         self.bn_statistics, self.autodiff = bn_statistics, autodiff

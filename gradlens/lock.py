@@ -102,12 +102,22 @@ def writer(path: str | os.PathLike) -> dict | None:
         os.close(fd)
 
 
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    """What tells one file from another: its device and inode."""
+    return status.st_dev, status.st_ino
+
+
 class LockedError(OSError):
     """Another writer holds the run file (one line naming the path and the holder)."""
 
 
 class RunLock:
     """The writer's lock on one run file; :meth:`release` (or process exit) frees it.
+
+    The lock owns one file descriptor, and only the object that took the lock closes it. A copy (``copy``,
+    ``deepcopy``, pickle: e.g. ``copy.deepcopy(model)`` while a session's hooks are on the model) holds
+    nothing, so that releasing or collecting it never closes a descriptor that is the original's, or that the
+    original has closed and the process has since reused for another file.
 
     Raises:
         LockedError: another process, or another recorder in this process, writes ``path``.
@@ -117,6 +127,7 @@ class RunLock:
         self.path = Path(path)
         self.file = lock_path(path)
         self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the locked file
         key = str(self.file)
         with _HELD_GUARD:
             other = _HELD.get(key)
@@ -203,6 +214,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(details).encode(), 0)
         self._fd = fd
+        self._identity = _identity(os.fstat(fd))
         self._pid = os.getpid()
 
     @property
@@ -217,18 +229,31 @@ class RunLock:
         fd, self._fd = self._fd, None
         if getattr(self, "_pid", os.getpid()) != os.getpid():
             return  # a forked child's copy: the lock and its file belong to the parent
-        try:
-            if os.fstat(fd).st_ino == os.stat(self.file).st_ino:
-                self.file.unlink()
-        except OSError:
-            pass
-        try:
+        if self._owns(fd):
+            try:
+                if _identity(os.stat(self.file)) == self._identity:
+                    self.file.unlink()
+            except OSError:
+                pass
             os.close(fd)  # closing drops the flock
-        except OSError:
-            pass  # already closed (interpreter shutdown): nothing is held any more
         with _HELD_GUARD:
             if _HELD.get(str(self.file)) is not None and _HELD[str(self.file)]() in (self, None):
                 del _HELD[str(self.file)]
+
+    def _owns(self, fd: int) -> bool:
+        """Whether ``fd`` is still open on the file this lock locked.
+
+        False when something else closed it (interpreter shutdown) and, worse, when the process has since
+        reused the number for another file: closing it then would close someone else's descriptor.
+        """
+        try:
+            return _identity(os.fstat(fd)) == self._identity
+        except OSError:
+            return False
+
+    def __getstate__(self) -> dict:
+        """A copy holds no lock: it must never close or unlink what the original holds."""
+        return {**self.__dict__, "_fd": None, "_identity": None}
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None:

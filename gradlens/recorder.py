@@ -527,11 +527,12 @@ class Recorder:
                 "resume with the same probes"
             )
 
-    def record(self, probe: str, step: int, values: Mapping[str, Value]) -> None:
+    def record(self, probe: str, step: int, values: Mapping[str, Value], fresh: bool = False) -> None:
         """Buffer one record of ``probe`` at ``step``; flushes when the policy says so.
 
         Tensors are detached and copied here (the copy is turned into numpy at the next flush, so GPU values
-        cause no synchronisation per step). Non-finite values are stored as they are.
+        cause no synchronisation per step); with ``fresh=True`` (tensors nobody else holds or changes, see
+        ``Probe.fresh_values``) they are kept without the copy. Non-finite values are stored as they are.
 
         Raises:
             KeyError: ``probe`` was not declared in :meth:`start`.
@@ -562,9 +563,11 @@ class Recorder:
                 )
         for name in declared:
             value = values[name]
-            columns[name].append(
-                value.detach().clone() if isinstance(value, torch.Tensor) else np.array(value)
-            )
+            if isinstance(value, torch.Tensor):
+                value = value.detach() if fresh else value.detach().clone()
+            else:
+                value = np.array(value)
+            columns[name].append(value)
         steps.append(int(step))
         self._pending += 1
         self._maybe_flush()

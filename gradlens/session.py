@@ -641,7 +641,7 @@ class Session:
             self._probe_failed(probe, error)
             return
         self._failures[probe.name] = 0
-        self._guard_recorder(self.recorder.record, probe.name, self.step, values)
+        self._guard_recorder(self.recorder.record, probe.name, self.step, values, probe.fresh_values)
 
     def _check_values(self, probe: Probe, values: Mapping[str, object]) -> None:
         declared = self._declared[probe.name]

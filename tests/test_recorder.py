@@ -429,3 +429,20 @@ def test_values_left_on_an_accelerator_cross_to_the_host_in_one_transfer_per_flu
     hist = run.array("grad", "hist")[1]
     assert hist.dtype == np.float32
     np.testing.assert_array_equal(hist, np.stack([hist_at(s) for s in steps]))
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_record_is_copied_unless_the_probe_declares_its_values_fresh(tmp_path, fresh):
+    """A probe that reuses one buffer (changed in place after each record) still gets every value it recorded;
+    ``fresh=True`` (``Probe.fresh_values``: new tensors nobody changes) skips only the copy."""
+    path = tmp_path / "run.h5"
+    recorder = Recorder(path, meta={}, flush_every=100)
+    recorder.start(LAYERS[:1], {"probe": {"norm": Quantity((1,), ("layer",))}})
+    buffer = torch.zeros(1, dtype=torch.float64)
+    for step in range(3):
+        value = buffer if not fresh else torch.full((1,), float(step), dtype=torch.float64)
+        buffer.fill_(float(step))
+        recorder.record("probe", step, {"norm": value}, fresh=fresh)
+    buffer.fill_(99.0)  # a reused buffer changes after its records were taken
+    recorder.close()
+    np.testing.assert_array_equal(load(path).array("probe", "norm")[1][:, 0], [0.0, 1.0, 2.0])

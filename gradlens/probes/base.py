@@ -114,12 +114,15 @@ class Probe(ABC):
         measures_update: a probe that measures the optimizer's update (e.g. ``UpdateRatio``): the session
             calls :meth:`before_step` before ``optimizer.step()`` and records :meth:`after_step` after it,
             instead of recording :meth:`compute` before the step.
+        fresh_values: :meth:`compute` returns tensors that nothing else holds or changes later (e.g. GradStats'
+            new statistics tensors); the recorder then keeps them as they are instead of copying each one.
     """
 
     name: str = ""
     needs: frozenset[str] = frozenset()
     uses_layers: bool = True
     measures_update: bool = False
+    fresh_values: bool = False
 
     def __init__(self, every: int | Iterable[int] | Schedule | None = None) -> None:
         # None: the session's default schedule (``attach(..., every=N)``) applies.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import array
 import ctypes
 import math
+import operator
 import os
 import shutil
 import subprocess
@@ -186,6 +187,16 @@ void gradlens_finalize(int64_t R, const double* sums, const double* maxima, doub
         out[4 * R + r] = present ? s[4] : -1.0;
     }
 }
+
+/* gradlens_grad_sums over every row, then gradlens_finalize into out: one call per firing. */
+void gradlens_grad_stats(int64_t T, const int64_t* ptrs, const int64_t* numels, const int64_t* rows,
+                         const int64_t* dtypes, double* sums, double* maxima, int32_t K, const double* ep,
+                         int32_t uniform, double e0, double scale, int64_t* counts, int32_t threads,
+                         const int64_t* bounds, double* out) {
+    gradlens_grad_sums(T, ptrs, numels, rows, dtypes, sums, maxima, K, ep, uniform, e0, scale, counts, threads,
+                       bounds);
+    gradlens_finalize(T, sums, maxima, out);
+}
 """
 
 _lock = threading.Lock()
@@ -224,6 +235,8 @@ def _build() -> ctypes.CDLL | None:
     function.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 4, ctypes.c_void_p, ctypes.c_void_p,
                          ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_double, ctypes.c_double,
                          ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p]
+    library.gradlens_grad_stats.restype = None
+    library.gradlens_grad_stats.argtypes = [*function.argtypes, ctypes.c_void_p]
     library.gradlens_finalize.restype = None
     library.gradlens_finalize.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     return library if _self_check(library) else None
@@ -239,7 +252,7 @@ def _self_check(library: ctypes.CDLL) -> bool:
     batch = Batch()
     batch.add(0, special)
     batch.add(1, plain)
-    _call(library, batch, sums, maxima, histogram, counts, threads=2)
+    _call_batch(library, batch, sums, maxima, histogram, counts, threads=2)
     return (
         math.isnan(sums[0, 0]) and sums[0, 3:].tolist() == [12, 3, 1, 1] and maxima.tolist() == [math.inf, 6.25]
         and sums[1].tolist() == [0, 318.75, 1341.40625, 101, 0, 0, 1]
@@ -289,28 +302,38 @@ class Histogram:
         return self._placed[device]
 
 
-def _call(library: ctypes.CDLL, batch: Batch, sums: torch.Tensor, maxima: torch.Tensor,
-          histogram: Histogram | None, counts: torch.Tensor | None, threads: int) -> None:
+def _bounds(numels: list[int], threads: int) -> list[int]:
+    """Split consecutive tensors between ``threads`` so that each gets about the same number of entries."""
     bounds = [0]
-    if threads > 1 and len(batch.rows) > 1:  # consecutive tensors, about the same number of entries per thread
-        running, share = 0, sum(batch.numels) / min(threads, len(batch.rows))
-        for index, n in enumerate(batch.numels[:-1]):
+    if threads > 1 and len(numels) > 1:
+        running, share = 0, sum(numels) / min(threads, len(numels))
+        for index, n in enumerate(numels[:-1]):
             running += n
             if running >= share * len(bounds) and len(bounds) < threads:
                 bounds.append(index + 1)
-    bounds.append(len(batch.rows))
-    arrays = [array.array("q", values) for values in (batch.pointers, batch.numels, batch.rows, batch.dtypes, bounds)]
-    addresses = [values.buffer_info()[0] for values in arrays]
+    bounds.append(len(numels))
+    return bounds
+
+
+def _histogram_arguments(histogram: Histogram | None, counts: torch.Tensor | None) -> tuple:
+    """The kernel's K, ep, uniform, e0, scale, counts arguments (K = 0: no histogram)."""
+    if histogram is None:
+        return 0, None, 0, 0.0, 0.0, None
+    return (histogram.bins, histogram.slots.data_ptr(), int(histogram.uniform), histogram.first, histogram.scale,
+            counts.data_ptr())
+
+
+def _call(library: ctypes.CDLL, pointers: int, numels: int, rows: int, dtypes: int, count: int, sums: torch.Tensor,
+          maxima: torch.Tensor, histogram: Histogram | None, counts: torch.Tensor | None, bounds: array.array) -> None:
+    """One kernel call; ``pointers`` .. ``dtypes`` are addresses of int64 arrays of ``count`` entries."""
     library.gradlens_grad_sums(
-        len(batch.rows), *addresses[:4], sums.data_ptr(), maxima.data_ptr(),
-        0 if histogram is None else histogram.bins,
-        None if histogram is None else histogram.slots.data_ptr(),
-        0 if histogram is None else int(histogram.uniform),
-        0.0 if histogram is None else histogram.first,
-        0.0 if histogram is None else histogram.scale,
-        None if counts is None else counts.data_ptr(),
-        len(bounds) - 1, addresses[4],
+        count, pointers, numels, rows, dtypes, sums.data_ptr(), maxima.data_ptr(),
+        *_histogram_arguments(histogram, counts), len(bounds) - 1, bounds.buffer_info()[0],
     )
+
+
+def _threads(numels: list[int]) -> int:
+    return torch.get_num_threads() if sum(numels) >= THREADED_ENTRIES else 1
 
 
 class Batch:
@@ -339,6 +362,78 @@ class Batch:
         return True
 
 
+class Plan:
+    """A fixed list of gradients that the kernel reads whole at every firing (the common case: every covered
+    parameter has a contiguous CPU gradient of a kernel dtype). Sizes, rows, dtype codes and the split between
+    threads are kept; a firing checks that the gradients still match (plain tensors, same dtypes and sizes,
+    contiguous, on the CPU) and passes only their new addresses: no per-gradient Python beyond those checks.
+    """
+
+    def __init__(self, grads: list[torch.Tensor]) -> None:
+        self.size = len(grads)
+        self.types = [torch.Tensor] * self.size
+        self.dtypes = [g.dtype for g in grads]
+        self.numels = [g.numel() for g in grads]
+        self.device = [True] * self.size
+        self._arrays = [array.array("q", values) for values in
+                        (self.numels, range(self.size), [DTYPES[d] for d in self.dtypes])]
+        self._addresses = [values.buffer_info()[0] for values in self._arrays]
+        self.entries = sum(self.numels)
+        self._bounds: dict[int, array.array] = {}
+        self.buffers = (torch.empty((self.size, COLUMNS), dtype=torch.float64),
+                        torch.empty(self.size, dtype=torch.float64))
+        self._counts: torch.Tensor | None = None
+
+    def counts(self, width: int) -> torch.Tensor:
+        """A zeroed int64 [rows, width] buffer for histogram slot counts, reused between firings."""
+        if self._counts is None or self._counts.shape[1] != width:
+            self._counts = torch.zeros((self.size, width), dtype=torch.int64)
+        else:
+            self._counts.zero_()
+        return self._counts
+
+    @classmethod
+    def build(cls, grads: list[torch.Tensor | None]) -> Plan | None:
+        """A plan for ``grads``, or None when one of them is not something the kernel reads as it is."""
+        for g in grads:
+            if type(g) is not torch.Tensor or not g.is_cpu or g.dtype not in DTYPES or not g.is_contiguous():
+                return None
+        return cls(grads) if grads else None
+
+    def pointers(self, grads: list[torch.Tensor | None]) -> array.array | None:
+        """The gradients' addresses, or None when they no longer match the plan."""
+        if (
+            len(grads) != self.size
+            or list(map(type, grads)) != self.types
+            or list(map(_IS_CPU, grads)) != self.device
+            or list(map(_DTYPE, grads)) != self.dtypes
+            or list(map(torch.Tensor.numel, grads)) != self.numels
+            or not all(map(torch.Tensor.is_contiguous, grads))
+        ):
+            return None
+        return array.array("q", map(torch.Tensor.data_ptr, grads))
+
+    def run(self, pointers: array.array, histogram: Histogram | None = None,
+            counts: torch.Tensor | None = None) -> torch.Tensor:
+        """One call: every row's sums into ``self.buffers`` (and slot counts into ``counts``, zeroed by the caller),
+        then the statistics, returned as a fresh float64 [5, rows] tensor (``grad_stats.finalize``'s formulas)."""
+        threads = torch.get_num_threads() if self.entries >= THREADED_ENTRIES else 1
+        if threads not in self._bounds:
+            self._bounds[threads] = array.array("q", _bounds(self.numels, threads))
+        out = torch.empty((5, self.size), dtype=torch.float64)
+        sums, maxima = self.buffers
+        bounds = self._bounds[threads]
+        library().gradlens_grad_stats(
+            self.size, pointers.buffer_info()[0], *self._addresses, sums.data_ptr(), maxima.data_ptr(),
+            *_histogram_arguments(histogram, counts), len(bounds) - 1, bounds.buffer_info()[0], out.data_ptr(),
+        )
+        return out
+
+
+_IS_CPU = operator.attrgetter("is_cpu")
+_DTYPE = operator.attrgetter("dtype")
+
+
 def finalize(sums: torch.Tensor, maxima: torch.Tensor) -> torch.Tensor:
     """``grad_stats.finalize`` in one call for contiguous CPU float64 ``sums``/``maxima``: the [5, R] statistics."""
     out = torch.empty((5, sums.shape[0]), dtype=torch.float64)
@@ -352,5 +447,12 @@ def grad_sums(batch: Batch, sums: torch.Tensor, maxima: torch.Tensor, histogram:
 
     ``counts`` must be zeroed; ``library()`` must not be None. Large batches are split between threads.
     """
-    threads = torch.get_num_threads() if sum(batch.numels) >= THREADED_ENTRIES else 1
-    _call(library(), batch, sums, maxima, histogram, counts, threads)
+    _call_batch(library(), batch, sums, maxima, histogram, counts, _threads(batch.numels))
+
+
+def _call_batch(library: ctypes.CDLL, batch: Batch, sums: torch.Tensor, maxima: torch.Tensor,
+                histogram: Histogram | None, counts: torch.Tensor | None, threads: int) -> None:
+    arrays = [array.array("q", values) for values in (batch.pointers, batch.numels, batch.rows, batch.dtypes)]
+    bounds = array.array("q", _bounds(batch.numels, threads))
+    _call(library, *(values.buffer_info()[0] for values in arrays), len(batch.rows), sums, maxima, histogram,
+          counts, bounds)

@@ -80,6 +80,7 @@ class GradStats(Probe):
     """
 
     needs = frozenset({GRADS})
+    fresh_values = True  # every compute returns new tensors (the bin edges are replaced, never changed in place)
 
     def __init__(
         self,
@@ -131,7 +132,16 @@ class GradStats(Probe):
     def compute(self, ctx) -> dict[str, torch.Tensor]:
         reducer = getattr(ctx, "reducer", None)
         grads = [p.grad for p in self._parameters(ctx)]
-        if reducer is not None:  # this rank's part of each gradient (a shard under FSDP2)
+        if reducer is None:  # the common case first: one kernel call does everything
+            histogram = self._histogram(grads, None)
+            planned = planned_statistics(grads, histogram, self._index_cache)
+            if planned is not None:
+                values, sums, counts = planned
+                out = dict(zip(STATISTICS, values.unbind(0), strict=True))
+                if self.n_bins is not None:
+                    out.update(self._hist_values(sums, counts))
+                return out
+        else:  # this rank's part of each gradient (a shard under FSDP2)
             grads = [None if g is None else reducer.local(g)[0] for g in grads]
         histogram = self._histogram(grads, reducer)
         sums, maxima, counts = local_sums(grads, histogram, self._index_cache)
@@ -220,6 +230,27 @@ def local_sums(
     if rest:
         _torch_sums(grads, rest, sums, maxima, histogram, counts, {} if cache is None else cache)
     return sums, maxima, counts
+
+
+def planned_statistics(
+    grads: Sequence[torch.Tensor | None], histogram: Histogram | None, cache: dict
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    """The common case in one kernel call: (statistics [5, R] in ``STATISTICS`` order, sums, counts), equal to
+    :func:`local_sums` then :func:`finalize`; None when the kernel cannot read every gradient as it is (then
+    take that route). ``cache["plan"]`` keeps the :class:`~gradlens.probes.grad_kernel.Plan` between firings;
+    ``sums`` and ``counts`` are its buffers, overwritten at the next call.
+    """
+    plan = cache.get("plan")
+    pointers = None if plan is None else plan.pointers(grads)
+    if pointers is None:
+        if grad_kernel.library() is None:
+            return None
+        plan = cache["plan"] = grad_kernel.Plan.build(grads)
+        pointers = None if plan is None else plan.pointers(grads)
+        if pointers is None:
+            return None
+    counts = None if histogram is None else plan.counts(histogram.bins + 3)
+    return plan.run(pointers, histogram, counts), plan.buffers[0], counts
 
 
 def finalize(sums: torch.Tensor, maxima: torch.Tensor) -> dict[str, torch.Tensor]:

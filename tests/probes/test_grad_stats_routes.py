@@ -143,3 +143,89 @@ def test_kernel_threads_split_the_work_without_changing_a_bit():
 def test_kernel_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("GRADLENS_KERNEL", "0")
     assert grad_kernel._build() is None
+
+
+def _plain_gradients() -> list[torch.Tensor]:
+    """Gradients the planned route takes: contiguous CPU float32/float64/bfloat16 tensors, some with NaN/Inf."""
+    generator = torch.Generator().manual_seed(5)
+    grads = [torch.randn(n, generator=generator) * 0.1 for n in (50, 1, 2500, 0, 300)]
+    grads.append(torch.randn(7, 9, generator=generator).double())
+    grads.append(torch.randn(33, 5, generator=generator).bfloat16())
+    grads[4][7], grads[4][8] = math.nan, math.inf
+    return grads
+
+
+@pytest.mark.parametrize("edges", [None, UNIFORM], ids=["stats", "stats+hist"])
+def test_planned_statistics_equal_local_sums_then_finalize(edges):
+    """The one-call route (a kept plan, fused finalize) gives bit for bit what the general route gives."""
+    if grad_kernel.library() is None:
+        pytest.skip("no C compiler here: the fused kernel is not built")
+    grads = _plain_gradients()
+    histogram = None if edges is None else Histogram(edges)
+    cache: dict = {}
+    for _ in range(2):  # the first call builds the plan, the second reuses it
+        values, sums, counts = gs.planned_statistics(grads, histogram, cache)
+        reference_sums, maxima, reference_counts = gs.local_sums(grads, histogram)
+        reference = gs.finalize(reference_sums, maxima)
+        for index, name in enumerate(gs.STATISTICS):
+            torch.testing.assert_close(values[index], reference[name], rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(sums, reference_sums, rtol=0, atol=0, equal_nan=True)
+        assert (counts is None and reference_counts is None) or torch.equal(counts, reference_counts)
+        for row, g in enumerate(grads):
+            want = _brute(g, UNIFORM)
+            if not math.isnan(want["mean"]):
+                assert float(values[0, row]) == pytest.approx(want["mean"], rel=1e-12, abs=1e-15)
+                assert float(values[2, row]) == pytest.approx(want["norm"], rel=1e-6)
+    assert isinstance(cache["plan"], grad_kernel.Plan)
+
+
+def test_a_plan_is_not_used_for_gradients_it_does_not_fit():
+    """A changed dtype, size, layout, a missing gradient or a tensor subclass: never read through an old plan."""
+    if grad_kernel.library() is None:
+        pytest.skip("no C compiler here: the fused kernel is not built")
+    grads = _plain_gradients()
+    plan = grad_kernel.Plan.build(grads)
+    assert plan.pointers(grads) is not None
+    assert plan.pointers([g.clone() for g in grads]) is not None  # new tensors of the same kind: new addresses
+    changed = {
+        "dtype": lambda g: g.double() if g.dtype == torch.float32 else g.float(),
+        "size": lambda g: torch.zeros(g.numel() + 1, dtype=g.dtype),
+        "layout": lambda g: torch.zeros((g.numel(), 2), dtype=g.dtype).t()[0] if g.numel() > 1 else None,
+        "missing": lambda g: None,
+        "subclass": lambda g: torch.nn.Parameter(g.clone()),
+    }
+    for what, change in changed.items():
+        other = list(grads)
+        other[2] = change(grads[2])
+        assert plan.pointers(other) is None, what
+    assert plan.pointers(grads[:-1]) is None
+    # GradStats then takes the general route, with a new plan only where one fits
+    cache = {"plan": plan}
+    other = list(grads)
+    other[2] = None
+    assert gs.planned_statistics(other, None, cache) is None
+    assert cache["plan"] is None
+
+
+def test_a_session_whose_model_changes_dtype_records_exact_norms(tmp_path):
+    """model.double() between steps: the kept plan no longer fits, and every record still equals brute force."""
+    from gradlens.loader import load
+    from gradlens.probes import GradStats
+    from gradlens.session import attach
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    expected = []
+    with attach(model, optimizer, tmp_path / "run.h5", probes=[GradStats()], every=1):
+        for step in range(6):
+            if step == 3:
+                model.double()
+            inputs = x.double() if step >= 3 else x
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(inputs), y).backward()
+            expected.append([float(p.grad.double().norm()) for p in model.parameters()])
+            optimizer.step()
+    _, norms, _, _ = load(tmp_path / "run.h5").array("grad_stats", "norm")
+    np.testing.assert_allclose(norms, expected, rtol=1e-6)

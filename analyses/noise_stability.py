@@ -1,24 +1,24 @@
-"""Noise stability and dominant gradient flow of plain vs residual nets (document 004, section 5, appendix D).
+"""Noise stability and dominant gradient flow of fully-fledged plain vs residual nets (document 004, section 5 and
+appendix D.4.2): the interlayer cushion of yt-tab-icushion and panel (b) of Figure 12.
 
-Trains simplified plain/residual nets (depths ``simplified_depths``) and fully-fledged ``plain_v1_D`` /
-``resnet_v1_D`` (``D = fledged_depth``) with probes on one fixed probe batch of test samples:
+Trains ``plain_v1_D`` / ``resnet_v1_D`` (``D = depth``, BatchNorm, optimizer weight decay) with probes on one fixed
+probe batch of test samples (:func:`analyses.common.probe_batch`, a local generator: training is not changed):
+``InterlayerCushion`` of the ``block_index``-th block in the three BatchNorm readings (``ICUSHION_READINGS``:
+running statistics, statistics of the probe batch, of each sample alone) and ``DominantFlow`` (σ^(ℓ), eq. 13) at
+the first and the last step, and ``GradStats``.
 
-- simplified nets: ``LayerCushion`` at the last step (every layer, as the document: the two channel-doubling
-  block convolutions of a ResNet with the identity part of their ID entries, document 004, eq. 1, i.e. the
-  option-A shortcut), ``DominantFlow`` at the first and the last step, ``FinalGradHist`` (residual nets
-  only) every ``hist_every`` steps of the first
-  ``hist_epochs`` epochs, ``GradStats`` every ``grad_every`` steps;
-- fully-fledged nets: ``InterlayerCushion`` of the ``block_index``-th block in the three BatchNorm readings
-  (``ICUSHION_READINGS``: running statistics, statistics of the probe batch, of each sample alone) and
-  ``DominantFlow`` at the first and the last step, and ``GradStats``.
+The simplified plain/residual nets of the noise-stability items (Figure 3, Figure 10, Figure 12(a)) are not trained
+here: they are the Table-1 runs of :mod:`analyses.simplified_training`, which record those probes themselves, read
+through :mod:`analyses.simplified_noise`. A run's parameters keep ``"family": "fledged"`` (the key of the files
+made when this analysis also trained the simplified nets).
 
-Presets: ``paper`` is the document's CIFAR-10 setup. ``quick`` trains on the whole 8 000-image MNIST subset
-2×2 average-pooled to 14×14 (as :mod:`analyses.simplified_training`), batch 32; the simplified nets with
-the schedule of simplified_training's quick preset (6 epochs, 1 500 steps, learning rate /10 after epochs 4
-and 5), the fully-fledged ones 3 epochs at constant η = 0.1, so the nets whose cushions and σ are measured
-have learned: at 28×28 with batch 128 (96 steps) the simplified nets ended at 14–30 % test accuracy, and
-with 750 steps at constant η = 0.01 the plain-20 collapsed and the residual-32 had not left the plateau.
-``smoke`` uses the embedded 8×8 digits.
+Presets: ``paper`` is the document's setup (Figure 12: "fully-fledged networks are trained for ... 180 epochs
+with initial learning rate ... 0.1"; CIFAR-10, batch 128, depth 20, learning rate /10 after epochs 90 and 135,
+probe batch 256). ``medium``: the whole 8 000 / 2 000 MNIST subset 2×2 average-pooled to 14×14 (as
+:mod:`analyses.simplified_training`), batch 128, η = 0.1 divided by 10 at 50 % and 75 % of 12 epochs (after
+epochs 6 and 9, the document's 90 and 135 of 180), 756 steps, probe batch 128. ``quick``: the same images (1 000
+test images), batch 32, 3 epochs at constant η = 0.1 (750 steps), so the nets whose cushions and σ are measured
+have learned. ``smoke`` uses the embedded 8×8 digits and depth 8.
 
 File layout: the training run (probes, scalars, checkpoint) is the sibling ``<key>.train.h5``; ``execute``
 then copies what the figures read into a computed result at ``path`` (the file the runner tracks), with
@@ -27,7 +27,7 @@ arrays named ``<probe>/<quantity>`` (+ ``<probe>/steps`` and ``<probe>/layers``)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ import torch
 from analyses.common import load_data, probe_batch, train_config, train_recorded
 from gradlens.loader import load
 from gradlens.models import create_model
-from gradlens.probes import DominantFlow, FinalGradHist, GradStats, InterlayerCushion, LayerCushion
+from gradlens.probes import DominantFlow, GradStats, InterlayerCushion
 from gradlens.probes.base import Schedule
 from gradlens.results import save_result
 
@@ -47,48 +47,39 @@ ICUSHION_READINGS = {
     "interlayer_cushion_batch": "batch",
     "interlayer_cushion_sample": "sample",
 }
+KIND_MODELS = {"plain": "plain_v1_{}", "residual": "resnet_v1_{}"}
 
 
 @dataclass(frozen=True)
 class Config:
-    """Sweep of document 004's noise-stability and dominant-flow measurements.
+    """Sweep of document 004's fully-fledged noise-stability and dominant-flow measurements.
 
     Attributes:
         dataset, n_train, n_test: data (``n_*`` None: the whole set); the nets take the data's channels and
             image size.
-        downsample: average-pooling factor of the images (1: as stored); quick scale buys SGD steps with it.
-        simplified_depths: depths of the simplified nets (document: 20 and 32).
-        fledged_depth: depth of the fully-fledged ResNet-v1 / plain net (document: 20).
+        downsample: average-pooling factor of the images (1: as stored).
+        depth: depth of the fully-fledged ResNet-v1 / plain net (document: 20).
         seeds: seeds of the initialisation and the mini-batch order.
-        epochs_simplified, epochs_fledged: training epochs (document: 200 and 180).
-        lr_simplified, lr_fledged: initial learning rates (document: 0.01 and 0.1).
-        milestones_simplified, milestones_fledged: epochs where the learning rate is divided by 10.
-        batch_size, momentum, weight_decay: SGD settings (document: 128, 0.9, 1e-4).
+        epochs: training epochs (document: 180).
+        lr: initial learning rate (document: 0.1).
+        milestones: epochs where the learning rate is divided by 10.
+        batch_size, momentum, weight_decay: SGD settings (document: 128, 0.9, 1e-4); the decay is the optimizer's.
         probe_size: samples of the fixed probe batch.
-        cushion_layer: the layer (1-based, stem convolution = 1) of the cushion histogram (document: 10).
         block_index: the block (1-based) of the interlayer cushion (document: 5th of 9).
-        hist_epochs, hist_every: FinalGradHist fires every ``hist_every`` steps of the first ``hist_epochs``.
         grad_every: GradStats schedule.
     """
 
     dataset: str
     n_train: int | None
     n_test: int | None
-    simplified_depths: tuple[int, ...]
-    fledged_depth: int
+    depth: int
     seeds: tuple[int, ...]
-    epochs_simplified: int
-    epochs_fledged: int
+    epochs: int
     probe_size: int
-    cushion_layer: int
     block_index: int
-    hist_epochs: int
-    hist_every: int
     grad_every: int
-    lr_simplified: float = 0.01
-    lr_fledged: float = 0.1
-    milestones_simplified: tuple[int, ...] = ()
-    milestones_fledged: tuple[int, ...] = ()
+    lr: float = 0.1
+    milestones: tuple[int, ...] = ()
     batch_size: int = 128
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -96,62 +87,45 @@ class Config:
 
     @classmethod
     def smoke(cls) -> Config:
-        return cls(
-            dataset="digits", n_train=128, n_test=64, simplified_depths=(8, 11),
-            fledged_depth=8, seeds=(0,), epochs_simplified=1, epochs_fledged=1, probe_size=8, cushion_layer=3,
-            block_index=2, hist_epochs=1, hist_every=1, grad_every=1, batch_size=64,
-        )
+        return cls(dataset="digits", n_train=128, n_test=64, depth=8, seeds=(0,), epochs=1, probe_size=8,
+                   block_index=2, grad_every=1, batch_size=64)
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(
-            dataset="mnist", n_train=None, n_test=1000, simplified_depths=(20, 32),
-            fledged_depth=20, seeds=(0,), epochs_simplified=6, epochs_fledged=3, probe_size=128, cushion_layer=10,
-            block_index=5, hist_epochs=3, hist_every=16, grad_every=10, batch_size=32, downsample=2,
-            milestones_simplified=(4, 5),
-        )
+        return cls(dataset="mnist", n_train=None, n_test=1000, depth=20, seeds=(0,), epochs=3, probe_size=128,
+                   block_index=5, grad_every=10, batch_size=32, downsample=2)
+
+    @classmethod
+    def medium(cls) -> Config:
+        # η /10 at 50 % and 75 % of the epochs: the document's 90 and 135 of 180
+        return cls(dataset="mnist", n_train=None, n_test=None, depth=20, seeds=(0,), epochs=12, probe_size=128,
+                   block_index=5, grad_every=10, downsample=2, milestones=(6, 9))
 
     @classmethod
     def paper(cls) -> Config:
-        return cls(
-            dataset="cifar10", n_train=None, n_test=None, simplified_depths=(20, 32),
-            fledged_depth=20, seeds=(0,), epochs_simplified=200, epochs_fledged=180, probe_size=256,
-            cushion_layer=10, block_index=5, hist_epochs=4, hist_every=1, grad_every=50,
-            milestones_simplified=(120, 160), milestones_fledged=(90, 135),
-        )
+        return cls(dataset="cifar10", n_train=None, n_test=None, depth=20, seeds=(0,), epochs=180, probe_size=256,
+                   block_index=5, grad_every=50, milestones=(90, 135))
 
 
 def runs(config: Config) -> list[dict]:
-    """Simplified plain/residual nets of every depth and the fully-fledged pair, per seed."""
-    shared = {
-        k: v
-        for k, v in asdict(config).items()
-        if k in ("dataset", "n_train", "n_test", "downsample", "batch_size", "momentum",
-                 "weight_decay", "probe_size", "grad_every")
-    }
-    out = []
-    for seed in config.seeds:
-        for depth in config.simplified_depths:
-            for kind in ("plain", "residual"):
-                name = f"simplified_{'resnet' if kind == 'residual' else 'plain'}_{depth}"
-                out.append({
-                    "analysis": "noise_stability", "family": "simplified", "model": name, "kind": kind,
-                    "depth": depth, "seed": seed, "epochs": config.epochs_simplified, "lr": config.lr_simplified,
-                    "milestones": list(config.milestones_simplified), "cushion_layer": config.cushion_layer,
-                    "hist_epochs": config.hist_epochs, "hist_every": config.hist_every, **shared,
-                })
-        for kind in ("plain", "residual"):
-            name = f"{'resnet' if kind == 'residual' else 'plain'}_v1_{config.fledged_depth}"
-            out.append({
-                "analysis": "noise_stability", "family": "fledged", "model": name, "kind": kind,
-                "depth": config.fledged_depth, "seed": seed, "epochs": config.epochs_fledged, "lr": config.lr_fledged,
-                "milestones": list(config.milestones_fledged), "block_index": config.block_index, **shared,
-            })
-    return out
+    """The fully-fledged plain and residual net, per seed."""
+    return [
+        {
+            "analysis": "noise_stability", "family": "fledged", "model": KIND_MODELS[kind].format(config.depth),
+            "kind": kind, "depth": config.depth, "seed": seed, "epochs": config.epochs, "lr": config.lr,
+            "milestones": list(config.milestones), "block_index": config.block_index, "dataset": config.dataset,
+            "n_train": config.n_train, "n_test": config.n_test, "downsample": config.downsample,
+            "batch_size": config.batch_size, "momentum": config.momentum, "weight_decay": config.weight_decay,
+            "probe_size": config.probe_size, "grad_every": config.grad_every,
+        }
+        for seed in config.seeds
+        for kind in ("plain", "residual")
+    ]
 
 
 def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, progress: bool) -> None:
-    """Train one net with its probes into ``<key>.train.h5``, then store what the figures read at ``path``."""
+    """Train one fully-fledged net with its probes into ``<key>.train.h5``, then store what the figures read at
+    ``path``."""
     data = load_data(params, data_dir)
     torch.manual_seed(params["seed"])
     channels, size = data.input_shape[0], data.input_shape[-1]
@@ -161,22 +135,13 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     steps = config.epochs * -(-data.n_train // config.batch_size)
     first_last = Schedule.first_last(steps)
     spec = model.gradlens_spec()
-    meta: dict = {}
+    meta = {"block_name": spec.blocks[params["block_index"] - 1], "n_blocks": len(spec.blocks)}
     probes: list = [GradStats(every=params["grad_every"], params="weights")]
-    if params["family"] == "simplified":
-        meta["cushion_layer_name"] = spec.layers[params["cushion_layer"] - 1].name
-        probes += [LayerCushion(every=[steps - 1]), DominantFlow(every=first_last)]
-        if params["kind"] == "residual":
-            hist_steps = min(steps, params["hist_epochs"] * -(-data.n_train // config.batch_size))
-            probes.append(FinalGradHist(every=range(0, hist_steps, params["hist_every"])))
-    else:
-        meta["block_name"] = spec.blocks[params["block_index"] - 1]
-        meta["n_blocks"] = len(spec.blocks)
-        probes += [
-            InterlayerCushion(every=first_last, blocks=[meta["block_name"]], bn_statistics=reading, name=probe)
-            for probe, reading in ICUSHION_READINGS.items()
-        ]
-        probes.append(DominantFlow(every=first_last))
+    probes += [
+        InterlayerCushion(every=first_last, blocks=[meta["block_name"]], bn_statistics=reading, name=probe)
+        for probe, reading in ICUSHION_READINGS.items()
+    ]
+    probes.append(DominantFlow(every=first_last))
     train_path = path.with_name(path.stem + ".train.h5")
     train_recorded(
         params, train_path, model=model, data=data, config=config, probes=probes, resume=resume,
@@ -184,14 +149,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     )
     run = load(train_path)
     arrays: dict[str, np.ndarray] = {}
-    for probe, quantities in (
-        ("layer_cushion", ("mu",)),
-        ("dominant_flow", ("sigma",)),
-        ("final_grad_hist", ("counts", "edges", "count", "mean", "std")),
-        *((probe, ("mu",)) for probe in ICUSHION_READINGS),
-    ):
-        if probe not in run.probes:
-            continue
+    for probe, quantities in (("dominant_flow", ("sigma",)), *((probe, ("mu",)) for probe in ICUSHION_READINGS)):
         for quantity in quantities:
             recorded_steps, values, _, labels = run.array(probe, quantity)
             arrays[f"{probe}/{quantity}"] = values

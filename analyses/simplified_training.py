@@ -1,5 +1,5 @@
 """Simplified PlnNet (KWI) vs ResNet (HMWI) vs dominant-path net T′ (document 004, appendices A, C, D):
-Tables 1, 3, 4, 5 and Figures 2, 7, 9.
+Tables 1, 3, 4, 5 and Figures 2, 3, 7, 9, 10 and 12(a).
 
 One training run per (kind, depth, seed) with ``kind`` in ``plain`` (``simplified_plain_{d}``, KWI),
 ``residual`` (``simplified_resnet_{d}``, HMWI) and ``dominant`` (``simplified_dominant_{d}``, T′ = I + R_s,
@@ -24,14 +24,33 @@ after (``final``) training: ``p`` for the plain net, ``t = T(r)`` for the residu
 ``id_entry`` mask of the ID entries (document 004, eq. 1). The file is written right after the last
 optimizer step, before the training run's file is finished, so a finished run always has it.
 
-Presets: ``paper`` is the document's CIFAR-10 setup (depths 20/32/44, 200 epochs, batch 128, 10 seeds);
+Noise stability (document 004, section 5 and appendix D: Figures 3, 10 and 12(a)): the plain and residual runs of
+the depths and seeds of ``Config.noise`` (:class:`NoiseProbes`) also record, on one fixed probe batch of
+``probe_size`` test samples (:func:`analyses.common.probe_batch`, drawn with a local generator: the global RNG,
+hence the initialisation and the mini-batch order, is untouched), ``LayerCushion`` at the last step (every layer;
+the two channel-doubling block convolutions of a ResNet with the identity part of their ID entries, eq. 1, i.e.
+the option-A shortcut), ``DominantFlow`` (σ^(ℓ), eq. 13) at the first and the last step and, for residual nets,
+``FinalGradHist`` (∂L/∂a^(L)) every ``hist_every`` steps of the first ``hist_epochs`` epochs. Such a run carries
+the probe settings as ``params["noise"]`` and the name of the cushion layer (1-based ``cushion_layer``, stem
+convolution = 1) as ``cushion_layer_name`` in its stored configuration. Probes do not change training (gradlens
+restores the RNG and every buffer after each probe), so these are the Table-1 nets themselves: the noise-stability
+items read them through analysis :mod:`analyses.simplified_noise` (``RUNS_OF = "simplified_training"``), one file
+per net for every item. Runs without ``noise`` have no such key, so their keys are unchanged.
+
+Presets: ``paper`` is the document's CIFAR-10 setup (depths 20/32/44, 200 epochs, batch 128, 10 seeds; the
+noise probes on seed 0 at depths 20 and 32, as Figures 3 and 12: probe batch 256, FinalGradHist at every step of
+the first 4 epochs, the document's "4 epochs (1564 iterations)" of Figure 10); ``medium`` keeps the document's
+batch 128, its learning rates and its schedule shape (/10 at 60 % and 80 % of the epochs, i.e. after epochs 12
+and 16) on the data of ``quick`` for 20 epochs (1 260 steps), depths 20/32/44, seeds 0 and 1 (noise probes on seed
+0 at depths 20 and 32, probe batch 128, FinalGradHist every 4 steps of the first 4 epochs);
 ``quick`` uses the whole 8 000 / 2 000 real-MNIST subset 2×2 average-pooled to 14×14 (a quarter of the
 convolution cost per image, so four times the SGD steps for the same CPU time), batch 32, 6 epochs (1 500
 steps; learning rate /10 after epochs 4 and 5) and 2 seeds: 1 314 s of CPU, 663 s wall with ``--jobs 2`` on
-the idle 2-core machine. HMWI nets sit on the initial loss plateau for their first few hundred steps (tiny
-residual branches and classifier); at 28×28 with the same CPU time (235 steps) they never left it, so the
-comparison was between a training and a non-training net. ``smoke`` uses the embedded 8×8 digits and depths
-5 and 8.
+the idle 2-core machine (measured without the noise probes, which quick records on seed 0 at depths 20 and 32:
+probe batch 128, FinalGradHist every 16 steps of the first 3 epochs). HMWI nets sit on the initial loss plateau
+for their first few hundred steps (tiny residual branches and classifier); at 28×28 with the same CPU time (235
+steps) they never left it, so the comparison was between a training and a non-training net. ``smoke`` uses the
+embedded 8×8 digits and depths 5 and 8 (noise probes on seed 0 at both depths, probe batch 8, cushion layer 3).
 """
 
 from __future__ import annotations
@@ -45,20 +64,54 @@ import numpy as np
 import torch
 from torch import nn
 
-from analyses.common import load_data, train_config, train_recorded
+from analyses.common import load_data, probe_batch, train_config, train_recorded
+from gradlens.data import Dataset
 from gradlens.models import create_model
 from gradlens.models.simplified import SimplifiedNet
 from gradlens.models.transforms import decay_penalty, id_entries, transform
-from gradlens.probes import GradStats
+from gradlens.probes import DominantFlow, FinalGradHist, GradStats, LayerCushion, Probe
+from gradlens.probes.base import Schedule
 from gradlens.results import save_result
-from gradlens.train import evaluate, load_checkpoint
+from gradlens.train import TrainConfig, evaluate, load_checkpoint
 
 KIND_MODELS = {"plain": "simplified_plain_{}", "residual": "simplified_resnet_{}", "dominant": "simplified_dominant_{}"}
+#: The kinds whose runs can record the noise-stability probes (Figures 3, 10 and 12(a) compare these two).
+NOISE_KINDS = ("plain", "residual")
+
+
+@dataclass(frozen=True)
+class NoiseProbes:
+    """Which runs record the noise-stability measurements, and how (see the module docstring).
+
+    Attributes:
+        depths, seeds: the plain and residual runs that record them (document: depths 20 and 32, one net each).
+        probe_size: samples of the fixed probe batch of test samples.
+        cushion_layer: the layer (1-based, stem convolution = 1) of the cushion histogram (document: 10).
+        hist_epochs, hist_every: FinalGradHist fires every ``hist_every`` steps of the first ``hist_epochs``
+            epochs (document: every iteration of 4 epochs).
+    """
+
+    depths: tuple[int, ...]
+    seeds: tuple[int, ...] = (0,)
+    probe_size: int = 128
+    cushion_layer: int = 10
+    hist_epochs: int = 4
+    hist_every: int = 1
+
+    def covers(self, kind: str, depth: int, seed: int) -> bool:
+        """Whether the run of ``kind``, ``depth`` and ``seed`` records the probes."""
+        return kind in NOISE_KINDS and depth in self.depths and seed in self.seeds
+
+    def settings(self) -> dict:
+        """The probe settings a covered run carries as ``params["noise"]``."""
+        return {"probe_size": self.probe_size, "cushion_layer": self.cushion_layer,
+                "hist_epochs": self.hist_epochs, "hist_every": self.hist_every}
 
 
 @dataclass(frozen=True)
 class Config:
-    """The sweep (see the module docstring)."""
+    """The sweep (see the module docstring); ``noise``: the plain and residual runs that also record the
+    noise-stability probes, and their settings (None: no run does)."""
 
     dataset: str
     n_train: int | None
@@ -75,20 +128,29 @@ class Config:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     milestone_fractions: tuple[float, ...] = (0.6, 0.8)
+    noise: NoiseProbes | None = None
 
     @classmethod
     def smoke(cls) -> Config:
-        return cls("digits", 128, 64, depths=(5, 8), seeds=(0, 1), epochs=2, weights_depth=8, batch_size=32)
+        return cls("digits", 128, 64, depths=(5, 8), seeds=(0, 1), epochs=2, weights_depth=8, batch_size=32,
+                   noise=NoiseProbes(depths=(5, 8), probe_size=8, cushion_layer=3, hist_epochs=1))
 
     @classmethod
     def quick(cls) -> Config:
         return cls("mnist", None, None, depths=(20, 32, 44), seeds=(0, 1), epochs=6, weights_depth=32,
-                   batch_size=32, downsample=2)
+                   batch_size=32, downsample=2,
+                   noise=NoiseProbes(depths=(20, 32), probe_size=128, hist_epochs=3, hist_every=16))
+
+    @classmethod
+    def medium(cls) -> Config:
+        # the document's batch, learning rates and schedule shape on quick's data: 20 epochs of 63 steps
+        return cls("mnist", None, None, depths=(20, 32, 44), seeds=(0, 1), epochs=20, weights_depth=32,
+                   downsample=2, noise=NoiseProbes(depths=(20, 32), probe_size=128, hist_epochs=4, hist_every=4))
 
     @classmethod
     def paper(cls) -> Config:
         return cls("cifar10", None, None, depths=(20, 32, 44), seeds=tuple(range(10)), epochs=200,
-                   weights_depth=32)
+                   weights_depth=32, noise=NoiseProbes(depths=(20, 32), probe_size=256))
 
     def learning_rate(self, kind: str, depth: int) -> float:
         """The document's initial learning rate of ``kind`` at ``depth``."""
@@ -100,7 +162,7 @@ class Config:
 
 
 def runs(config: Config) -> list[dict]:
-    """kinds × depths × seeds."""
+    """kinds × depths × seeds; the runs ``config.noise`` covers carry its probe settings as ``"noise"``."""
     return [
         {
             "analysis": "simplified_training",
@@ -119,11 +181,20 @@ def runs(config: Config) -> list[dict]:
             "weight_decay": config.weight_decay,
             "milestones": config.milestones(),
             "save_weights": depth == config.weights_depth and kind != "dominant",
+            **noise_params(config, kind, depth, seed),
         }
         for kind in config.kinds
         for depth in config.depths
         for seed in config.seeds
     ]
+
+
+def noise_params(config: Config, kind: str, depth: int, seed: int) -> dict:
+    """``{"noise": settings}`` for a run that records the noise-stability probes, else ``{}`` (no key: the
+    other runs keep the keys they had before the probes were added)."""
+    if config.noise is None or not config.noise.covers(kind, depth, seed):
+        return {}
+    return {"noise": config.noise.settings()}
 
 
 def weights_path(path: str | Path) -> Path:
@@ -192,19 +263,45 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         done = load_checkpoint(checkpoint).history.steps if resume and checkpoint.exists() else 0
         total = params["epochs"] * math.ceil(data.n_train / params["batch_size"])
         after_step = at_step(total, done, write_weights)
+    probes, batch, noise_meta = noise_probes(params, model, data, config)
     train_recorded(
         params,
         path,
         model=model,
         data=data,
         config=config,
-        probes=[GradStats(every=1, params="weights")],
+        probes=[GradStats(every=1, params="weights"), *probes],
         resume=resume,
         progress=progress,
+        probe_batch=batch,
         penalty=penalty,
         after_step=after_step,
-        extra_meta=initial,
+        extra_meta={**initial, **noise_meta},
     )
+
+
+def noise_probes(
+    params: dict, model: nn.Module, data: Dataset, config: TrainConfig
+) -> tuple[list[Probe], tuple[torch.Tensor, torch.Tensor] | None, dict]:
+    """The noise-stability probes of a run with ``params["noise"]``, their probe batch and the meta they add
+    (``cushion_layer_name``); nothing for any other run.
+
+    LayerCushion (per-sample μ of every layer) at the last step, DominantFlow (σ^(ℓ), eq. 13) at the first and the
+    last step, FinalGradHist (∂L/∂a^(L), Figure 10) of a residual net every ``hist_every`` steps of the first
+    ``hist_epochs`` epochs. The probe batch is drawn from the test set with a local generator, after the model is
+    built: the global RNG is not touched, so the run trains exactly as without the probes.
+    """
+    noise = params.get("noise")
+    if noise is None:
+        return [], None, {}
+    per_epoch = math.ceil(data.n_train / config.batch_size)
+    steps = config.epochs * per_epoch
+    probes: list[Probe] = [LayerCushion(every=[steps - 1]), DominantFlow(every=Schedule.first_last(steps))]
+    if params["kind"] == "residual":
+        hist_steps = min(steps, noise["hist_epochs"] * per_epoch)
+        probes.append(FinalGradHist(every=range(0, hist_steps, noise["hist_every"])))
+    layer = model.gradlens_spec().layers[noise["cushion_layer"] - 1].name
+    return probes, probe_batch(data, noise["probe_size"]), {"cushion_layer_name": layer}
 
 
 def initial_metrics(model: nn.Module, data, penalty: Callable[[nn.Module], torch.Tensor]) -> dict:

@@ -1,5 +1,8 @@
 """yt-fig12: fraction σ of dominant gradient flows per layer, (a) simplified and (b) fully-fledged plain vs
-residual nets, after the first and the last iteration (document 004, appendix D.4.2, Figure 12)."""
+residual nets, after the first and the last iteration (document 004, appendix D.4.2, Figure 12).
+
+(a) reads the Table-1 runs (analysis ``simplified_noise``: ``simplified_training`` runs, the files yt-tab1 reads),
+(b) the fully-fledged nets of analysis ``noise_stability``."""
 
 from __future__ import annotations
 
@@ -9,11 +12,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_figure
+from figures.base import FigureInputs, FigureOutput, Recorded, chance_check, config, describe, save_figure
+from figures.yt_fig3 import noise, probe_record
+from figures.yt_tab1 import training_setup
 
 ID = "yt-fig12"
-ANALYSES = ("noise_stability",)
-NEEDS = {"noise_stability": ("dominant_flow/sigma", "dominant_flow/steps")}
+ANALYSES = ("simplified_noise", "noise_stability")
+NEEDS = {
+    "simplified_noise": ("dominant_flow/sigma",),
+    "noise_stability": ("dominant_flow/sigma", "dominant_flow/steps"),
+}
 TRAINED_NETS = True
 CLAIM = (
     "σ of ResNets (red) is above that of PlnNets (blue) at every layer and rises with the layer index; "
@@ -22,20 +30,31 @@ CLAIM = (
 )
 
 
+def fledged_setup(runs: list[Recorded], scale: str) -> str:
+    """How the fully-fledged nets were trained (optimizer weight decay, BatchNorm nets), for the caption."""
+    first = config(runs[0])
+    return (
+        f"SGD, momentum {first['momentum']:g}, batch {first['batch_size']}, learning rate {first['lr']:g} "
+        + (f"divided by 10 after epochs {', '.join(map(str, first['milestones']))}" if first["milestones"]
+           else "(constant)")
+        + f", optimizer weight decay {first['weight_decay']:g}. {describe(runs, scale)}"
+    )
+
+
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
-    simplified_depth = min(config(r)["depth"] for r in inputs.of("noise_stability", family="simplified"))
-    panels = (("(a) simplified", {"family": "simplified", "depth": simplified_depth}),
-              ("(b) fully-fledged", {"family": "fledged"}))
+    simplified_depth = min(config(r)["depth"] for r in inputs.runs["simplified_noise"])
+    panels = (("(a) simplified", "simplified_noise", {"depth": simplified_depth}),
+              ("(b) fully-fledged", "noise_stability", {"family": "fledged"}))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     numbers: dict[str, object] = {}
     notes = []
     used = []
-    for ax, (title, match) in zip(axes, panels, strict=True):
+    for ax, (title, analysis, match) in zip(axes, panels, strict=True):
         sigma = {}
         for kind, colour in (("plain", "tab:blue"), ("residual", "tab:red")):
-            run = inputs.one("noise_stability", kind=kind, **match)
+            run = inputs.one(analysis, kind=kind, **match)
             used.append(run)
-            values, steps = run["dominant_flow/sigma"], run["dominant_flow/steps"]
+            steps, values, _ = probe_record(run, "dominant_flow", "sigma")
             layers = np.arange(1, values.shape[1] + 1)
             for index, style, when in ((0, "-", "first"), (-1, ":", "last")):
                 ax.plot(layers, values[index], ls=style, marker="o", ms=3, color=colour,
@@ -50,7 +69,7 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         ratio = sigma["residual"] / sigma["plain"]
-        family = match["family"]
+        family = "simplified" if analysis == "simplified_noise" else "fledged"
         inner = ratio.shape[1] - 2  # the last activation feeds the pool alone: σ = 1 for both nets there
         for index, when in ((0, "first"), (-1, "last")):
             numbers[f"{family} ratio res/plain l=1 {when}"] = float(ratio[index, 0])
@@ -61,14 +80,17 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         )
     fig.suptitle("Fraction σ of dominant gradient flows per layer (document 004, Figure 12)")
     fig.tight_layout()
-    first = config(used[0])
+    simplified, fledged = used[:2], used[2:]
+    sizes = f"{noise(simplified[0])['probe_size']} in (a), {noise(fledged[0])['probe_size']} in (b)"
     caption = (
-        f"σ^(ℓ) (eq. 13, mean over the fixed probe batch of {first['probe_size']} test samples, eval mode) of every "
-        f"activation a^(ℓ) against a^(L) = the average-pooled last map, before the first update (solid) and at the "
-        f"last step (dotted), recorded by the DominantFlow probe. The last activation feeds the pool alone, so "
-        f"σ = 1 there for every net. "
+        f"σ^(ℓ) (eq. 13, mean over the fixed probe batch of test samples, {sizes}, eval mode) of every"
+        f" activation a^(ℓ) against a^(L) = the average-pooled last map, before the first update (solid) and "
+        f"at the last step (dotted), recorded by the DominantFlow probe. The last activation feeds the pool alone, "
+        f"so σ = 1 there for every net. "
         f"{'; '.join(notes)}. Layers of (b) are block outputs (the document plots one point per conv layer). "
-        f"{describe(used, inputs.scale)} Document: CIFAR-10, 200 (simplified) and 180 (fully-fledged) epochs."
+        f"(a) shows the Table-1 nets (yt-tab1 reads the same files): {training_setup(simplified, inputs.scale)} "
+        f"(b): {fledged_setup(fledged, inputs.scale)} "
+        f"Document: CIFAR-10, 200 (simplified) and 180 (fully-fledged) epochs, initial learning rates 0.01 and 0.1."
     )
     caption = chance_check(used).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, ID), caption, numbers, figure=fig)

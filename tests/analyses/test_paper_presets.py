@@ -109,23 +109,32 @@ def test_004_equivalence():
     assert len(plan("equivalence", "paper")) == 6  # one pair per depth
 
 
-def test_004_noise_stability():
-    config = preset("noise_stability", "paper")
+def test_004_noise_stability_simplified_nets_are_the_table_1_runs():
     # Figure 3: "20-layer (left) and 32-layer (right) PlnNets and ResNets. All the four networks are trained for
     # 200 epochs on CIFAR-10"; "in the 10th layer"
+    params = runs("simplified_noise")
+    assert len(params) == 4 and values("simplified_noise", "depth") == {20, 32}
+    assert values("simplified_noise", "kind") == {"plain", "residual"}
+    assert values("simplified_noise", "dataset") == {"cifar10"} and values("simplified_noise", "epochs") == {200}
+    assert {p["noise"]["cushion_layer"] for p in params} == {10}
+    # Figure 12: "Simplified ... networks are trained for 200 ... epochs with initial learning rate 0.01"
+    assert values("simplified_noise", "lr") == {0.01}
+    # Figure 10: "The gradients are collected for 4 epochs (1564 iterations) of training"
+    assert {(p["noise"]["hist_epochs"], p["noise"]["hist_every"]) for p in params} == {(4, 1)}
+    # they are Table 1's nets ("divided by 10 after epochs 120 and 160", "weight decay is 10^-4"): the same runs
+    assert {s.key for s in plan("simplified_noise", "paper")} < {s.key for s in plan("simplified_training", "paper")}
+
+
+def test_004_noise_stability_fledged():
+    config = preset("noise_stability", "paper")
     assert config.dataset == "cifar10" and config.n_train is None
-    assert config.simplified_depths == (20, 32) and config.epochs_simplified == 200 and config.cushion_layer == 10
     # Figure 12: "Simplified and fully-fledged networks are trained for 200 and 180 epochs with initial learning
     # rate 0.01 and 0.1 respectively"; "depths-20"
-    assert (config.epochs_fledged, config.lr_simplified, config.lr_fledged) == (180, 0.01, 0.1)
-    assert config.fledged_depth == 20
-    # the simplified nets are Table 1's: "divided by 10 after epochs 120 and 160", "weight decay is 10^-4"
-    assert config.milestones_simplified == (120, 160) and config.weight_decay == 1e-4 and config.batch_size == 128
+    assert (config.epochs, config.lr, config.depth) == (180, 0.1, 20)
+    assert config.milestones == (90, 135) and config.weight_decay == 1e-4 and config.batch_size == 128
     # "the interlayer cushion of the 5th out of 9 residual block of a fully-fledged residual network of depth 20"
     assert config.block_index == 5
-    # Figure 10: "The gradients are collected for 4 epochs (1564 iterations) of training"
-    assert config.hist_epochs == 4 and config.hist_every == 1
-    assert len(plan("noise_stability", "paper")) == 2 * 2 + 2  # simplified 20/32 and fledged 20, plain and residual
+    assert len(plan("noise_stability", "paper")) == 2  # the fully-fledged plain and residual net
 
 
 def test_004_trivial_case():

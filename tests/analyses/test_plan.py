@@ -30,7 +30,9 @@ def test_paper_plan_lists_the_documents_run_counts(tmp_path):
     assert table["yt-fig2", "simplified_curves"][0] == "26"
     assert table["yt-fig2", "simplified_curves"][4] == f"{26 * 1200 * 391:,}"
     assert table["yt-tab2", "equivalence"][0] == "6"  # Table 2: one equivalent pair per depth 20/32/44
-    assert table["yt-fig3", "noise_stability"][0] == "6"
+    # Figure 3: the four simplified nets of depths 20 and 32 are Table-1 runs; the fully-fledged pair is its own
+    assert table["yt-fig3", "simplified_noise"][0] == "4"
+    assert table["yt-tab-icushion", "noise_stability"][0] == "2"
     # document 002: "10 independent training sessions" × 6 architectures × depths 1..30, MNIST and Fashion-MNIST
     assert table["van-fig1", "van_thin"][0] == "1800" and table["van-fig1", "van_thin_fashion"][0] == "1800"
     # "five independent training sessions" × 4 architectures × (8 CIFAR-10 + 4 CIFAR-100 depths)

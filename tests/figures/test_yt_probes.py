@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analyses.runner import plan
 from figures.base import config, open_recorded
 from figures.yt_fig3 import cushions, log_bins
+from gradlens.loader import Run, load
 from gradlens.metrics import trivial_sigma_conclusion, trivial_sigma_eq11
 from gradlens.models.schematic import SchematicGraph
 from gradlens.results import Result
@@ -25,6 +27,18 @@ def stored(smoke_figures, analysis: str, **match: object) -> list[Result]:
     return [r for r in found if isinstance(r, Result) and all(config(r).get(k) == v for k, v in match.items())]
 
 
+def simplified(smoke_figures, **match: object) -> list[Run]:
+    """The simplified nets the noise-stability items read: the simplified_training runs of ``simplified_noise``'s
+    plan, loaded straight from their files."""
+    runs = [load(spec.path(smoke_figures.out / "runs")) for spec in plan("simplified_noise", "smoke")]
+    return [r for r in runs if all(config(r).get(k) == v for k, v in match.items())]
+
+
+def recorded(run: Run, probe: str, quantity: str) -> np.ndarray:
+    """Every record of ``probe``/``quantity`` of a training run."""
+    return run.array(probe, quantity)[1]
+
+
 def test_files_and_captions(made):
     for item in ITEMS:
         assert made[item].files and all(path.stat().st_size > 0 for path in made[item].files), item
@@ -33,11 +47,11 @@ def test_files_and_captions(made):
 
 def test_fig3_bars_are_the_stored_cushions(made, smoke_figures):
     axes = made["yt-fig3"].figure.axes
-    depths = sorted({config(r)["depth"] for r in stored(smoke_figures, "noise_stability", family="simplified")})
+    depths = sorted({config(r)["depth"] for r in simplified(smoke_figures)})
     assert len(axes) == len(depths)
     for ax, depth in zip(axes, depths, strict=True):
-        (plain,) = stored(smoke_figures, "noise_stability", family="simplified", depth=depth, kind="plain")
-        (residual,) = stored(smoke_figures, "noise_stability", family="simplified", depth=depth, kind="residual")
+        (plain,) = simplified(smoke_figures, depth=depth, kind="plain")
+        (residual,) = simplified(smoke_figures, depth=depth, kind="residual")
         rows = [cushions(plain)[1], cushions(residual)[1]]
         heights = np.array([patch.get_height() for patch in ax.patches])
         expected = np.concatenate([np.histogram(row, bins=log_bins(row))[0] for row in rows])
@@ -46,26 +60,31 @@ def test_fig3_bars_are_the_stored_cushions(made, smoke_figures):
 
 
 def test_fig10_density_is_the_summed_histogram(made, smoke_figures):
-    runs = sorted(stored(smoke_figures, "noise_stability", family="simplified", kind="residual"),
-                  key=lambda r: config(r)["depth"])
+    runs = sorted(simplified(smoke_figures, kind="residual"), key=lambda r: config(r)["depth"])
     for ax, run in zip(made["yt-fig10"].figure.axes, runs, strict=True):
-        counts, edges = run["final_grad_hist/counts"].sum(axis=0), run["final_grad_hist/edges"][0]
+        counts = recorded(run, "final_grad_hist", "counts").sum(axis=0)
+        edges = recorded(run, "final_grad_hist", "edges")[0]
         drawn = ax.patches[0].get_data()
         np.testing.assert_array_equal(drawn.edges, edges)
-        np.testing.assert_allclose(drawn.values, counts / (run["final_grad_hist/count"].sum() * np.diff(edges)))
-        one_firing = run["final_grad_hist/mean"]
+        total = recorded(run, "final_grad_hist", "count").sum()
+        np.testing.assert_allclose(drawn.values, counts / (total * np.diff(edges)))
+        one_firing = recorded(run, "final_grad_hist", "mean")
         if len(one_firing) == 1:
             assert made["yt-fig10"].numbers[f"mean depth {config(run)['depth']}"] == pytest.approx(one_firing[0])
 
 
 def test_fig12_lines_are_the_stored_sigma(made, smoke_figures):
     ax_simplified, ax_fledged = made["yt-fig12"].figure.axes
-    depth = min(config(r)["depth"] for r in stored(smoke_figures, "noise_stability", family="simplified"))
-    for ax, match in ((ax_simplified, {"family": "simplified", "depth": depth}), (ax_fledged, {"family": "fledged"})):
+    depth = min(config(r)["depth"] for r in simplified(smoke_figures))
+    for ax, family in ((ax_simplified, "simplified"), (ax_fledged, "fledged")):
         lines = ax.get_lines()
         for offset, kind in ((0, "plain"), (2, "residual")):
-            (run,) = stored(smoke_figures, "noise_stability", kind=kind, **match)
-            sigma = run["dominant_flow/sigma"]
+            if family == "simplified":
+                (run,) = simplified(smoke_figures, kind=kind, depth=depth)
+                sigma = recorded(run, "dominant_flow", "sigma")
+            else:
+                (run,) = stored(smoke_figures, "noise_stability", kind=kind, family=family)
+                sigma = run["dominant_flow/sigma"]
             np.testing.assert_array_equal(lines[offset].get_ydata(), sigma[0])
             np.testing.assert_array_equal(lines[offset + 1].get_ydata(), sigma[-1])
             # the last activation feeds the average pool alone: Θ is diagonal there, so σ = 1 exactly

@@ -16,9 +16,12 @@ A figure reads HDF5 only: it never trains and never builds a model.
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
@@ -265,13 +268,55 @@ def save_figure(fig: plt.Figure, out_dir: Path, item_id: str) -> list[Path]:
     return files
 
 
-def save_table(table: pd.DataFrame, out_dir: Path, item_id: str) -> list[Path]:
-    """Write ``<id>.md`` (Markdown) and ``<id>.csv`` into ``out_dir``."""
+def save_table(
+    table: pd.DataFrame, out_dir: Path, item_id: str, caption: str | None = None, inputs: FigureInputs | None = None
+) -> list[Path]:
+    """Write ``<id>.md`` (Markdown) and ``<id>.csv`` into ``out_dir``.
+
+    With ``caption`` (the text the gallery shows) and ``inputs`` the files say what they are: the Markdown file
+    starts with the caption and a provenance line (:func:`provenance`), the CSV file with the same text as
+    ``# `` comment lines, so ``pd.read_csv(path, comment="#")`` still reads the table back (as long as no cell
+    holds a ``#``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown, csv = out_dir / f"{item_id}.md", out_dir / f"{item_id}.csv"
-    markdown.write_text(_markdown(table), encoding="utf-8")
-    table.to_csv(csv, index=False)
+    notes = [text for text in (caption, provenance(item_id, inputs) if caption or inputs else None) if text]
+    head = "".join(f"{text}\n\n" for text in notes)
+    markdown.write_text(head + _markdown(table), encoding="utf-8")
+    with csv.open("w", encoding="utf-8", newline="") as file:
+        file.writelines(f"# {line}\n" for text in notes for line in text.splitlines())
+        table.to_csv(file, index=False)
     return [markdown, csv]
+
+
+def provenance(item_id: str, inputs: FigureInputs | None = None) -> str:
+    """'Provenance: <id>; data: …; scale: …; seeds: …; epochs: …; gradlens <version> (git <commit>); written <UTC
+    time>.' — what the item read (from ``inputs``), with which code, when."""
+    import gradlens
+
+    parts = [f"Provenance: {item_id}"]
+    if inputs is not None:
+        runs = [run for group in inputs.runs.values() for run in group]
+        read = ", ".join(f"{analysis} ({len(group)} files)" for analysis, group in inputs.runs.items())
+        parts += [describe(runs, inputs.scale).rstrip("."), f"read: {read}"]
+    commit = git_commit()
+    parts.append(f"gradlens {gradlens.__version__}" + (f" (git {commit})" if commit else ""))
+    parts.append(f"written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    return "; ".join(parts) + "."
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """Short commit of the checkout the figures run from, '+modified' when tracked files differ from it; None
+    outside a git checkout or without git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+modified" if dirty else "") if head else None
 
 
 def _markdown(table: pd.DataFrame) -> str:

@@ -22,7 +22,7 @@ from figures.base import FigureInputs, FigureOutput, missing_keys, open_recorded
 from figures.catalogue import EXTRA_ITEMS, ITEMS
 from figures.gallery import write_gallery
 
-SCALES = ("smoke", "quick", "paper")
+SCALES = ("smoke", "quick", "medium", "paper")
 
 
 def module_name(item_id: str) -> str:
@@ -278,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--only", nargs="+", metavar="ID", help="catalogue IDs, or document prefixes (sc, sk, van, "
                         "yw, yt: all of that document's items), to draw (default: all implemented)")
-    parser.add_argument("--scale", choices=SCALES, default="quick", help="smoke, quick or paper (default: quick)")
+    parser.add_argument("--scale", choices=SCALES, default="quick",
+                        help="smoke, quick, medium or paper (default: quick; medium: up to 2 h per document on a "
+                        "2-core CPU, the documents' batch sizes and schedule shapes, see docs/figures.md)")
     parser.add_argument("--data-dir", help="folder with MNIST/CIFAR files (default: $GRADLENS_DATA)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes for independent runs "
                         "(local executor)")

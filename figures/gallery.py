@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from matplotlib.text import Text
 
 from figures.base import FigureOutput
 from figures.catalogue import DOCUMENTS, EXTRA_ITEMS, ITEMS
@@ -23,12 +26,63 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+DESCRIBED = re.compile(
+    r"(?:(?<!\S)data: (?P<data>(?:(?!(?<!\S)data: ).)+?); )?scale: (?P<scale>[^;]+?); seeds: (?P<seeds>[^;]+?)"
+    r"(?:; epochs: (?P<epochs>[^;]+?))?\.(?=\s|$)"
+)
+"""The clause :func:`figures.base.describe` ends a caption with: what the runs shown actually used."""
+STANDS_IN = re.compile(r"in place of|instead of|stands? in for|substitut", re.IGNORECASE)
+"""A caption sentence that says what the item shows in place of the document's setting."""
+
+
+def _source_name(source: str) -> str:
+    """'MNIST: IDX files in … (average-pooled 28→14)' -> 'MNIST (average-pooled 28→14)'."""
+    pooled = re.search(r" \((average-pooled[^)]*)\)$", source)
+    name = source.split(": ")[0].strip()
+    return f"{name} ({pooled.group(1)})" if pooled and pooled.group(1) not in name else name
+
+
+def drawn_depths(output: FigureOutput) -> list[int]:
+    """The depths an item draws: 'depth N' in its figure's texts (titles, tick labels, legends, which name the
+    runs plotted) or the values of its table's ``depth`` column."""
+    texts = [t.get_text() for t in output.figure.findobj(Text) if t.get_visible()] if output.figure else []
+    found = {int(n) for text in texts for n in re.findall(r"\bdepth[ -](\d+)\b", text)}
+    if output.table is not None and "depth" in output.table.columns:
+        found |= {int(d) for d in output.table["depth"] if str(d).isdigit()}
+    return sorted(found)
+
+
+def shown_here(caption: str, depths: Sequence[int] = ()) -> str:
+    """What an item actually shows, read off its caption: data, scale, seeds and epochs of the runs drawn (the
+    :func:`~figures.base.describe` clause, data sources cut to their names) and every sentence saying what
+    stands in for the document's setting (another depth, dataset, …); 'no data' for a schematic of built
+    models; '' when the caption says none of it. ``depths`` (:func:`drawn_depths`) come first when given."""
+    parts = [f"depth{'s' if len(depths) > 1 else ''} drawn: {', '.join(map(str, depths))}."] if depths else []
+    for match in DESCRIBED.finditer(caption):
+        fields = [f"data: {', '.join(dict.fromkeys(_source_name(s) for s in match['data'].split('; ')))}"
+                  if match["data"] else "", f"scale: {match['scale']}", f"seeds: {match['seeds']}",
+                  f"epochs: {match['epochs']}" if match["epochs"] else ""]
+        parts.append("; ".join(f for f in fields if f) + ".")
+    if not any("data: " in part for part in parts) and re.search(r"\bno data\b", caption, re.IGNORECASE):
+        parts.insert(0, "no data (drawn from built models).")
+    sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z(])", DESCRIBED.sub("", caption))
+    parts += [sentence.strip() for sentence in sentences if STANDS_IN.search(sentence)]
+    return " ".join(dict.fromkeys(parts))
+
+
 def _item_html(
     item_id: str, title: str, claim: str | None, output: FigureOutput | None, out_dir: Path, extra: bool = False,
     failure: str | None = None,
 ) -> str:
-    mark = " <span class='extra'>(extra: not in the document)</span>" if extra else ""
-    head = f"<h3 id='{item_id}'>{html.escape(item_id)} — {html.escape(title)}{mark}</h3>"
+    if extra:
+        head = (f"<h3 id='{item_id}'>{html.escape(item_id)} — {html.escape(title)} "
+                "<span class='extra'>(extra: not in the document)</span></h3>")
+    else:  # the catalogue's title describes the document's item, which may differ from what is drawn here
+        head = (f"<h3 id='{item_id}'>{html.escape(item_id)} — <span class='doc'>document:</span> "
+                f"{html.escape(title)}</h3>")
+    if output is not None and failure is None:
+        shown = shown_here(output.caption, drawn_depths(output))
+        head += f"<p class='shown'><b>Shown here:</b> {html.escape(shown or 'see the caption below.')}</p>"
     if failure is not None:
         return head + f"<p class='missing'>Not drawn: {html.escape(failure)}</p>"
     if output is None:
@@ -36,8 +90,8 @@ def _item_html(
     body = []
     for path in output.files:
         relative = html.escape(os.path.relpath(path, out_dir))
-        if path.suffix == ".png":
-            body.append(f"<img src='{relative}' alt='{html.escape(item_id)}'>")
+        if path.suffix == ".png":  # a click opens the picture at its full size
+            body.append(f"<a href='{relative}'><img src='{relative}' alt='{html.escape(item_id)}'></a>")
         elif path.suffix == ".md" and output.table is not None:
             body.append(output.table.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0))
     links = " · ".join(f"<a href='{html.escape(os.path.relpath(p, out_dir))}'>{p.suffix[1:]}</a>" for p in output.files)
@@ -96,7 +150,8 @@ def write_gallery(
         f"<title>gradlens figures ({html.escape(scale)})</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "img{max-width:100%;border:1px solid #eee}.caption{color:#333}.claim{color:#555}"
-        ".missing{color:#a00}.extra{color:#07a;font-weight:normal}"
+        ".missing{color:#a00}.extra{color:#07a;font-weight:normal}.doc{color:#777;font-weight:normal}"
+        ".shown{background:#f3f7fb;padding:4px 8px}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
         "</style></head><body>"
         f"<h1>gradlens figures — scale {html.escape(scale)}</h1>" + "".join(sections) + "</body></html>",

@@ -82,7 +82,8 @@ def final_accuracies(runs: Sequence[Recorded]) -> list[float]:
 
 
 def grouped_bars(ax, groups: Sequence[str], series: dict[str, list[list[float]]], ylabel: str) -> dict:
-    """Grouped bars (one group per entry of ``groups``, one bar per series) with ±sd error bars.
+    """Grouped bars of accuracies in % (one group per entry of ``groups``, one bar per series) with ±sd error
+    bars; the y axis by :func:`accuracy_limits`, the legend outside the axes (right), where it covers no bar.
 
     Returns ``{series label: (means, sds)}`` as plotted; bars with no runs are left out (height NaN).
     """
@@ -96,15 +97,25 @@ def grouped_bars(ax, groups: Sequence[str], series: dict[str, list[list[float]]]
         ax.bar(x + (k - (len(series) - 1) / 2) * width, means, width, yerr=sds, capsize=3, label=label)
         plotted[label] = (means, sds)
     ax.set_xticks(x, groups)
-    ax.set_ylabel(ylabel)
-    finite = np.concatenate([m[np.isfinite(m)] - s[np.isfinite(m)] for m, s in plotted.values()])
-    top = np.concatenate([m[np.isfinite(m)] + s[np.isfinite(m)] for m, s in plotted.values()])
-    if finite.size:
-        span = max(top.max() - finite.min(), 1e-9)
-        ax.set_ylim(finite.min() - 0.6 * span, top.max() + 0.4 * span)
+    low = np.concatenate([m[np.isfinite(m)] - s[np.isfinite(m)] for m, s in plotted.values()])
+    high = np.concatenate([m[np.isfinite(m)] + s[np.isfinite(m)] for m, s in plotted.values()])
+    bottom = 0.0
+    if low.size:
+        bottom, top = accuracy_limits(float(low.min()), float(high.max()))
+        ax.set_ylim(bottom, top)
+    ax.set_ylabel(ylabel if bottom == 0 else f"{ylabel}\n(axis starts at {bottom:.3g}, not 0)")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return plotted
+
+
+def accuracy_limits(low: float, high: float) -> tuple[float, float]:
+    """y limits (%) for accuracy bars whose bars and error bars span ``low`` .. ``high``: a margin of 15 % of the
+    span (at least 1 point) around them, never below 0 or above 100 (unless an error bar is); the axis starts
+    at 0 when zooming would cut off less than a fifth of it."""
+    pad = 0.15 * max(high - low, 1.0)
+    bottom, top = max(low - pad, 0.0), min(high + pad, max(high, 100.0))
+    return (0.0 if bottom < 0.2 * top else bottom), top
 
 
 def accuracy_bars(
@@ -121,7 +132,7 @@ def accuracy_bars(
     ``series`` is ``(depths, label -> accuracies per depth, runs used)``.
     """
     depths, values, used = series
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     plotted = grouped_bars(ax, [f"depth {d}" for d in depths], values, "test accuracy (%)")
     ax.set_title(title)
     numbers = {

@@ -69,14 +69,15 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
                     transform=ax.get_xaxis_transform(),
                     ha="center",
                     va="bottom",
-                    fontsize=7,
+                    fontsize=8,
                 )
             ax.plot(x, base, marker=".", color="C0", label=f"ResNet{depth}")
             ax.plot(x, scn, marker=".", color="C2", label=f"SCResNet{depth}")
             marked = [i for i, n in enumerate(names) if n in fronts]
             ax.plot(x[marked], scn[marked], "o", mfc="none", mec="C3", ms=8, label="SC front layers")
             ax.axhline(0, color="k", lw=0.5)
-            ax.set_title(f"({letters[3 * row + col]}) depth {depth}, {periods(sc_run)[col][0]}", fontsize=9)
+            # the title sits above the stage labels and the y offset text (×1e−3), which stand on the axes' top
+            ax.set_title(f"({letters[3 * row + col]}) depth {depth}, {periods(sc_run)[col][0]}", fontsize=10, pad=16)
             ax.set_xlabel("layer index (conv1, stage convs, fc)")
             ax.set_ylabel("mean ∂J/∂W (signed)")
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
@@ -90,7 +91,7 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
             numbers[f"depth {depth} {['epoch 1', 'mid', 'all'][col]}: fraction of layers > 0 (base, SC)"] = (
                 f"{(base > 0).mean():.2f}, {(scn > 0).mean():.2f}"
             )
-        axes[row, 0].legend(fontsize=7)
+        axes[row, 0].legend(fontsize=8)
     fig.suptitle("Signed mean gradient per layer, ResNet vs SCResNet (document 000, Figure 6)")
     fig.tight_layout()
     note = depth_note(defaults["depths"], depths, inputs.scale, ("(a)–(c)", "(d)–(f)"))

@@ -69,4 +69,4 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         for r in rows
     }
     caption = chance_check(used).annotate(caption, numbers)
-    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)
+    return FigureOutput(save_table(table, out_dir, ID, caption, inputs), caption, numbers, table=table)

@@ -58,4 +58,4 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     )
     numbers = {r["model"]: f"{r['test acc (%)']:.2f}±{r['sd']:.2f}" for r in rows}
     caption = chance_check(runs).annotate(caption, numbers)
-    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)
+    return FigureOutput(save_table(table, out_dir, ID, caption, inputs), caption, numbers, table=table)

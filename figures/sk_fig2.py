@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from figures.base import FigureInputs, FigureOutput, save_figure
-from gradlens.models.schematic import SchematicGraph, draw_schematic
+from figures.schematic_layout import fit_schematics
+from gradlens.models.schematic import SchematicGraph
 
 ID = "sk-fig2"
 ANALYSES = ("schematics",)
@@ -25,9 +24,7 @@ TITLES = ("(a) residual MLP: additive skips", "(b) dense block: concatenation", 
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     (result,) = inputs.runs["schematics"]
     graphs = [SchematicGraph.from_json(str(result[f"graph/sk_blocks/{i}"])) for i in range(3)]
-    fig, axes = plt.subplots(1, 3, figsize=(18, 9))
-    for ax, graph, title in zip(axes, graphs, TITLES, strict=True):
-        draw_schematic(graph, ax=ax, title=title)
+    fig = fit_schematics(graphs, TITLES, columns=[[0, 1], [2]])  # (a) above (b), beside the taller U-Net
     counts = {kind: sum(len(g.edge_set(kind)) for g in graphs) for kind in ("skip", "concat", "long")}
     caption = (
         "Drawn from built explainer_residual_3 (identity skips, red arcs), dense_block_4 (concatenative skips, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from figures.base import FigureInputs, FigureOutput, describe, save_figure
-from figures.yt_fig1 import draw_stacked
+from figures.schematic_layout import fit_schematics
 from gradlens.models.schematic import SchematicGraph
 
 ID = "yt-fig4"
@@ -22,9 +22,9 @@ CLAIM = (
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     (result,) = inputs.runs["schematics"]
     graphs = [SchematicGraph.from_json(str(result[f"graph/simplified_nets/{i}"])) for i in (0, 1)]
-    fig = draw_stacked(graphs, ("(a) simplified plain net, L = 20", "(b) simplified residual net, L = 20"),
-                            max_rows=40)
-    fig.suptitle("Simplified architectures of depth 20 (document 004, Figure 4)", fontsize=12)
+    fig = fit_schematics(graphs, ("(a) simplified plain net, L = 20", "(b) simplified residual net, L = 20"),
+                         columns=[[0, 1]], suptitle="Simplified architectures of depth 20 (document 004, Figure 4)",
+                         max_rows=40)
     convs = [sum(n.kind == "conv" for n in g.nodes) for g in graphs]
     caption = (
         "Read off built simplified_plain_20 and simplified_resnet_20 (N = 6 blocks per group; CIFAR-shaped "

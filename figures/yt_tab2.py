@@ -69,4 +69,4 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"(float64 rounding; the table's four significant digits agree). " + equivalence_setup(runs, inputs.scale)
     )
     caption = chance_check(runs).annotate(caption, numbers)
-    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)
+    return FigureOutput(save_table(table, out_dir, ID, caption, inputs), caption, numbers, table=table)

@@ -78,4 +78,4 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         + training_setup(chosen, inputs.scale)
     )
     caption = chance_check(chosen).annotate(caption, numbers)
-    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)
+    return FigureOutput(save_table(table, out_dir, ID, caption, inputs), caption, numbers, table=table)

@@ -42,4 +42,4 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         + training_setup(runs, inputs.scale)
     )
     caption = chance_check(runs).annotate(caption, numbers)
-    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)
+    return FigureOutput(save_table(table, out_dir, ID, caption, inputs), caption, numbers, table=table)

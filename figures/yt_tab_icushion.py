@@ -71,9 +71,13 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         f"needed; with running statistics both blocks are O(1). "
         f"Measured plain means with batch stats: {', '.join(f'{v:.2g}' for v in plain_batch)}. Residual/plain "
         f"ratio of the last-step means: {'; '.join(verdicts)}. ‖J‖_F is exact when the block is small, else a "
-        f"Hutchinson estimate (64 probes; J x exact). Training: SGD lr {first['lr']}, momentum "
-        f"{first['momentum']}, weight decay {first['weight_decay']}, batch {first['batch_size']}. "
+        f"Hutchinson estimate (64 probes; J x exact). The fully-fledged nets (BatchNorm) are trained for this item "
+        f"and yt-fig12 (b) only (analysis noise_stability): SGD lr {first['lr']} "
+        + (f"divided by 10 after epochs {', '.join(map(str, first['milestones']))}" if first["milestones"]
+           else "(constant)")
+        + f", momentum {first['momentum']}, optimizer weight decay {first['weight_decay']}, batch "
+        f"{first['batch_size']}. "
         f"{describe(runs, inputs.scale)} Document: CIFAR-10, 180 epochs, reading of BN not stated."
     )
     caption = chance_check(runs).annotate(caption, numbers)
-    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)
+    return FigureOutput(save_table(table, out_dir, ID, caption, inputs), caption, numbers, table=table)

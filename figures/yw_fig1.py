@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from figures.base import FigureInputs, FigureOutput, save_figure
-from gradlens.models.schematic import SchematicGraph, draw_schematic
+from figures.schematic_layout import fit_schematics
+from gradlens.models.schematic import SchematicGraph
 
 ID = "yw-fig1"
 ANALYSES = ("schematics",)
@@ -23,10 +22,7 @@ CLAIM = (
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     (result,) = inputs.runs["schematics"]
     graphs = [SchematicGraph.from_json(str(result[f"graph/concat_mlp/{i}"])) for i in (0, 1)]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
-    titles = ("(a) 3-layer net with dense skips", "(b) 4-layer net (optional layer fc3 kept)")
-    for ax, graph, title in zip(axes, graphs, titles, strict=True):
-        draw_schematic(graph, ax=ax, title=title)
+    fig = fit_schematics(graphs, ("(a) 3-layer net with dense skips", "(b) 4-layer net (optional layer fc3 kept)"))
     concat = [sum(e.kind == "concat" for e in g.edges) for g in graphs]
     caption = (
         "Schematics read off built concat_mlp_emnist_skip_3 and concat_mlp_emnist_skip_4 (EMNIST-letters shape: "

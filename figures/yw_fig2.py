@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from figures.base import FigureInputs, FigureOutput, save_figure
-from gradlens.models.schematic import SchematicGraph, draw_schematic
+from figures.schematic_layout import fit_schematics
+from gradlens.models.schematic import SchematicGraph
 
 ID = "yw-fig2"
 ANALYSES = ("schematics",)
@@ -23,9 +22,7 @@ CLAIM = (
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     (result,) = inputs.runs["schematics"]
     graphs = [SchematicGraph.from_json(str(result[f"graph/concat_cnn/{i}"])) for i in (0, 1)]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 10))
-    for ax, graph, title in zip(axes, graphs, ("(a) vanilla CNN", "(b) CNN with concatenation skips"), strict=True):
-        draw_schematic(graph, ax=ax, title=title)
+    fig = fit_schematics(graphs, ("(a) vanilla CNN", "(b) CNN with concatenation skips"))
     concat = sum(e.kind == "concat" for e in graphs[1].edges)
     caption = (
         "Schematics read off built concat_cnn_vanilla and concat_cnn_skip (CIFAR shape 3×32×32, 10 classes): "

@@ -22,4 +22,4 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     runs = inputs.runs["concat_mlp"]
     table, numbers, grid = mlp_table(runs, ("skipstar", "vanilla", "skip"), ID)
     caption = chance_check(runs).annotate(caption_for(runs, inputs.scale, grid), numbers)
-    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)
+    return FigureOutput(save_table(table, out_dir, ID, caption, inputs), caption, numbers, table=table)

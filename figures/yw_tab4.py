@@ -79,4 +79,4 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     table = table.astype(object).where(table.notna(), "—")
     caption = difference_note(numbers, "skip", "vanilla") + cnn_caption(runs, inputs.scale)
     caption = chance_check(runs).annotate(caption, numbers)
-    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)
+    return FigureOutput(save_table(table, out_dir, ID, caption, inputs), caption, numbers, table=table)

@@ -68,4 +68,4 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         "The document's row for the ratio is its prose claim, not a measured table value."
     )
     caption = chance_check(runs).annotate(caption, numbers)
-    return FigureOutput(save_table(table, out_dir, ID), caption, numbers, table=table)
+    return FigureOutput(save_table(table, out_dir, ID, caption, inputs), caption, numbers, table=table)

@@ -43,6 +43,10 @@ class Config:
         return cls("mnist", 4, 5, batch_size=32)  # the batch concat_cnn trains with at quick scale
 
     @classmethod
+    def medium(cls) -> Config:
+        return cls("mnist", 4, 5)  # the batch concat_cnn trains with at medium scale (128)
+
+    @classmethod
     def paper(cls) -> Config:
         return cls("cifar10", 10, 20)
 

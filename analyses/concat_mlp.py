@@ -68,6 +68,11 @@ class Config:
         return cls("mnist", "emnist", 2000, 15, (0.0, 1e-4, 1e-3))
 
     @classmethod
+    def medium(cls) -> Config:
+        """= quick: yw-tab1/2 (no significant gain of skips; skip* best) show at quick."""
+        return cls.quick()
+
+    @classmethod
     def paper(cls) -> Config:
         return cls("emnist_letters", "emnist", 10000, 50, (0.0, 1e-5, 1e-4, 1e-3), grad_every=100, sigma_epochs=10)
 

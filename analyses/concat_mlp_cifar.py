@@ -30,6 +30,11 @@ class Config(concat_mlp.Config):
         return replace(concat_mlp.Config.quick(), arch="cifar")
 
     @classmethod
+    def medium(cls) -> concat_mlp.Config:
+        """= quick: yw-tab3 (skip* best, skip ≈ vanilla) shows at quick."""
+        return cls.quick()
+
+    @classmethod
     def paper(cls) -> concat_mlp.Config:
         return replace(concat_mlp.Config.paper(), dataset="cifar10", arch="cifar", n_val=5000)
 

@@ -30,6 +30,11 @@ class Config:
         return cls(points=241)
 
     @classmethod
+    def medium(cls) -> Config:
+        """= quick: yt-fig13's closed forms hold at quick (computed, no training)."""
+        return cls.quick()
+
+    @classmethod
     def paper(cls) -> Config:
         return cls(points=1201)
 

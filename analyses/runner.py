@@ -2,7 +2,8 @@
 
 An analysis module (``analyses/<name>.py``) provides
 
-- ``Config``: a frozen dataclass with ``smoke()``, ``quick()`` and ``paper()`` presets (class methods);
+- ``Config``: a frozen dataclass with ``smoke()``, ``quick()``, ``medium()`` and ``paper()`` presets (class
+  methods; ``medium`` = ``quick`` where quick already shows what the document claims, said in its docstring);
 - ``runs(config) -> list[dict]``: one JSON-ready parameter dict per independent run of the sweep;
 - ``execute(params, path, *, data_dir, resume, progress)``: does one run and writes ``path`` (a training run
   through ``gradlens.attach``, or a computed result through ``gradlens.results.save_result``), storing
@@ -75,10 +76,13 @@ def analysis_module(name: str):
         raise KeyError(f"unknown analysis {name!r}; known: {', '.join(known_analyses())}") from None
 
 
+SCALES = ("smoke", "quick", "medium", "paper")
+
+
 def preset(analysis: str, scale: str):
-    """The ``Config`` of ``analysis`` at ``scale`` (smoke, quick or paper)."""
-    if scale not in ("smoke", "quick", "paper"):
-        raise ValueError(f"scale {scale!r} is not one of smoke, quick, paper")
+    """The ``Config`` of ``analysis`` at ``scale`` (smoke, quick, medium or paper)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale {scale!r} is not one of {', '.join(SCALES)}")
     return getattr(analysis_module(analysis).Config, scale)()
 
 

@@ -120,6 +120,11 @@ class Config:
         return cls(4000, 1000, depths=(8,), seeds=(0, 1, 2), epochs=5)
 
     @classmethod
+    def medium(cls) -> Config:
+        """= quick: the encoder items show at quick on the generated task."""
+        return cls.quick()
+
+    @classmethod
     def paper(cls) -> Config:
         return cls(20000, 4000, depths=(8, 12, 24), seeds=(0, 1, 2, 3, 4), epochs=30, seq_len=32)
 

@@ -45,6 +45,11 @@ class Config:
         return cls("mnist", None, None, seeds=(0, 1, 2), epochs=2)
 
     @classmethod
+    def medium(cls) -> Config:
+        """= quick: the fully-connected short-circuit items show at quick."""
+        return cls.quick()
+
+    @classmethod
     def paper(cls) -> Config:
         return cls("mnist", None, None, seeds=(0, 1, 2, 3, 4), epochs=20)
 

@@ -76,6 +76,11 @@ class Config:
         return cls()
 
     @classmethod
+    def medium(cls) -> Config:
+        """= quick: the schematics are read off the built models (no training)."""
+        return cls.quick()
+
+    @classmethod
     def paper(cls) -> Config:
         return cls()
 

@@ -47,6 +47,11 @@ class Config:
         return cls("mnist", 2000, 1000, depth=30, seeds=(0, 1, 2), epochs=2)
 
     @classmethod
+    def medium(cls) -> Config:
+        """= quick: the sk items' gradient-flow comparison shows at quick."""
+        return cls.quick()
+
+    @classmethod
     def paper(cls) -> Config:
         return cls("mnist", None, None, depth=50, seeds=(0, 1, 2, 3, 4), epochs=10)
 

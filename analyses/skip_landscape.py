@@ -60,6 +60,11 @@ class Config:
         return cls("mnist", 4000, 1000, depth=20, seeds=(0,), epochs=3, resolution=31, landscape_samples=500)
 
     @classmethod
+    def medium(cls) -> Config:
+        """= quick: the sk items' loss landscapes show at quick."""
+        return cls.quick()
+
+    @classmethod
     def paper(cls) -> Config:
         return cls("mnist", None, None, depth=56, seeds=(0, 1), epochs=20, resolution=51, landscape_samples=2000)
 

@@ -43,6 +43,11 @@ class Config:
         return cls(draws=10_000, n_values=(2, 3, 5, 8, 10, 15, 20, 25, 30), l_values=tuple(range(10)), points=7)
 
     @classmethod
+    def medium(cls) -> Config:
+        """= quick: yt-fig11's Monte Carlo agrees with the analytical forms at quick."""
+        return cls.quick()
+
+    @classmethod
     def paper(cls) -> Config:
         return cls(
             draws=100_000, n_values=(2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 50), l_values=tuple(range(10)), points=13

@@ -13,6 +13,12 @@ images, 2 000 test) 2×2 average-pooled to 14×14 instead of CIFAR, width 8, dep
 (1 000 steps) with η divided by 10 after epochs 2 and 3 (the document's milestones at the same fractions of
 training), two seeds. With 4 000 images at 28×28 and batch 128 (128 steps) the skip nets were still unstable
 at η = 0.1 when training ended (ResNet-26 55 % test accuracy), which said nothing about VAN vs plain.
+``medium``: the same data, width and depths at the document's batch 128 and schedule shape: 20 epochs (1 260
+steps), η = 0.1 divided by 10 after epochs 10 and 15 (50 % and 76 % of training, as 82 and 125 of 165).
+
+Every preset reads eq. 7 with ``alpha_grad_scale`` = 128 (∂C/∂α of the loss summed over the document's
+128-sample batch): of the readings of eqs. 6–8, the only one under which the skips are removed when the learning
+rate drops, as the document reports (docs/figures.md, "VAN phase-out speed").
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ class Config:
     grad_every: int = 4
     sigma_epochs: int | None = 5  # σ (DominantFlow) every 5 epochs and at the last step
     probe_batch: int = 16
+    # eq. 7 read with the loss summed over a batch of the document's 128 samples (∂C/∂α × 128; at a smaller batch
+    # the batch mean × 128 estimates that sum): the one reading of eqs. 6–8 under which the skips go when the
+    # learning rate drops, as document 002 reports (docs/figures.md, "VAN phase-out speed")
+    alpha_grad_scale: float = 128.0
 
     @classmethod
     def smoke(cls) -> Config:
@@ -60,6 +70,11 @@ class Config:
     def quick(cls) -> Config:
         return cls((("mnist", (10, 18, 26)),), (0, 1), 4, (2, 3), 8, n_test=2000, batch_size=32, downsample=2,
                    grad_every=16)
+
+    @classmethod
+    def medium(cls) -> Config:
+        # the document's batch 128 and η = 0.1 ÷10 at 50 % and 76 % of training (its epochs 82 and 125 of 165)
+        return cls((("mnist", (10, 18, 26)),), (0, 1), 20, (10, 15), 8, n_test=2000, downsample=2, grad_every=16)
 
     @classmethod
     def paper(cls) -> Config:

@@ -9,7 +9,9 @@ Document setup (``paper``): depths 1..30, 50 epochs, batch 128, η = 0.001, mome
 63 steps per epoch instead of 469, so 15 epochs are 945 steps against the document's 23 450; the quick
 preset therefore uses η = 0.01 (η′ = η/2 still) so that the shallow nets train to the accuracy range of
 the document; every other setting is the document's. The Fashion-MNIST runs are a separate analysis
-(:mod:`analyses.van_thin_fashion`) that is marked not run when the data is absent.
+(:mod:`analyses.van_thin_fashion`) that is marked not run when the data is absent. ``medium`` = ``quick``
+(the figure's claim shows at quick). Every preset reads eq. 7 with ``alpha_grad_scale`` = 128, the loss summed
+over the document's batch (see :mod:`analyses.van_preact`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class Config:
     sigma_epochs: int | None = 5  # σ (DominantFlow) every 5 epochs and at the last step
     probe_batch: int = 64
     optional_data: bool = False
+    # eq. 7 read with the loss summed over a batch of the document's 128 samples (∂C/∂α × 128; at a smaller batch
+    # the batch mean × 128 estimates that sum): the one reading of eqs. 6–8 under which the skips go when the
+    # learning rate drops, as document 002 reports (docs/figures.md, "VAN phase-out speed")
+    alpha_grad_scale: float = 128.0
 
     @classmethod
     def smoke(cls) -> Config:
@@ -55,6 +61,11 @@ class Config:
     @classmethod
     def quick(cls) -> Config:
         return cls("mnist", (1, 5, 10, 20, 30), (0, 1), 15, 0.01)
+
+    @classmethod
+    def medium(cls) -> Config:
+        """= quick: van-fig1's claim (plain degrades with depth far more than VAN) already shows there."""
+        return cls.quick()
 
     @classmethod
     def paper(cls) -> Config:

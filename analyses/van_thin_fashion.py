@@ -27,6 +27,11 @@ class Config(van_thin.Config):
         return replace(van_thin.Config.quick(), dataset="fashion_mnist", n_train=8000, n_test=2000, optional_data=True)
 
     @classmethod
+    def medium(cls) -> van_thin.Config:
+        """= quick (as :meth:`analyses.van_thin.Config.medium`)."""
+        return cls.quick()
+
+    @classmethod
     def paper(cls) -> van_thin.Config:
         return replace(van_thin.Config.paper(), dataset="fashion_mnist")
 

@@ -188,7 +188,9 @@ def draw_preact(
     right.set_title(f"{dataset}: {depth} layers, VAN vs plain (mean over seeds)")
     lines = right.get_legend_handles_labels()
     extra = alpha_ax.get_legend_handles_labels()
-    right.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper right")
+    # below the axes: inside, the six entries covered the curves
+    right.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper center",
+                 bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     right.grid(alpha=0.3, which="both")
     fig.suptitle(f"Pre-activation nets, ResNet vs VAN vs plain (document 002, Figure {figure_no})")
     fig.tight_layout()

@@ -12,7 +12,8 @@ peers when installed, else a ``skipped: <why>`` line: ``lightning`` (``lightning
 at every optimizer step, L2 norms only), ``tensorboard`` (``SummaryWriter.add_histogram`` of every gradient)
 and ``wandb`` (``wandb.watch(log="gradients", log_freq=1)``, offline, files in a temporary folder, plus the
 ``run.log`` of the loss a user makes to commit each step). wandb hands its records to a background process,
-whose work could land in the other variants' timings, so it alternates with ``bare`` in rounds of its own.
+whose work could land in the other variants' timings, so it alternates with ``bare`` in rounds of its own; so
+does TensorBoard (tens of times a thin step), with a third as many rounds as the variants that have targets.
 
 Cases (``--cases``): ``thin`` (thin MLP 784-50×30-10, batch 128, model ``thin_mlp_plain_30``), ``resnet20``
 (ResNet-20 v1, 32×32, batch 128, ``resnet_v1_20``), ``mlp79m`` (784-512×300-10 ReLU MLP, 79 M parameters,
@@ -97,7 +98,7 @@ def mlp79m() -> nn.Sequential:
 
 
 CASES = {
-    "thin": Case("thin MLP 784-50x30-10, batch 128", lambda: create_model("thin_mlp_plain_30"), 128, 30, 10),
+    "thin": Case("thin MLP 784-50x30-10, batch 128", lambda: create_model("thin_mlp_plain_30"), 128, 60, 10),
     "resnet20": Case("ResNet-20 v1, 32x32, batch 128", lambda: create_model("resnet_v1_20"), 128, 9, 2),
     "mlp79m": Case("MLP 784-512x300-10 (79 M), batch 128", mlp79m, 128, 5, 1, momentum=0.0),
 }
@@ -202,8 +203,11 @@ SETUPS: dict[str, Callable[[Runner, str], None]] = {
     "lightning": _lightning,
     "tensorboard": _tensorboard,
 }
-# wandb alternates with bare in rounds of its own (see the docstring); "session" is for the memory figures only
-GROUPS = ([name for name in SETUPS if name != "session"], ["bare", "wandb"])
+# The variants with targets and Lightning's cheap grad_norm share rounds; TensorBoard (tens of times a thin step)
+# and wandb (a background process) alternate with bare in rounds of their own, a third as many, so the
+# many rounds that the small ratios need stay affordable. "session" is for the memory figures only.
+GROUPS = (["bare", "gradstats", "gradstats+hist40", "lightning"], ["bare", "tensorboard"], ["bare", "wandb"])
+HEAVY_ROUNDS = 3  # the heavy peers' groups run rounds // HEAVY_ROUNDS rounds (at least 5)
 
 
 def _verdict(value: float, target: float) -> str:
@@ -313,13 +317,15 @@ def run_case(key: str, case: Case, rounds: int | None, steps: int | None, peers:
                 try:
                     if len(runners) < 2:
                         continue
-                    times = _interleave(runners, rounds, steps)
+                    heavy = group is not GROUPS[0]
+                    times = _interleave(runners, max(5, rounds // HEAVY_ROUNDS) if heavy else rounds, steps)
                 finally:
                     for runner in runners:
                         if runner is not bare:
                             runner.close()
-                if group is GROUPS[1]:
-                    print("  -- wandb in rounds of its own with bare (its background process's CPU is not counted)")
+                if heavy:
+                    note = " (its background process's CPU is not counted)" if "wandb" in group else ""
+                    print(f"  -- {group[1]} in rounds of its own with bare{note}")
                 group_results, group_missed = _report(key, case, times)
                 results.update(group_results)
                 missed += group_missed
@@ -399,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gradlens.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="thin,resnet20,mlp79m", help="comma list of thin, resnet20, mlp79m")
     parser.add_argument("--threads", default="1,2", help="torch thread counts to run at (default 1,2)")
-    parser.add_argument("--rounds", type=int, help="alternating rounds (default per case: 30, 9, 5)")
+    parser.add_argument("--rounds", type=int,
+                        help="alternating rounds (default per case: 60, 9, 5; the heavy peers a third, >= 5)")
     parser.add_argument("--steps", type=int, help="steps per round (default per case: 10, 2, 1)")
     parser.add_argument("--no-peers", action="store_true", help="time only bare and GradStats")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")

@@ -70,6 +70,23 @@ def readings_note(first: dict, numbers: dict) -> str:
     )
 
 
+def plain_degradation(numbers: dict) -> str:
+    """A sentence when the plain net loses less than half a point from its best depth to the deepest: then the
+    document's premise (a plain net that degrades, which VAN avoids) is absent from these runs."""
+    plain = {int(key.split()[2][:-1]): value for key, value in numbers.items()
+             if key.startswith("Plain depth ") and key.endswith(": test acc")}
+    if len(plain) < 2:
+        return ""
+    deepest = max(plain)
+    loss = max(plain.values()) - plain[deepest]
+    if loss >= 0.005:
+        return ""
+    shown = ", ".join(f"{100 * plain[d]:.2f} % at {d}" for d in sorted(plain))
+    return (f"Here the plain net does not degrade with depth ({shown}): the document's premise, a plain net that "
+            "degrades and that VAN should not, is absent from these runs, so 'VAN ≥ plain' compares two nets that "
+            "both train to the data's ceiling. ")
+
+
 def pick_dataset(runs: list, wanted: str) -> tuple[str, str]:
     """(dataset to show, note): ``wanted`` when its runs exist, else the runs' dataset with a note saying so."""
     present = values_of(runs, "dataset")
@@ -227,6 +244,7 @@ def draw_preact(
                 + (f"; skip nets at this depth are unstable in so short a run (ResNet {depth}: "
                    f"{100 * resnet:.1f} % test accuracy)" if unstable else "")
                 + ". "
+                + plain_degradation(numbers)
             )
     caption = (
         note

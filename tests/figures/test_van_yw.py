@@ -243,3 +243,12 @@ def test_alpha_probe_matches_hand_computed_residual():
     expected = (np.mean((1 - np.linspace(0, 1, 50)) ** 2) + 0.25) / 2
     assert float(values["residual"]) == pytest.approx(expected, rel=1e-6)
     np.testing.assert_allclose(values["alpha_mean"].numpy(), [0.5, 0.5], rtol=1e-6)
+
+
+def test_van_fig2_says_when_the_plain_net_does_not_degrade():
+    from figures.van_fig2 import plain_degradation
+
+    flat = {"Plain depth 10: test acc": 0.9805, "Plain depth 26: test acc": 0.98, "VAN depth 26: test acc": 0.975}
+    assert "98.05 % at 10, 98.00 % at 26" in plain_degradation(flat)
+    degrading = {"Plain depth 10: test acc": 0.977, "Plain depth 26: test acc": 0.936}
+    assert plain_degradation(degrading) == ""

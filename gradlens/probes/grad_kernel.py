@@ -323,17 +323,9 @@ def _histogram_arguments(histogram: Histogram | None, counts: torch.Tensor | Non
             counts.data_ptr())
 
 
-def _call(library: ctypes.CDLL, pointers: int, numels: int, rows: int, dtypes: int, count: int, sums: torch.Tensor,
-          maxima: torch.Tensor, histogram: Histogram | None, counts: torch.Tensor | None, bounds: array.array) -> None:
-    """One kernel call; ``pointers`` .. ``dtypes`` are addresses of int64 arrays of ``count`` entries."""
-    library.gradlens_grad_sums(
-        count, pointers, numels, rows, dtypes, sums.data_ptr(), maxima.data_ptr(),
-        *_histogram_arguments(histogram, counts), len(bounds) - 1, bounds.buffer_info()[0],
-    )
-
-
-def _threads(numels: list[int]) -> int:
-    return torch.get_num_threads() if sum(numels) >= THREADED_ENTRIES else 1
+def _threads(entries: int) -> int:
+    """Threads for a call that reads ``entries`` gradient entries in all."""
+    return torch.get_num_threads() if entries >= THREADED_ENTRIES else 1
 
 
 class Batch:
@@ -417,7 +409,7 @@ class Plan:
             counts: torch.Tensor | None = None) -> torch.Tensor:
         """One call: every row's sums into ``self.buffers`` (and slot counts into ``counts``, zeroed by the caller),
         then the statistics, returned as a fresh float64 [5, rows] tensor (``grad_stats.finalize``'s formulas)."""
-        threads = torch.get_num_threads() if self.entries >= THREADED_ENTRIES else 1
+        threads = _threads(self.entries)
         if threads not in self._bounds:
             self._bounds[threads] = array.array("q", _bounds(self.numels, threads))
         out = torch.empty((5, self.size), dtype=torch.float64)
@@ -447,12 +439,15 @@ def grad_sums(batch: Batch, sums: torch.Tensor, maxima: torch.Tensor, histogram:
 
     ``counts`` must be zeroed; ``library()`` must not be None. Large batches are split between threads.
     """
-    _call_batch(library(), batch, sums, maxima, histogram, counts, _threads(batch.numels))
+    _call_batch(library(), batch, sums, maxima, histogram, counts, _threads(sum(batch.numels)))
 
 
 def _call_batch(library: ctypes.CDLL, batch: Batch, sums: torch.Tensor, maxima: torch.Tensor,
                 histogram: Histogram | None, counts: torch.Tensor | None, threads: int) -> None:
+    """One kernel call over the rows of ``batch``, split between ``threads``."""
     arrays = [array.array("q", values) for values in (batch.pointers, batch.numels, batch.rows, batch.dtypes)]
     bounds = array.array("q", _bounds(batch.numels, threads))
-    _call(library, *(values.buffer_info()[0] for values in arrays), len(batch.rows), sums, maxima, histogram,
-          counts, bounds)
+    library.gradlens_grad_sums(
+        len(batch.rows), *(values.buffer_info()[0] for values in arrays), sums.data_ptr(), maxima.data_ptr(),
+        *_histogram_arguments(histogram, counts), len(bounds) - 1, bounds.buffer_info()[0],
+    )

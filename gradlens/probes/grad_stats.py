@@ -132,18 +132,16 @@ class GradStats(Probe):
     def compute(self, ctx) -> dict[str, torch.Tensor]:
         reducer = getattr(ctx, "reducer", None)
         grads = [p.grad for p in self._parameters(ctx)]
-        if reducer is None:  # the common case first: one kernel call does everything
-            histogram = self._histogram(grads, None)
-            planned = planned_statistics(grads, histogram, self._index_cache)
-            if planned is not None:
-                values, sums, counts = planned
-                out = dict(zip(STATISTICS, values.unbind(0), strict=True))
-                if self.n_bins is not None:
-                    out.update(self._hist_values(sums, counts))
-                return out
-        else:  # this rank's part of each gradient (a shard under FSDP2)
+        if reducer is not None:  # this rank's part of each gradient (a shard under FSDP2)
             grads = [None if g is None else reducer.local(g)[0] for g in grads]
         histogram = self._histogram(grads, reducer)
+        planned = None if reducer is not None else planned_statistics(grads, histogram, self._index_cache)
+        if planned is not None:  # the common case: one kernel call did everything
+            values, sums, counts = planned
+            out = dict(zip(STATISTICS, values.unbind(0), strict=True))
+            if self.n_bins is not None:
+                out.update(self._hist_values(sums, counts))
+            return out
         sums, maxima, counts = local_sums(grads, histogram, self._index_cache)
         if reducer is not None:
             packed = sums.reshape(-1) if counts is None else torch.cat([sums.reshape(-1), counts.double().reshape(-1)])

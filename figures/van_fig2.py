@@ -70,11 +70,10 @@ def readings_note(first: dict, numbers: dict) -> str:
     )
 
 
-def plain_degradation(numbers: dict) -> str:
-    """A sentence when the plain net loses less than half a point from its best depth to the deepest: then the
-    document's premise (a plain net that degrades, which VAN avoids) is absent from these runs."""
-    plain = {int(key.split()[2][:-1]): value for key, value in numbers.items()
-             if key.startswith("Plain depth ") and key.endswith(": test acc")}
+def plain_degradation(plain: dict[int, float]) -> str:
+    """A sentence when the plain net (``plain``: depth -> mean test accuracy) loses less than half a point from its
+    best depth to the deepest: then the document's premise (a plain net that degrades, which VAN avoids) is absent
+    from these runs."""
     if len(plain) < 2:
         return ""
     deepest = max(plain)
@@ -244,7 +243,8 @@ def draw_preact(
                 + (f"; skip nets at this depth are unstable in so short a run (ResNet {depth}: "
                    f"{100 * resnet:.1f} % test accuracy)" if unstable else "")
                 + ". "
-                + plain_degradation(numbers)
+                + plain_degradation({int(row["depth"]): float(row["test_acc_mean"])
+                                     for _, row in table.iterrows() if row["variant"] == "plain"})
             )
     caption = (
         note

@@ -34,6 +34,8 @@ import threading
 
 import torch
 
+from gradlens.probes import grad_reader
+
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
 ACCEPTS = (*DTYPES, torch.float16)  # float16 is converted to float32 before the call
 COLUMNS = 7  # Σg, Σ|g|, Σg², n, non-finite count, NaN count, present (1 where the row has a gradient)
@@ -375,6 +377,8 @@ class Plan:
         self.buffers = (torch.empty((self.size, COLUMNS), dtype=torch.float64),
                         torch.empty(self.size, dtype=torch.float64))
         self._counts: torch.Tensor | None = None
+        self._read = array.array("q", bytes(8 * self.size))  # the addresses grad_reader writes
+        grad_reader.start()
 
     def counts(self, width: int) -> torch.Tensor:
         """A zeroed int64 [rows, width] buffer for histogram slot counts, reused between firings."""
@@ -391,6 +395,15 @@ class Plan:
             if type(g) is not torch.Tensor or not g.is_cpu or g.dtype not in DTYPES or not g.is_contiguous():
                 return None
         return cls(grads) if grads else None
+
+    def read(self, parameters: list[torch.Tensor]) -> array.array | None:
+        """The addresses of the ``parameters``' gradients, read in one C++ call (:mod:`grad_reader`); None when
+        that reader is not loaded (yet) or a gradient no longer matches the plan (then use :meth:`pointers`)."""
+        reader = grad_reader.loaded()
+        if reader is None or reader(parameters, self.size, self._addresses[0], self._addresses[2],
+                                    self._read.buffer_info()[0]) != self.size:
+            return None
+        return self._read
 
     def pointers(self, grads: list[torch.Tensor | None]) -> array.array | None:
         """The gradients' addresses, or None when they no longer match the plan."""

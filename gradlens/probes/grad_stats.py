@@ -38,7 +38,9 @@ wider, Σg always in float64.
 Cost: on CPU tensors one fused pass per gradient (:mod:`gradlens.probes.grad_kernel`; a second pass counts
 NaN/Inf only where a sum came out non-finite, a third sorts entries into histogram bins), about one read of
 every gradient — e.g. 0.02 s for the 79 M gradients of a 512 × 300 MLP, 0.1 ms for the 126 tensors of a thin
-MLP. Elsewhere (GPU, DTensor shards without a kernel, no C compiler) the torch route stacks gradients of one size
+MLP. When every gradient fits the kept plan, their addresses are read in one C++ call
+(:mod:`gradlens.probes.grad_reader`, built once per machine in the background and cached), not through ``p.grad``
+in Python. Elsewhere (GPU, DTensor shards without a kernel, no C compiler) the torch route stacks gradients of one size
 into packs and reduces each pack with a few torch calls. Statistics stay on the gradients' device until the
 recorder's flush: after the first firing no call synchronises the host with the device (with ``bins=K`` the
 first firing reads R once).
@@ -131,17 +133,22 @@ class GradStats(Probe):
 
     def compute(self, ctx) -> dict[str, torch.Tensor]:
         reducer = getattr(ctx, "reducer", None)
-        grads = [p.grad for p in self._parameters(ctx)]
+        parameters = self._parameters(ctx)
+        grads = None  # read in Python only where needed: the one-call route reads the addresses itself
         if reducer is not None:  # this rank's part of each gradient (a shard under FSDP2)
-            grads = [None if g is None else reducer.local(g)[0] for g in grads]
+            grads = [None if p.grad is None else reducer.local(p.grad)[0] for p in parameters]
+        elif self.n_bins is not None and self._prepared is None:  # the histogram range is fixed from them
+            grads = [p.grad for p in parameters]
         histogram = self._histogram(grads, reducer)
-        planned = None if reducer is not None else planned_statistics(grads, histogram, self._index_cache)
+        planned = None if reducer is not None else planned_statistics(parameters, grads, histogram, self._index_cache)
         if planned is not None:  # the common case: one kernel call did everything
             values, sums, counts = planned
             out = dict(zip(STATISTICS, values.unbind(0), strict=True))
             if self.n_bins is not None:
                 out.update(self._hist_values(sums, counts))
             return out
+        if grads is None:
+            grads = [p.grad for p in parameters]
         sums, maxima, counts = local_sums(grads, histogram, self._index_cache)
         if reducer is not None:
             packed = sums.reshape(-1) if counts is None else torch.cat([sums.reshape(-1), counts.double().reshape(-1)])
@@ -231,15 +238,22 @@ def local_sums(
 
 
 def planned_statistics(
-    grads: Sequence[torch.Tensor | None], histogram: Histogram | None, cache: dict
+    parameters: list[torch.Tensor], grads: Sequence[torch.Tensor | None] | None, histogram: Histogram | None,
+    cache: dict,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
-    """The common case in one kernel call: (statistics [5, R] in ``STATISTICS`` order, sums, counts), equal to
-    :func:`local_sums` then :func:`finalize`; None when the kernel cannot read every gradient as it is (then
-    take that route). ``cache["plan"]`` keeps the :class:`~gradlens.probes.grad_kernel.Plan` between firings;
-    ``sums`` and ``counts`` are its buffers, overwritten at the next call.
+    """The common case in one kernel call: (statistics [5, R] in ``STATISTICS`` order, sums, counts) of the
+    ``parameters``' gradients, equal to :func:`local_sums` then :func:`finalize`; None when the kernel cannot
+    read every gradient as it is (then take that route). ``cache["plan"]`` keeps the
+    :class:`~gradlens.probes.grad_kernel.Plan` between firings; ``sums`` and ``counts`` are its buffers,
+    overwritten at the next call. The addresses come from one C++ call (:mod:`~gradlens.probes.grad_reader`)
+    once it is loaded, else from ``grads`` (the parameters' ``.grad``, read here when None).
     """
     plan = cache.get("plan")
-    pointers = None if plan is None else plan.pointers(grads)
+    pointers = None if plan is None else plan.read(parameters)
+    if pointers is None and grads is None:
+        grads = [p.grad for p in parameters]
+    if pointers is None and plan is not None:
+        pointers = plan.pointers(grads)
     if pointers is None:
         if grad_kernel.library() is None:
             return None

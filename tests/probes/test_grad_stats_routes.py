@@ -145,6 +145,18 @@ def test_kernel_can_be_switched_off(monkeypatch):
     assert grad_kernel._build() is None
 
 
+def _with_gradients(grads: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """A parameter per gradient (its shape and dtype), ``.grad`` set to it."""
+    parameters = []
+    for g in grads:
+        parameter = torch.zeros((0,) if g is None else g.shape, requires_grad=True)
+        if g is not None:
+            parameter = parameter.to(g.dtype).detach().requires_grad_()
+            parameter.grad = g
+        parameters.append(parameter)
+    return parameters
+
+
 def _plain_gradients() -> list[torch.Tensor]:
     """Gradients the planned route takes: contiguous CPU float32/float64/bfloat16 tensors, some with NaN/Inf."""
     generator = torch.Generator().manual_seed(5)
@@ -163,8 +175,9 @@ def test_planned_statistics_equal_local_sums_then_finalize(edges):
     grads = _plain_gradients()
     histogram = None if edges is None else Histogram(edges)
     cache: dict = {}
-    for _ in range(2):  # the first call builds the plan, the second reuses it
-        values, sums, counts = gs.planned_statistics(grads, histogram, cache)
+    parameters = _with_gradients(grads)
+    for _ in range(3):  # the first call builds the plan, the later ones reuse it (read in C++ once it is loaded)
+        values, sums, counts = gs.planned_statistics(parameters, None, histogram, cache)
         reference_sums, maxima, reference_counts = gs.local_sums(grads, histogram)
         reference = gs.finalize(reference_sums, maxima)
         for index, name in enumerate(gs.STATISTICS):
@@ -203,7 +216,7 @@ def test_a_plan_is_not_used_for_gradients_it_does_not_fit():
     cache = {"plan": plan}
     other = list(grads)
     other[2] = None
-    assert gs.planned_statistics(other, None, cache) is None
+    assert gs.planned_statistics(_with_gradients(other), None, None, cache) is None
     assert cache["plan"] is None
 
 

@@ -1,0 +1,146 @@
+"""The one-call C++ reader of gradient addresses (gradlens.probes.grad_reader): its checks, its cache, its fallback,
+and GradStats' records with and without it."""
+
+from __future__ import annotations
+
+import array
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.testing._internal.two_tensor import TwoTensor
+
+from gradlens.loader import load
+from gradlens.probes import GradStats, grad_kernel, grad_reader
+from gradlens.session import attach
+
+
+@pytest.fixture(scope="module")
+def reader():
+    grad_reader.start(wait=True)
+    function = grad_reader.loaded()
+    assert function is not None, "the C++ reader did not build here (needs a C++ compiler and Python's headers)"
+    return function
+
+
+def _call(function, parameters, numels, dtypes):
+    out = array.array("q", [0] * len(numels))
+    numels, dtypes = array.array("q", numels), array.array("q", dtypes)
+    found = function(parameters, len(numels), numels.buffer_info()[0], dtypes.buffer_info()[0], out.buffer_info()[0])
+    return found, list(out)
+
+
+class ToDouble(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double()
+
+
+def _trained_mlp() -> nn.Module:
+    """A float32 layer, then a float64 one; gradients from one backward."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), ToDouble(), nn.Linear(5, 3, dtype=torch.float64))
+    model(torch.randn(4, 6)).sum().backward()
+    return model
+
+
+def test_the_reader_returns_every_gradients_address(reader):
+    parameters = list(_trained_mlp().parameters())
+    codes = [grad_kernel.DTYPES[p.dtype] for p in parameters]
+    found, addresses = _call(reader, parameters, [p.numel() for p in parameters], codes)
+    assert found == len(parameters)
+    assert addresses == [p.grad.data_ptr() for p in parameters]
+
+
+def test_the_reader_names_the_first_gradient_that_does_not_fit(reader):
+    """A missing gradient, another dtype, a non-contiguous layout, another size, a tensor subclass with its own
+    dispatch (a DTensor is one): the index of the first such parameter, never its address."""
+    numels, codes = [3, 4], [0, 0]
+    first = torch.zeros(3, requires_grad=True)
+    first.grad = torch.ones(3)
+
+    def second(grad):
+        parameter = torch.zeros(2, 2, requires_grad=True)
+        parameter.grad_dtype = None  # let a gradient of another dtype be assigned
+        parameter.grad = grad
+        return parameter
+
+    assert _call(reader, [first, second(torch.ones(2, 2))], numels, codes)[0] == 2
+    misfits = {
+        "missing": torch.zeros(2, 2, requires_grad=True),
+        "dtype": second(torch.ones(2, 2, dtype=torch.float64)),
+        "layout": second(torch.ones(2, 2).t()),
+        "subclass": second(TwoTensor(torch.ones(2, 2), torch.ones(2, 2))),
+    }
+    for what, parameter in misfits.items():
+        assert _call(reader, [first, parameter], numels, codes)[0] == 1, what
+    assert _call(reader, [first, second(torch.ones(2, 2))], [3, 5], codes)[0] == 1  # size
+    assert _call(reader, [first], numels, codes)[0] == -1  # a list of another length
+    assert _call(reader, (first, first), numels, codes)[0] == -1  # not a list
+
+
+QUANTITIES = ("mean", "mean_abs", "norm", "max_abs", "nonfinite")
+
+
+def _run(path, model, steps=4, **probe):
+    """Train ``model`` ``steps`` SGD steps with GradStats; (the recorded arrays per quantity, the float64 norms of
+    every ``p.grad`` at each step, taken in the loop)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 6, generator=generator), torch.randint(0, 3, (16,), generator=generator)
+    norms = []
+    with attach(model, optimizer, path, probes=[GradStats(**probe)]):
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x).float(), y).backward()
+            norms.append([float(p.grad.double().norm()) for p in model.parameters()])
+            optimizer.step()
+    names = QUANTITIES + (("hist", "hist_below", "hist_above") if probe else ())
+    run = load(path)
+    return {name: run.array("grad_stats", name)[1] for name in names}, norms
+
+
+@pytest.mark.parametrize("probe", [{}, {"bins": 8}], ids=["stats", "stats+hist"])
+def test_gradstats_records_the_same_values_with_and_without_the_reader(reader, tmp_path, monkeypatch, probe):
+    """After the first firing (which builds the plan from ``p.grad``) the reader gives every address; the records
+    are bit-identical to the Python route's and the norms equal float64 ones taken in the loop."""
+    calls = []
+    original = grad_kernel.Plan.pointers
+    monkeypatch.setattr(grad_kernel.Plan, "pointers", lambda self, grads: calls.append(1) or original(self, grads))
+    with_reader, norms = _run(tmp_path / "reader.h5", _trained_mlp(), **probe)
+    assert len(calls) == 1  # the plan's first firing only; the three later ones were read in C++
+    monkeypatch.setattr(grad_reader, "_function", None)
+    without, _ = _run(tmp_path / "python.h5", _trained_mlp(), **probe)
+    assert len(calls) == 1 + 4
+    for quantity, values in with_reader.items():
+        assert values.tobytes() == without[quantity].tobytes(), quantity
+    np.testing.assert_allclose(with_reader["norm"], norms, rtol=1e-12)
+
+
+def test_a_cached_reader_is_loaded_without_compiling(reader, monkeypatch):
+    monkeypatch.setattr(grad_reader, "_function", None)
+    monkeypatch.setattr(grad_reader, "_thread", None)
+    monkeypatch.setattr(grad_reader, "_compile", lambda compiler, target: pytest.fail("compiled again"))
+    grad_reader.start(wait=True)
+    assert grad_reader.loaded() is not None
+
+
+def test_a_reader_that_cannot_be_built_leaves_the_python_route(tmp_path, monkeypatch):
+    monkeypatch.setattr(grad_reader, "_function", None)
+    monkeypatch.setattr(grad_reader, "_thread", None)
+    monkeypatch.setenv("GRADLENS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", "/bin/false")
+    grad_reader.start(wait=True)
+    assert grad_reader.loaded() is None
+    assert not any(name.endswith(".so") for name in os.listdir(tmp_path / "cache"))
+    records, norms = _run(tmp_path / "run.h5", _trained_mlp())  # exact values through p.grad
+    np.testing.assert_allclose(records["norm"], norms, rtol=1e-12)
+
+
+def test_gradlens_kernel_0_starts_no_build(monkeypatch):
+    monkeypatch.setattr(grad_reader, "_function", None)
+    monkeypatch.setattr(grad_reader, "_thread", None)
+    monkeypatch.setenv("GRADLENS_KERNEL", "0")
+    grad_reader.start(wait=True)
+    assert grad_reader._thread is None and grad_reader.loaded() is None

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import resource
@@ -124,6 +125,7 @@ class Runner:
     y: torch.Tensor
     after_step: Callable[[torch.Tensor], None] | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    firings: list[float] = field(default_factory=list)  # seconds of each GradStats firing (compute and record)
 
     def step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -145,6 +147,14 @@ def _gradstats(runner: Runner, folder: str, **kwargs) -> None:
         probe = GradStats(bins=torch.linspace(-1e-2, 1e-2, kwargs["bins"] + 1).tolist())
     session = attach(runner.model, runner.optimizer, os.path.join(folder, f"{runner.name}.h5"), probes=[probe])
     runner.closers.append(session.close)
+    fire = session._fire  # timed where it runs, inside optimizer.step(): a small interval, so little noise
+
+    def timed_fire() -> None:
+        start = time.perf_counter()
+        fire()
+        runner.firings.append(time.perf_counter() - start)
+
+    session._fire = timed_fire
 
 
 def _lightning(runner: Runner, folder: str) -> None:
@@ -189,6 +199,7 @@ def _wandb(runner: Runner, folder: str) -> None:
     run = wandb.init(project="gradlens-bench", dir=folder, settings=settings, reinit="finish_previous")
     wandb.watch(runner.model, log="gradients", log_freq=1)
     runner.after_step = lambda loss: run.log({"loss": float(loss.detach())})
+    runner.closers.append(wandb.teardown)  # last: ends wandb's service process, which would busy later cases
     runner.closers.append(run.finish)
     runner.closers.append(lambda: wandb.unwatch(runner.model))
 
@@ -221,7 +232,7 @@ def _load() -> str:
 def _interleave(runners: list[Runner], rounds: int, steps: int) -> dict[str, list[tuple[float, float]]]:
     """Per-round (wall, CPU) seconds per step of each runner; the order rotates every round.
 
-    Each runner's turn starts with one untimed step, then ``steps`` timed ones.
+    Each runner's turn starts with one untimed step, then ``steps`` timed ones (see :func:`_round`).
 
     CPU time (``time.process_time``: every thread of this process) does not count the time the process waits
     for a core, so on a busy machine its ratios stay meaningful where wall-clock ratios do not.
@@ -230,19 +241,30 @@ def _interleave(runners: list[Runner], rounds: int, steps: int) -> dict[str, lis
     for runner in runners:  # warm-up: first-step setup (layer discovery, file creation, lazy imports)
         for _ in range(2):
             runner.step()
-    for index in range(rounds):
-        shift = index % len(runners)
-        for runner in runners[shift:] + runners[:shift]:
-            # one untimed step first: the previous variant may have left the allocator with memory to map again
-            # (TensorBoard's histograms of 79 M values do), which the first step after it pays
-            runner.step()
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(steps):
-                runner.step()
-            times[runner.name].append(
-                ((time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps)
-            )
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for index in range(rounds):
+            _round(runners[index % len(runners):] + runners[: index % len(runners)], steps, times)
+    finally:
+        if collecting:
+            gc.enable()
     return times
+
+
+def _round(runners: list[Runner], steps: int, times: dict[str, list[tuple[float, float]]]) -> None:
+    """One turn of each runner, in this order. As in ``timeit``, the garbage collector runs between turns, not
+    inside them: a full collection that lands in one variant's steps would cost it milliseconds that belong to
+    every variant's garbage."""
+    for runner in runners:
+        gc.collect()
+        # one untimed step first: the previous variant may have left the allocator with memory to map again
+        # (TensorBoard's histograms of 79 M values do), which the first step after it pays
+        runner.step()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            runner.step()
+        times[runner.name].append(((time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps))
 
 
 def _runners(group: list[str], base: nn.Module, case: Case, x: torch.Tensor, y: torch.Tensor, folder: str,
@@ -271,8 +293,11 @@ def _runners(group: list[str], base: nn.Module, case: Case, x: torch.Tensor, y: 
     return runners
 
 
-def _report(key: str, case: Case, times: dict[str, list[tuple[float, float]]]) -> tuple[dict, list[str]]:
-    """Print one line per variant; returns {variant: (wall ratio, CPU ratio)} and the missed targets."""
+def _report(key: str, case: Case, times: dict[str, list[tuple[float, float]]],
+            firings: dict[str, list[float]]) -> tuple[dict, list[str]]:
+    """Print one line per variant (and, for GradStats, the time of its firings: the mean includes the flushes,
+    so the mean over the bare step is the firing's share of a step without the whole-step noise); returns
+    {variant: (wall ratio, CPU ratio)} and the missed targets."""
     results, missed = {}, []
     for name, runs in times.items():
         wall = [t / b for (t, _), (b, _) in zip(runs, times["bare"], strict=True)]
@@ -290,6 +315,11 @@ def _report(key: str, case: Case, times: dict[str, list[tuple[float, float]]]) -
             f"wall {ratio:>7.3f}x [{min(wall):.3f}, {max(wall):.3f}]  cpu {cpu_ratio:>7.3f}x  {verdict}",
             flush=True,
         )
+        if firings.get(name):
+            median, mean = statistics.median(firings[name]), statistics.mean(firings[name])
+            share = mean / statistics.median(t for t, _ in times["bare"])
+            print(f"  {'':<18} its firing inside optimizer.step(): median {1e6 * median:.0f} us, mean "
+                  f"{1e6 * mean:.0f} us = {100 * share:.2f} % of the bare step", flush=True)
     return results, missed
 
 
@@ -326,7 +356,7 @@ def run_case(key: str, case: Case, rounds: int | None, steps: int | None, peers:
                 if heavy:
                     note = " (its background process's CPU is not counted)" if "wandb" in group else ""
                     print(f"  -- {group[1]} in rounds of its own with bare{note}")
-                group_results, group_missed = _report(key, case, times)
+                group_results, group_missed = _report(key, case, times, {r.name: r.firings for r in runners})
                 results.update(group_results)
                 missed += group_missed
         finally:

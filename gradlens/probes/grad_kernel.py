@@ -343,10 +343,10 @@ class Batch:
     def add(self, row: int, grad: torch.Tensor) -> bool:
         """Take ``grad`` (a CPU tensor) for ``row``; False when the kernel cannot read it (the torch route will)."""
         code = DTYPES.get(grad.dtype)
-        if code is None or not grad.is_contiguous():
+        if code is None or not grad.is_contiguous() or grad.is_neg():
             if grad.dtype not in ACCEPTS:
                 return False
-            grad = grad.float() if grad.dtype == torch.float16 else grad.contiguous()
+            grad = grad.float() if grad.dtype == torch.float16 else grad.resolve_neg().contiguous()
             code = DTYPES[grad.dtype]
             self.keep.append(grad)
         self.pointers.append(grad.data_ptr())
@@ -360,7 +360,8 @@ class Plan:
     """A fixed list of gradients that the kernel reads whole at every firing (the common case: every covered
     parameter has a contiguous CPU gradient of a kernel dtype). Sizes, rows, dtype codes and the split between
     threads are kept; a firing checks that the gradients still match (plain tensors, same dtypes and sizes,
-    contiguous, on the CPU) and passes only their new addresses: no per-gradient Python beyond those checks.
+    contiguous, not lazily negated, on the CPU) and passes only their new addresses: no per-gradient Python
+    beyond those checks.
     """
 
     def __init__(self, grads: list[torch.Tensor]) -> None:
@@ -392,7 +393,8 @@ class Plan:
     def build(cls, grads: list[torch.Tensor | None]) -> Plan | None:
         """A plan for ``grads``, or None when one of them is not something the kernel reads as it is."""
         for g in grads:
-            if type(g) is not torch.Tensor or not g.is_cpu or g.dtype not in DTYPES or not g.is_contiguous():
+            if (type(g) is not torch.Tensor or not g.is_cpu or g.dtype not in DTYPES or not g.is_contiguous()
+                    or g.is_neg()):
                 return None
         return cls(grads) if grads else None
 
@@ -414,6 +416,7 @@ class Plan:
             or list(map(_DTYPE, grads)) != self.dtypes
             or list(map(torch.Tensor.numel, grads)) != self.numels
             or not all(map(torch.Tensor.is_contiguous, grads))
+            or any(map(torch.Tensor.is_neg, grads))  # a lazily negated view holds -g in memory
         ):
             return None
         return array.array("q", map(torch.Tensor.data_ptr, grads))

@@ -9,8 +9,8 @@ does the same checks on the C++ tensors behind the parameters and writes the add
 buffer (about 5 µs in a hot loop, 45 µs inside a step):
 
     gradlens_grad_pointers(params, n, numels, dtypes, out) -> n when the gradient of every params[i] is a
-    defined, strided, contiguous, plain (no Python subclass) CPU tensor with numels[i] entries and dtype code
-    dtypes[i] (``grad_kernel.DTYPES``), its address written to out[i]; otherwise the first i that is not.
+    defined, strided, contiguous, plain (no Python subclass, no lazy negation) CPU tensor with numels[i] entries
+    and dtype code dtypes[i] (``grad_kernel.DTYPES``), its address written to out[i]; otherwise the first i that is not.
 
 It is compiled against the installed torch (its headers, ``libtorch_python``, the same C++ ABI) with the
 system C++ compiler (``$CXX``, else ``c++``/``g++``), which takes 15-30 s, so it is built once per machine in a
@@ -50,6 +50,7 @@ extern "C" int64_t gradlens_grad_pointers(PyObject* params, int64_t n, const int
         const at::Tensor& g = THPVariable_Unpack(item).grad();
         if (!g.defined() || g.layout() != at::kStrided || !g.device().is_cpu()) return i;
         if (g.key_set().has(c10::DispatchKey::Python) || !g.is_contiguous() || g.numel() != numels[i]) return i;
+        if (g.is_neg() || g.is_conj()) return i;  /* a lazily negated view: its memory holds -g */
         at::ScalarType type = g.scalar_type();
         int64_t code = type == at::kFloat ? 0 : type == at::kDouble ? 1 : type == at::kBFloat16 ? 2 : -1;
         if (code != dtypes[i]) return i;

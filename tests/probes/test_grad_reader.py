@@ -55,7 +55,8 @@ def test_the_reader_returns_every_gradients_address(reader):
 
 def test_the_reader_names_the_first_gradient_that_does_not_fit(reader):
     """A missing gradient, another dtype, a non-contiguous layout, another size, a tensor subclass with its own
-    dispatch (a DTensor is one): the index of the first such parameter, never its address."""
+    dispatch (a DTensor is one), a lazily negated view (its memory holds -g): the index of the first such
+    parameter, never its address."""
     numels, codes = [3, 4], [0, 0]
     first = torch.zeros(3, requires_grad=True)
     first.grad = torch.ones(3)
@@ -72,6 +73,7 @@ def test_the_reader_names_the_first_gradient_that_does_not_fit(reader):
         "dtype": second(torch.ones(2, 2, dtype=torch.float64)),
         "layout": second(torch.ones(2, 2).t()),
         "subclass": second(TwoTensor(torch.ones(2, 2), torch.ones(2, 2))),
+        "negative view": second(torch._neg_view(torch.ones(2, 2))),
     }
     for what, parameter in misfits.items():
         assert _call(reader, [first, parameter], numels, codes)[0] == 1, what
@@ -144,3 +146,18 @@ def test_gradlens_kernel_0_starts_no_build(monkeypatch):
     monkeypatch.setenv("GRADLENS_KERNEL", "0")
     grad_reader.start(wait=True)
     assert grad_reader._thread is None and grad_reader.loaded() is None
+
+
+def test_a_lazily_negated_gradient_is_recorded_with_its_sign(reader, tmp_path):
+    """``p.grad = torch._neg_view(g)`` stores g in memory with a negation flag: every route records -g's mean."""
+    model = nn.Linear(3, 1, bias=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    with attach(model, optimizer, tmp_path / "run.h5", probes=[GradStats(bins=4)]):
+        for _ in range(3):
+            model(torch.ones(1, 3))
+            model.weight.grad = torch._neg_view(torch.tensor([[1.0, 2.0, 3.0]]))
+            optimizer.step()
+    run = load(tmp_path / "run.h5")
+    assert run.array("grad_stats", "mean")[1].tolist() == [[-2.0]] * 3
+    # 4 bins over ±3 (the largest |g|): -3 and -2 in [-3, -1.5), -1 in [-1.5, 0)
+    assert run.array("grad_stats", "hist")[1][:, 0].tolist() == [[2, 1, 0, 0]] * 3

@@ -206,6 +206,7 @@ def test_a_plan_is_not_used_for_gradients_it_does_not_fit():
         "layout": lambda g: torch.zeros((g.numel(), 2), dtype=g.dtype).t()[0] if g.numel() > 1 else None,
         "missing": lambda g: None,
         "subclass": lambda g: torch.nn.Parameter(g.clone()),
+        "negative view": lambda g: torch._neg_view(g.clone()),
     }
     for what, change in changed.items():
         other = list(grads)

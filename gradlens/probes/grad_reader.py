@@ -66,7 +66,16 @@ _thread: threading.Thread | None = None
 
 
 def _cache_folder() -> str:
-    return os.environ.get("GRADLENS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gradlens")
+    """``$GRADLENS_CACHE``, else ``~/.cache/gradlens``; a folder in the temporary directory where that cannot be
+    made or written (a read-only home)."""
+    folder = os.environ.get("GRADLENS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gradlens")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    return os.path.join(tempfile.gettempdir(), f"gradlens-cache-{os.getuid()}")
 
 
 def _compiler() -> str | None:

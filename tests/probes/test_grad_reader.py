@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import array
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -161,3 +162,10 @@ def test_a_lazily_negated_gradient_is_recorded_with_its_sign(reader, tmp_path):
     assert run.array("grad_stats", "mean")[1].tolist() == [[-2.0]] * 3
     # 4 bins over ±3 (the largest |g|): -3 and -2 in [-3, -1.5), -1 in [-1.5, 0)
     assert run.array("grad_stats", "hist")[1][:, 0].tolist() == [[2, 1, 0, 0]] * 3
+
+
+def test_an_unwritable_cache_folder_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the folder should be: it cannot be made
+    monkeypatch.setenv("GRADLENS_CACHE", str(blocked / "gradlens"))
+    assert os.path.dirname(grad_reader._target("c++")).startswith(tempfile.gettempdir())

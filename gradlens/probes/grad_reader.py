@@ -88,39 +88,42 @@ def _target(compiler: str) -> str:
     return os.path.join(_cache_folder(), f"grad_reader-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so")
 
 
+# Compile with the C++20 standard (torch's headers ask for it), else C++17; rename the result into the cache;
+# remove the build folder. One shell script, so that a process that exits before the build ends (a short run:
+# the thread is a daemon) still leaves the finished library for the next process instead of a wasted build.
+_BUILD_SCRIPT = (
+    '{ "$@" -std=c++20 || "$@" -std=c++17; } && mv -f "$BUILT" "$TARGET"; status=$?; rm -rf "$FOLDER"; exit $status'
+)
+
+
 def _compile(compiler: str, target: str) -> bool:
-    """Build ``_SOURCE`` into ``target`` (written under a temporary name, then renamed); True on success."""
+    """Build ``_SOURCE`` into ``target`` (written in a build folder beside it, then renamed); True on success."""
     torch_dir = os.path.dirname(torch.__file__)
     cache = os.path.dirname(target)
     os.makedirs(cache, exist_ok=True)
-    for name in os.listdir(cache):  # folders of builds that a process's exit interrupted
+    for name in os.listdir(cache):  # build folders left by a compiler that was killed
         path = os.path.join(cache, name)
         if name.startswith("gradlens-reader-") and time.time() - os.path.getmtime(path) > 3600:
             shutil.rmtree(path, ignore_errors=True)
     folder = tempfile.mkdtemp(prefix="gradlens-reader-", dir=cache)
+    source, built = os.path.join(folder, "grad_reader.cpp"), os.path.join(folder, "grad_reader.so")
+    with open(source, "w") as handle:
+        handle.write(_SOURCE)
+    library_dir = os.path.join(torch_dir, "lib")
+    compile_command = [
+        *([shutil.which("nice"), "-n", "10"] if shutil.which("nice") else []),  # beside training, not before it
+        compiler, "-O2", "-w", "-shared", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}",
+        "-I", os.path.join(torch_dir, "include"), "-I", sysconfig.get_paths()["include"],
+        source, "-o", built, "-L", library_dir, "-ltorch_python", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{library_dir}",
+    ]
+    environment = {**os.environ, "BUILT": built, "TARGET": target, "FOLDER": folder}
     try:
-        source, built = os.path.join(folder, "grad_reader.cpp"), os.path.join(folder, "grad_reader.so")
-        with open(source, "w") as handle:
-            handle.write(_SOURCE)
-        library_dir = os.path.join(torch_dir, "lib")
-        for standard in ("-std=c++20", "-std=c++17"):
-            command = [
-                *([shutil.which("nice"), "-n", "10"] if shutil.which("nice") else []),  # beside training, not before it
-                compiler, "-O2", standard, "-w", "-shared", "-fPIC",
-                f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}",
-                "-I", os.path.join(torch_dir, "include"), "-I", sysconfig.get_paths()["include"],
-                source, "-o", built, "-L", library_dir, "-ltorch_python", "-ltorch_cpu", "-lc10",
-                f"-Wl,-rpath,{library_dir}",
-            ]
-            try:
-                subprocess.run(command, check=True, capture_output=True, timeout=600)
-            except (OSError, subprocess.SubprocessError):
-                continue
-            os.replace(built, target)
-            return True
-        return False
-    finally:
+        subprocess.run(["sh", "-c", _BUILD_SCRIPT, "sh", *compile_command], env=environment, capture_output=True,
+                       timeout=600, check=True)
+    except (OSError, subprocess.SubprocessError):
         shutil.rmtree(folder, ignore_errors=True)
+        return False
+    return os.path.exists(target)
 
 
 def _load(target: str):

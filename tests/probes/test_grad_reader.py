@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import array
 import os
+import subprocess
+import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -169,3 +172,25 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temporary_directory(tmp_pa
     blocked.write_text("")  # a file where the folder should be: it cannot be made
     monkeypatch.setenv("GRADLENS_CACHE", str(blocked / "gradlens"))
     assert os.path.dirname(grad_reader._target("c++")).startswith(tempfile.gettempdir())
+
+
+def test_a_process_that_exits_during_the_build_still_leaves_the_library(tmp_path):
+    """The compiler and the rename run in one shell script: a short run (the build thread is a daemon) does not
+    waste its build, the next process loads it."""
+    cache = tmp_path / "cache"
+    # a short run: it exits 3 s after the build started, long before the compiler is done
+    script = "import time; from gradlens.probes import grad_reader; grad_reader.start(); time.sleep(3)"
+    subprocess.run([sys.executable, "-c", script], env={**os.environ, "GRADLENS_CACHE": str(cache)}, check=True,
+                   timeout=120)
+    assert not any(name.endswith(".so") for name in os.listdir(cache))  # the build was still running
+    deadline = time.monotonic() + 300
+    while not any(name.endswith(".so") for name in os.listdir(cache)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    while any(name.startswith("gradlens-reader-") for name in os.listdir(cache)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    libraries = [name for name in os.listdir(cache) if name.endswith(".so")]
+    assert len(libraries) == 1 and len(os.listdir(cache)) == 1  # the library, and no build folder left
+    loaded = "from gradlens.probes import grad_reader as r; r.start(wait=True); print(r.loaded() is not None)"
+    out = subprocess.run([sys.executable, "-c", loaded], env={**os.environ, "GRADLENS_CACHE": str(cache)},
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.strip() == "True"

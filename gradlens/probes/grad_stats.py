@@ -140,15 +140,18 @@ class GradStats(Probe):
         elif self.n_bins is not None and self._prepared is None:  # the histogram range is fixed from them
             grads = [p.grad for p in parameters]
         histogram = self._histogram(grads, reducer)
-        planned = None if reducer is not None else planned_statistics(parameters, grads, histogram, self._index_cache)
-        if planned is not None:  # the common case: one kernel call did everything
+        planned = None
+        if reducer is None:  # the common case: one kernel call does everything
+            planned = read_statistics(parameters, histogram, self._index_cache)
+            if planned is None:
+                grads = [p.grad for p in parameters] if grads is None else grads
+                planned = planned_statistics(grads, histogram, self._index_cache)
+        if planned is not None:
             values, sums, counts = planned
             out = dict(zip(STATISTICS, values.unbind(0), strict=True))
             if self.n_bins is not None:
                 out.update(self._hist_values(sums, counts))
             return out
-        if grads is None:
-            grads = [p.grad for p in parameters]
         sums, maxima, counts = local_sums(grads, histogram, self._index_cache)
         if reducer is not None:
             packed = sums.reshape(-1) if counts is None else torch.cat([sums.reshape(-1), counts.double().reshape(-1)])
@@ -237,23 +240,27 @@ def local_sums(
     return sums, maxima, counts
 
 
-def planned_statistics(
-    parameters: list[torch.Tensor], grads: Sequence[torch.Tensor | None] | None, histogram: Histogram | None,
-    cache: dict,
+def read_statistics(
+    parameters: list[torch.Tensor], histogram: Histogram | None, cache: dict
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
-    """The common case in one kernel call: (statistics [5, R] in ``STATISTICS`` order, sums, counts) of the
-    ``parameters``' gradients, equal to :func:`local_sums` then :func:`finalize`; None when the kernel cannot
-    read every gradient as it is (then take that route). ``cache["plan"]`` keeps the
-    :class:`~gradlens.probes.grad_kernel.Plan` between firings; ``sums`` and ``counts`` are its buffers,
-    overwritten at the next call. The addresses come from one C++ call (:mod:`~gradlens.probes.grad_reader`)
-    once it is loaded, else from ``grads`` (the parameters' ``.grad``, read here when None).
-    """
+    """:func:`planned_statistics` of the ``parameters``' gradients through the kept plan, their addresses read in
+    one C++ call (:mod:`~gradlens.probes.grad_reader`), without a Python object per gradient; None when there is
+    no plan yet, the reader is not loaded (yet) or a gradient does not fit the plan."""
     plan = cache.get("plan")
     pointers = None if plan is None else plan.read(parameters)
-    if pointers is None and grads is None:
-        grads = [p.grad for p in parameters]
-    if pointers is None and plan is not None:
-        pointers = plan.pointers(grads)
+    return None if pointers is None else _run_plan(plan, pointers, histogram)
+
+
+def planned_statistics(
+    grads: Sequence[torch.Tensor | None], histogram: Histogram | None, cache: dict
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    """The common case in one kernel call: (statistics [5, R] in ``STATISTICS`` order, sums, counts), equal to
+    :func:`local_sums` then :func:`finalize`; None when the kernel cannot read every gradient as it is (then
+    take that route). ``cache["plan"]`` keeps the :class:`~gradlens.probes.grad_kernel.Plan` between firings;
+    ``sums`` and ``counts`` are its buffers, overwritten at the next call.
+    """
+    plan = cache.get("plan")
+    pointers = None if plan is None else plan.pointers(grads)
     if pointers is None:
         if grad_kernel.library() is None:
             return None
@@ -261,6 +268,10 @@ def planned_statistics(
         pointers = None if plan is None else plan.pointers(grads)
         if pointers is None:
             return None
+    return _run_plan(plan, pointers, histogram)
+
+
+def _run_plan(plan: grad_kernel.Plan, pointers, histogram: Histogram | None) -> tuple:
     counts = None if histogram is None else plan.counts(histogram.bins + 3)
     return plan.run(pointers, histogram, counts), plan.buffers[0], counts
 

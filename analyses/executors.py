@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from analyses.runner import RunSpec, analysis_module, error_text, execute_run, files_of, status
+from analyses.run_spec import RunSpec, analysis_module, error_text, execute_run, files_of, status
 
 Finished = Callable[[RunSpec, "str | None"], None]
 EXECUTORS = ("local", "ray")

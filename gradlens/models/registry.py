@@ -81,14 +81,12 @@ def register_family(
     return decorate
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers every family (each module decorates its builders).
-    import gradlens.models  # noqa: F401
-
-
 def families() -> list[Family]:
-    """All registered families, in registration order."""
-    _ensure_loaded()
+    """All registered families, in registration order.
+
+    Every family is registered by then: importing this module first runs ``gradlens/models/__init__.py``, which
+    imports every model module (each decorates its builders).
+    """
     return list(_FAMILIES.values())
 
 

@@ -3,7 +3,8 @@
 A probe is a small class with a ``name``, a ``schedule`` (step -> bool), a declaration of what it needs
 (``needs``), a declaration of what it records (``quantities``) and a ``compute`` that returns detached
 tensors. Probes never register hooks, never touch numpy and never draw from the global RNG: the
-session (``gradlens.session``) installs and removes hooks, and the recorder turns tensors into numpy.
+session (``gradlens.session``) installs and removes hooks, and the recorder turns tensors into numpy. What a
+probe reads when it fires, ``ProbeContext``, lives in ``gradlens.probes.context``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from gradlens.schema import Quantity  # noqa: F401  (defined with the file forma
 if TYPE_CHECKING:
     from torch import nn
 
-    from gradlens.session import ProbeContext
+    from gradlens.probes.context import ProbeContext
     from gradlens.spec import ModelSpec
 
 # What a probe may need from the session.

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from gradlens import data
-from gradlens.data import load_dataset, make_loader, read_cifar_batch, read_idx
+from gradlens.data import cifar, download, load_dataset, make_loader, mnist_family, read_cifar_batch, read_idx
 
 MNIST_10K = Path(__file__).resolve().parents[2] / "shared/data/mnist-10k"
 MNIST_FILES = (
@@ -603,10 +603,10 @@ def test_download_checks_sha256_and_then_loads(tmp_path: Path, monkeypatch: pyte
     source = tmp_path / "served"
     arrays = fake_mnist(source, gz=(True, True, True, True))
     files = {f"https://example.invalid/{n}.gz": (source / f"{n}.gz").read_bytes() for n in MNIST_FILES}
-    remote = tuple(data._Remote(url, _sha(payload)) for url, payload in files.items())
-    spec = data._IDX_SPECS["mnist"]
+    remote = tuple(download.Remote(url, _sha(payload)) for url, payload in files.items())
+    spec = mnist_family.IDX_SPECS["mnist"]
     monkeypatch.setitem(
-        data._IDX_SPECS, "mnist", data._IdxSpec(spec.title, spec.files, 10, spec.subdirs, remote=remote)
+        mnist_family.IDX_SPECS, "mnist", mnist_family.IdxSpec(spec.title, spec.files, 10, spec.subdirs, remote=remote)
     )
     monkeypatch.setattr(urllib.request, "urlopen", _serve(files))
     root = tmp_path / "root"
@@ -615,11 +615,11 @@ def test_download_checks_sha256_and_then_loads(tmp_path: Path, monkeypatch: pyte
     assert f"{root / 'mnist'}" in ds.source
     assert sorted(p.name for p in (root / "mnist").iterdir()) == sorted(f"{n}.gz" for n in MNIST_FILES)
     # A corrupted transfer is refused and leaves nothing behind.
-    bad = data._Remote("https://example.invalid/train-images-idx3-ubyte.gz", "0" * 64)
+    bad = download.Remote("https://example.invalid/train-images-idx3-ubyte.gz", "0" * 64)
     with pytest.raises(
         ValueError, match=r"SHA-256 mismatch: expected 0{64}, got [0-9a-f]{64}; the download was"
     ):
-        data._download(bad, tmp_path / "x" / "file.gz")
+        download.fetch(bad, tmp_path / "x" / "file.gz")
     assert not (tmp_path / "x" / "file.gz").exists() and not list((tmp_path / "x").iterdir())
 
 
@@ -629,18 +629,18 @@ def test_cifar_download_extracts_the_archive(tmp_path: Path, monkeypatch: pytest
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(tmp_path / "build" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     url = "https://example.invalid/cifar-10-python.tar.gz"
-    spec = data._CIFAR_SPECS["cifar10"]
+    spec = cifar.CIFAR_SPECS["cifar10"]
     monkeypatch.setitem(
-        data._CIFAR_SPECS,
+        cifar.CIFAR_SPECS,
         "cifar10",
-        data._CifarSpec(
+        cifar.CifarSpec(
             spec.title,
             spec.folder,
             spec.train,
             spec.test,
             spec.label_key,
             10,
-            data._Remote(url, _sha(buffer.getvalue())),
+            download.Remote(url, _sha(buffer.getvalue())),
         ),
     )
     monkeypatch.setattr(urllib.request, "urlopen", _serve({url: buffer.getvalue()}))

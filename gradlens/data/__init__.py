@@ -20,35 +20,31 @@ Known names (``list_datasets()``):
   divided by 255. The pickles are read with an unpickler that only admits numpy arrays, so a foreign pickle
   cannot run code.
 
-Where files are looked for: the root is ``data_dir`` if given, else ``$GRADLENS_DATA``, else
-:func:`default_data_dir`; ``download=True`` puts missing files in ``<root>/<name>``. The directories tried
-in order are the root itself, ``<root>/<name>`` and the dataset's usual folder names (e.g.
-``<root>/MNIST/raw`` as torchvision lays it out, ``<root>/mnist-10k``, ``<root>/cifar-10-batches-py``); the
-first directory that holds every file wins. A raw file is preferred to its ``.gz`` twin; compression is
-detected from the content, not the name.
+Where files are looked for (:mod:`gradlens.data.locate`): the data folders are those of ``data_dir`` (one
+path, a sequence of paths, or one string of paths separated by ``os.pathsep``), else of ``$GRADLENS_DATA``
+(the same string form), else :func:`default_data_dir`; then the operating system's dataset folders
+(``/usr/share/datasets``: Debian's ``dataset-fashion-mnist`` installs the real Fashion-MNIST there).
+:func:`data_dirs` lists them. Under each, the folder itself, ``<folder>/<name>`` and the dataset's usual
+folder names are tried (e.g. ``MNIST/raw`` as torchvision lays it out, ``mnist-10k``, ``fashion-mnist``,
+``cifar-10-batches-py``); the first that holds every file and passes the identity checks wins, so each
+dataset comes from whichever data folder holds it. ``download=True`` puts missing files in
+``<first folder>/<name>``. A raw file is preferred to its ``.gz`` twin; compression is detected from the
+content, not the name.
 
 Every file is validated: a missing directory or file, a truncated file or a file in the wrong format raises
 a one-line error that names the file and what was expected.
 
-Identity (MNIST and Fashion-MNIST use the same four file names, so a name alone proves nothing): a set of
-files serves as ``mnist`` or ``fashion_mnist`` only if either
-
-1. every file is one of the dataset's official files: its SHA-256 (and MD5) is the one listed in
-   :data:`OFFICIAL_CHECKSUMS` (the ``.gz`` files as distributed; for MNIST also the uncompressed files); or
-2. the folder names the dataset (the folder holding the files or its parent: a name containing ``fashion``
-   for Fashion-MNIST; containing ``mnist`` and none of ``fashion``, ``emnist``, ``kmnist``, ``qmnist`` for
-   MNIST; e.g. ``fashion_mnist``, ``FashionMNIST/raw``, ``mnist-10k``, ``MNIST/raw``) **and** the content
-   agrees (:func:`idx_content_kind`): MNIST digits were size-normalised into a 20×20 box (LeCun et al.), so
-   their non-zero pixels fit a 20×20 box (all 10 000 of the shared subset do); Fashion-MNIST products were
-   resized so that their longest edge is 28 pixels (Xiao et al. 2017), so almost none do. A split (train or
-   test) is read as digits when at least half its images fit the box, as clothing otherwise; images that are
-   not 28×28 are neither.
-
-A file whose checksum is the official one of the *other* dataset is refused outright. When no candidate
-directory passes, :class:`DatasetIdentityError` (a ``ValueError``) names each folder, why it was refused
-and the fix. ``Dataset.identity`` says how the files were identified. CIFAR batches are compared with the
-official MD5s too (their file names already differ between CIFAR-10 and CIFAR-100); ``identity`` says
-whether they matched.
+Identity (:mod:`gradlens.data.identity`; MNIST and Fashion-MNIST use the same four file names, so a name
+alone proves nothing): a set of files serves as ``mnist`` or ``fashion_mnist`` only if every file holds the
+dataset's official content (:data:`OFFICIAL_CHECKSUMS`: the distributed ``.gz`` file's checksum, or the
+SHA-256 of its decompressed IDX payload, which no recompression changes), or if the folder names the dataset
+and the content agrees (:func:`idx_content_kind`: MNIST digits were size-normalised into a 20×20 box,
+Fashion-MNIST products span 28 pixels). The other dataset's official content, and a file as large as the
+original release's but with other content (damaged or altered), are refused outright. A folder that is
+refused is passed over for the next one (``Dataset.passed_over`` records it); when none passes,
+:class:`DatasetIdentityError` (a ``ValueError``) names each folder, why it was refused and the fix.
+``Dataset.identity`` says how the files were identified. CIFAR batches are compared with the official MD5s
+too (their file names already differ between CIFAR-10 and CIFAR-100); ``identity`` says whether they matched.
 """
 
 from gradlens.data.batches import BatchLoader, make_loader
@@ -58,7 +54,7 @@ from gradlens.data.digits import DIGITS_SPLIT_SEED
 from gradlens.data.identity import OFFICIAL_CHECKSUMS, DatasetIdentityError, idx_content_kind
 from gradlens.data.idx import read_idx
 from gradlens.data.load import list_datasets, load_dataset, num_classes
-from gradlens.data.locate import default_data_dir
+from gradlens.data.locate import data_dirs, default_data_dir
 
 __all__ = [
     "DIGITS_SPLIT_SEED",
@@ -66,6 +62,7 @@ __all__ = [
     "BatchLoader",
     "Dataset",
     "DatasetIdentityError",
+    "data_dirs",
     "default_data_dir",
     "idx_content_kind",
     "list_datasets",

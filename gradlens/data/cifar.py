@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import pickle
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import numpy as np
 
+from gradlens.data.dataset import Stored
 from gradlens.data.download import Remote, fetch
 from gradlens.data.identity import file_digests, official_owner
-from gradlens.data.locate import candidates, existing, find_files
+from gradlens.data.locate import candidates, complete_sets, existing
 
 
 @dataclass(frozen=True)
@@ -158,19 +160,18 @@ def _extract_cifar(archive: Path, folder: str, into: Path) -> None:
         tar.extractall(into, members=members, **safe)
 
 
-def load_cifar_dataset(
-    name: str, root: Path, download: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, str]:
-    """``(x_train, y_train, x_test, y_test, source, identity)`` of CIFAR dataset ``name`` found under ``root``."""
+def load_cifar_dataset(name: str, roots: Sequence[Path], download: bool) -> Stored:
+    """CIFAR dataset ``name`` from the first candidate folder under ``roots`` that holds all its batches."""
     spec = CIFAR_SPECS[name]
-    dirs = [d for base in candidates(root, name, ()) for d in (base, base / spec.folder)]
+    root = roots[0]
+    dirs = [d for base in candidates(roots, name, ()) for d in (base, base / spec.folder)]
     files = spec.train + spec.test
     if download and not any(all(existing(d, f, False) for f in files) for d in dirs):
         archive = root / name / spec.archive.url.rsplit("/", 1)[1]
         if not archive.is_file():
             fetch(spec.archive, archive)
         _extract_cifar(archive, spec.folder, root / name)
-    paths = find_files(name, root, dirs, files, allow_gz=False, can_download=True)
+    paths = next(complete_sets(name, root, dirs, files, allow_gz=False, can_download=True))
     parts = [read_cifar_batch(p, spec.label_key) for p in paths]
     for path, (_, labels) in zip(paths, parts, strict=True):
         if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
@@ -186,11 +187,11 @@ def load_cifar_dataset(
     source = f"{spec.title}: python pickle batches in {paths[0].parent}: {', '.join(p.name for p in paths)}"
     if name == "cifar100":
         source += " (fine labels)"
-    differ = [p.name for p in paths if official_owner(p, file_digests(p)) != name]
+    differ = [p.name for p in paths if official_owner(p.name, file_digests(p)) != name]
     identity = (
         f"official {spec.title} batches (MD5 of all {len(paths)} files checked)"
         if not differ
         else f"file names; not the official {spec.title} batches (MD5 differs for {', '.join(differ)})"
     )
-    return x_train, y_train, x_test, y_test, source, identity
+    return Stored(x_train, y_train, x_test, y_test, source, identity)
 

@@ -1,11 +1,37 @@
-"""The :class:`Dataset` container: train/test tensors with their provenance, subsets and downsampling."""
+"""The :class:`Dataset` container: train/test tensors with their provenance, subsets and downsampling; and
+:class:`Stored`, what a dataset family's loader hands to :func:`gradlens.data.load_dataset`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class Stored:
+    """A dataset as its files hold it, before any tensor preparation.
+
+    Attributes:
+        x_train: integer images ``[N_train, C, H, W]`` as stored (uint8 grey levels or pixels).
+        y_train: ``[N_train]`` integer labels in ``0..K-1``.
+        x_test: ``[N_test, C, H, W]``.
+        y_test: ``[N_test]``.
+        source: where the data came from (the files read).
+        identity: how the files were identified as the dataset ("" for embedded data).
+        passed_over: ``"<folder>: why"`` for each folder that held the files but was refused as this dataset
+            before the one used.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    identity: str = ""
+    passed_over: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,8 +51,10 @@ class Dataset:
         preprocessing: what was done to the stored values (scaling, normalisation, flattening, subsetting).
         mean: per-channel mean subtracted by normalisation, ``None`` when not normalised.
         std: per-channel standard deviation divided by normalisation, ``None`` when not normalised.
-        identity: how the files were identified as this dataset (official checksums, or folder name and
-            content; see the module docstring); empty for ``digits``.
+        identity: how the files were identified as this dataset (official checksums or payload digests, or
+            folder name and content; see :mod:`gradlens.data.identity`); empty for ``digits``.
+        passed_over: ``"<folder>: why"`` for each folder searched before the one used that held the files but
+            was refused as this dataset (e.g. an MNIST folder named first when Fashion-MNIST was asked for).
     """
 
     name: str
@@ -41,6 +69,7 @@ class Dataset:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     identity: str = ""
+    passed_over: tuple[str, ...] = ()
 
     @property
     def n_train(self) -> int:

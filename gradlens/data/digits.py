@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gradlens.data.dataset import Stored
+
 DIGITS_SPLIT_SEED = 0
 """Seed of the local generator that draws the fixed 1437/360 train/test split of ``digits``."""
 
 _DIGITS_N_TRAIN = 1437
 
 
-def load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """``(x_train, y_train, x_test, y_test, source)``: uint8 images ``[N, 1, 8, 8]`` with grey levels 0..16."""
+def load_digits() -> Stored:
+    """The digits as uint8 images ``[N, 1, 8, 8]`` with grey levels 0..16, split by :data:`DIGITS_SPLIT_SEED`."""
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
@@ -24,5 +26,5 @@ def load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
         f"scikit-learn digits (embedded): sklearn.datasets.load_digits, {len(labels)} 8x8 images, "
         f"split {len(train)}/{len(test)} by a permutation with seed {DIGITS_SPLIT_SEED}"
     )
-    return images[train], labels[train], images[test], labels[test], source
+    return Stored(images[train], labels[train], images[test], labels[test], source)
 

@@ -3,15 +3,20 @@
 MNIST and Fashion-MNIST use the same four file names, so a name alone proves nothing: a set of files serves
 as ``mnist`` or ``fashion_mnist`` only if either
 
-1. every file is one of the dataset's official files: its SHA-256 (and MD5) is the one listed in
-   :data:`OFFICIAL_CHECKSUMS` (the ``.gz`` files as distributed; for MNIST also the uncompressed files); or
+1. every file holds the dataset's official content: the file's SHA-256 (and MD5) is the one listed in
+   :data:`OFFICIAL_CHECKSUMS` for a distributed ``.gz`` file, or the SHA-256 of its decompressed IDX
+   payload (the file itself when not compressed) is the one listed for the uncompressed file. A payload
+   digest is the same however the file was (re)compressed: Debian's ``dataset-fashion-mnist`` ships the
+   original images and labels in recompressed ``.gz`` files, whose own digests differ; or
 2. the folder names the dataset (the folder holding the files or its parent: a name containing ``fashion``
    for Fashion-MNIST; containing ``mnist`` and none of ``fashion``, ``emnist``, ``kmnist``, ``qmnist`` for
    MNIST; e.g. ``fashion_mnist``, ``FashionMNIST/raw``, ``mnist-10k``, ``MNIST/raw``) **and** the content
-   agrees (:func:`idx_content_kind`).
+   agrees (:func:`idx_content_kind`). This admits subsets (such as the shared 10 000-image MNIST subset).
 
-A file whose checksum is the official one of the *other* dataset is refused outright. CIFAR batches are
-compared with the official MD5s too (their file names already differ between CIFAR-10 and CIFAR-100).
+Refused outright: a file whose checksum or payload digest is the official one of the *other* dataset, and a
+file that holds as many images (or labels) as the original release's (:data:`RELEASE_SIZES`) but not its
+content — a damaged or altered copy, not a subset. CIFAR batches are compared with the official MD5s too
+(their file names already differ between CIFAR-10 and CIFAR-100).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ OFFICIAL_CHECKSUMS: dict[str, dict[str, tuple[str | None, str | None]]] = {
     },
     "fashion_mnist": {
         # .gz as distributed: MD5 from the Fashion-MNIST README / torchvision.datasets.FashionMNIST, SHA-256
-        # as listed by independent downloaders. No checksum of the uncompressed files is recorded.
+        # as listed by independent downloaders.
         "train-images-idx3-ubyte.gz": (
             "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
             "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
@@ -66,6 +71,27 @@ OFFICIAL_CHECKSUMS: dict[str, dict[str, tuple[str | None, str | None]]] = {
         "t10k-labels-idx1-ubyte.gz": (
             "bb300cfdad3c16e7a12a480ee83cd310",
             "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        ),
+        # The payload digests of the original release: the four uncompressed IDX files (the images and labels).
+        # MD5 as public lists give it for the files the distributed .gz hold (checked against them); SHA-256
+        # computed from the decompressed files of Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1
+        # (recompressed .gz whose decompressed MD5s are those published ones), so it identifies the release's
+        # content however it is compressed.
+        "train-images-idx3-ubyte": (
+            "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        ),
+        "train-labels-idx1-ubyte": (
+            "9018921c3c673c538a1fc5bad174d6f9",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        ),
+        "t10k-images-idx3-ubyte": (
+            "8181f5470baa50b63fa0f6fddb340f0a",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        ),
+        "t10k-labels-idx1-ubyte": (
+            "15d484375f8d13e6eb1aabb0c3f46965",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         ),
     },
     "cifar10": {
@@ -91,8 +117,12 @@ OFFICIAL_CHECKSUMS: dict[str, dict[str, tuple[str | None, str | None]]] = {
         ),
     },
 }
-"""Official checksums ``{dataset: {file name: (MD5 or None, SHA-256 or None)}}`` of the distributed files.
-Only values found in public sources are listed; ``None`` where none is recorded."""
+"""Official checksums ``{dataset: {file name: (MD5 or None, SHA-256 or None)}}`` of the distributed files and,
+for MNIST and Fashion-MNIST, of their uncompressed IDX files (the payloads). Only values found in public sources
+or computed from a copy whose published digests match are listed; ``None`` where none is recorded."""
+
+RELEASE_SIZES: dict[str, tuple[int, int]] = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000)}
+"""Images (and labels) in the train and test files of each original release (LeCun et al.; Xiao et al. 2017)."""
 
 DIGIT_BOX = 20  # MNIST digits were size-normalised into a 20×20 box inside the 28×28 image
 
@@ -111,10 +141,10 @@ def file_digests(path: Path) -> tuple[str, str]:
     return md5.hexdigest(), sha.hexdigest()
 
 
-def official_owner(path: Path, digests: tuple[str, str]) -> str | None:
-    """The dataset whose official file of this name has these digests, or None."""
+def official_owner(filename: str, digests: tuple[str | None, str]) -> str | None:
+    """The dataset whose official file named ``filename`` has these (MD5 or None, SHA-256) digests, or None."""
     for dataset, files in OFFICIAL_CHECKSUMS.items():
-        md5, sha = files.get(path.name, (None, None))
+        md5, sha = files.get(filename, (None, None))
         if (sha is not None and sha == digests[1]) or (sha is None and md5 is not None and md5 == digests[0]):
             return dataset
     return None
@@ -163,21 +193,48 @@ def idx_content_kind(images: np.ndarray) -> tuple[str, float]:
 KIND = {"mnist": "digits", "fashion_mnist": "clothing"}
 
 
+def _payload_name(path: Path) -> str:
+    """The name of the uncompressed file: ``train-images-idx3-ubyte`` for ``train-images-idx3-ubyte.gz``."""
+    return path.name[:-3] if path.name.endswith(".gz") else path.name
+
+
 def idx_identity(
-    name: str, titles: Mapping[str, str], paths: Sequence[Path], arrays: Sequence[np.ndarray]
+    name: str,
+    titles: Mapping[str, str],
+    paths: Sequence[Path],
+    arrays: Sequence[np.ndarray],
+    payloads: Sequence[str],
 ) -> tuple[str | None, str]:
     """``(identity, "")`` when the files are ``name``; ``(None, why not)`` otherwise (see the module docstring).
 
-    ``titles`` maps dataset names to the titles used in messages; ``paths`` are the four files (train images,
-    train labels, test images, test labels) and ``arrays`` their contents.
+    Args:
+        name: ``mnist`` or ``fashion_mnist``.
+        titles: dataset name -> title used in messages.
+        paths: the four files (train images, train labels, test images, test labels).
+        arrays: their contents.
+        payloads: SHA-256 of each file's decompressed content (hex).
     """
     title = titles[name]
-    owners = [official_owner(p, file_digests(p)) for p in paths]
-    for path, owner in zip(paths, owners, strict=True):
-        if owner is not None and owner != name:
-            return None, f"{path.name} is the official {titles[owner]} file (checksum), not {title}"
-    if all(owner == name for owner in owners):
+    stored = [official_owner(p.name, file_digests(p)) for p in paths]
+    held = [official_owner(_payload_name(p), (None, sha)) for p, sha in zip(paths, payloads, strict=True)]
+    for path, by_file, by_payload in zip(paths, stored, held, strict=True):
+        if by_file is not None and by_file != name:
+            return None, f"{path.name} is the official {titles[by_file]} file (checksum), not {title}"
+        if by_payload is not None and by_payload != name:
+            return None, (
+                f"{path.name} holds the official {titles[by_payload]} {_payload_name(path)} "
+                f"(SHA-256 of its decompressed payload), not {title}"
+            )
+    if all(owner == name for owner in stored):
         return f"official {title} files (SHA-256 of all four files checked)", ""
+    if all(name in pair for pair in zip(stored, held, strict=True)):
+        return (
+            f"official {title} images and labels (SHA-256 of all four decompressed IDX payloads checked; "
+            "the files as stored differ from the distributed ones, e.g. recompressed)"
+        ), ""
+    altered = _altered_release_file(name, title, paths, arrays, payloads, held)
+    if altered:
+        return None, altered
     directory = paths[0].parent
     kinds = [idx_content_kind(arrays[i]) for i in (0, 2)]
     content = ", ".join(
@@ -197,3 +254,28 @@ def idx_identity(
         return None, f"the files are not the official ones and the folder name does not say {word!r}"
     return f"folder name {directory.name!r} and content ({content}); not the official files", ""
 
+
+def _altered_release_file(
+    name: str,
+    title: str,
+    paths: Sequence[Path],
+    arrays: Sequence[np.ndarray],
+    payloads: Sequence[str],
+    held: Sequence[str | None],
+) -> str:
+    """Why one of the files is a damaged or altered copy of the release, or "" when none is: it holds as many
+    images (labels) as the release's file but its payload digest is not the official one."""
+    sizes = RELEASE_SIZES.get(name)
+    if sizes is None:
+        return ""
+    for i, (path, array, sha, owner) in enumerate(zip(paths, arrays, payloads, held, strict=True)):
+        official = OFFICIAL_CHECKSUMS.get(name, {}).get(_payload_name(path), (None, None))[1]
+        if owner == name or official is None or array.shape[0] != sizes[i // 2]:
+            continue
+        what = "images" if i % 2 == 0 else "labels"
+        return (
+            f"{path.name} holds {array.shape[0]} {what} like the original {title} release but not its content "
+            f"(SHA-256 of the decompressed payload {sha[:16]}…, the original's {official[:16]}…): a damaged or "
+            "altered copy; restore the original file"
+        )
+    return ""

@@ -53,7 +53,12 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         ValueError: bad magic number, truncated header or data, or bytes after the data.
     """
     path = Path(path)
-    data = read_bytes(path)
+    return parse_idx(read_bytes(path), path)
+
+
+def parse_idx(data: bytes, path: Path) -> np.ndarray:
+    """The array held by ``data``, the decompressed content of the IDX file ``path`` (named in errors); see
+    :func:`read_idx`."""
     if len(data) < 4:
         raise ValueError(
             f"{path}: truncated: {len(data)} bytes, an IDX header needs at least 4; re-download it"
@@ -86,9 +91,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def read_idx_as(path: Path, kind: str) -> np.ndarray:
-    """``read_idx`` plus the checks of an MNIST-family images (idx3) or labels (idx1) file."""
-    array = read_idx(path)
+def check_kind(array: np.ndarray, path: Path, kind: str) -> np.ndarray:
+    """``array`` (read from ``path``) if it is an MNIST-family images (idx3) or labels (idx1) array of uint8."""
     ndim = 3 if kind == "images" else 1
     if array.ndim != ndim or array.dtype != np.uint8:
         raise ValueError(

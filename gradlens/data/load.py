@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,9 +9,9 @@ import torch
 from torch import Tensor
 
 from gradlens.data.cifar import CIFAR_SPECS, load_cifar_dataset
-from gradlens.data.dataset import Dataset
+from gradlens.data.dataset import Dataset, Stored
 from gradlens.data.digits import load_digits
-from gradlens.data.locate import root
+from gradlens.data.locate import DataDir, data_dirs
 from gradlens.data.mnist_family import IDX_SPECS, load_idx_dataset
 
 
@@ -33,27 +32,30 @@ def num_classes(name: str) -> int:
 
 def load_dataset(
     name: str,
-    data_dir: str | os.PathLike[str] | None = None,
+    data_dir: DataDir = None,
     *,
     flatten: bool = False,
     normalize: bool | tuple[Sequence[float], Sequence[float]] = False,
     dtype: torch.dtype = torch.float32,
     download: bool = False,
 ) -> Dataset:
-    """Load a dataset by name (see the module docstring for names and the file lookup).
+    """Load a dataset by name (see :mod:`gradlens.data` for names, :mod:`gradlens.data.locate` for the lookup).
 
     Args:
         name: one of :func:`list_datasets`.
-        data_dir: root directory of the data files (the CLI's ``--data-dir``); ``None`` uses
-            ``$GRADLENS_DATA`` or :func:`default_data_dir`. Ignored by ``digits``.
+        data_dir: the data folder (the CLI's ``--data-dir``), or several: a sequence of folders or one string
+            of folders separated by ``os.pathsep``; each dataset is read from the first folder that holds it
+            and passes the identity checks. ``None`` uses ``$GRADLENS_DATA`` (the same string form) or
+            :func:`default_data_dir`. The operating system's dataset folders are searched last
+            (:func:`data_dirs`). Ignored by ``digits``.
         flatten: return ``[N, C·H·W]`` instead of ``[N, C, H, W]``.
         normalize: ``False`` keeps pixels in [0, 1]. ``True`` subtracts the per-channel mean and divides by
             the per-channel (population) standard deviation, both computed on the training set over
             ``N, H, W`` and applied to train and test. A pair ``(mean, std)`` of per-channel sequences
             applies given statistics instead.
         dtype: floating dtype of the images (``torch.float32`` or ``torch.float64``).
-        download: fetch missing files (MNIST, Fashion-MNIST, CIFAR) into ``<root>/<name>`` and check their
-            SHA-256 first. Fails with a one-line ``ConnectionError`` when there is no network.
+        download: fetch missing files (MNIST, Fashion-MNIST, CIFAR) into ``<first folder>/<name>`` and check
+            their SHA-256 first. Fails with a one-line ``ConnectionError`` when there is no network.
 
     Returns:
         The :class:`Dataset`.
@@ -62,24 +64,24 @@ def load_dataset(
         ValueError: unknown name, bad option, or a file that is truncated or in the wrong format.
         DatasetIdentityError: files under the dataset's names were found but are not shown to be that dataset
             (e.g. MNIST files asked for as ``fashion_mnist``); a ``ValueError``.
-        FileNotFoundError: no directory under the root holds the dataset's files.
+        FileNotFoundError: no folder under the data folders holds the dataset's files.
     """
     if not dtype.is_floating_point:
         raise ValueError(f"dtype={dtype} is not a floating dtype; pass torch.float32 or torch.float64")
+    stored: Stored
     if name == "digits":
-        x_train, y_train, x_test, y_test, source = load_digits()
-        identity = ""
+        stored = load_digits()
         num_classes, scale = 10, "grey levels 0..16 divided by 16"
     elif name in IDX_SPECS:
-        x_train, y_train, x_test, y_test, source, identity = load_idx_dataset(name, root(data_dir), download)
+        stored = load_idx_dataset(name, data_dirs(data_dir), download)
         num_classes, scale = IDX_SPECS[name].num_classes, "pixels divided by 255"
     elif name in CIFAR_SPECS:
-        x_train, y_train, x_test, y_test, source, identity = load_cifar_dataset(name, root(data_dir), download)
+        stored = load_cifar_dataset(name, data_dirs(data_dir), download)
         num_classes, scale = CIFAR_SPECS[name].num_classes, "pixels divided by 255"
     else:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
 
-    images = [torch.from_numpy(x).to(dtype) for x in (x_train, x_test)]
+    images = [torch.from_numpy(x).to(dtype) for x in (stored.x_train, stored.x_test)]
     denominator = 16.0 if name == "digits" else 255.0
     x_train_t, x_test_t = (x.div_(denominator) for x in images)
     steps = [scale]
@@ -98,16 +100,17 @@ def load_dataset(
     return Dataset(
         name=name,
         x_train=x_train_t,
-        y_train=torch.from_numpy(y_train.astype(np.int64)),
+        y_train=torch.from_numpy(stored.y_train.astype(np.int64)),
         x_test=x_test_t,
-        y_test=torch.from_numpy(y_test.astype(np.int64)),
+        y_test=torch.from_numpy(stored.y_test.astype(np.int64)),
         num_classes=num_classes,
         input_shape=tuple(x_train_t.shape[1:]),
-        source=f"{source} [identified by {identity}]" if identity else source,
+        source=f"{stored.source} [identified by {stored.identity}]" if stored.identity else stored.source,
         preprocessing="; ".join(steps),
         mean=mean,
         std=std,
-        identity=identity,
+        identity=stored.identity,
+        passed_over=stored.passed_over,
     )
 
 

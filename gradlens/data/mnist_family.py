@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gradlens.data.dataset import Stored
 from gradlens.data.download import Remote, fetch
 from gradlens.data.identity import KIND, DatasetIdentityError, idx_identity
-from gradlens.data.idx import read_idx_as
-from gradlens.data.locate import all_complete, candidates, existing
+from gradlens.data.idx import check_kind, parse_idx, read_bytes
+from gradlens.data.locate import candidates, complete_sets, existing, install_hint
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class IdxSpec:
     label_offset: int = 0  # subtracted from the stored labels
     transposed: bool = False  # images stored column-major (EMNIST)
     remote: tuple[Remote, ...] = ()  # one per file in ``files``, empty when there is no download
+    package: str = ""  # the Debian package that installs the files under /usr/share/datasets, if any
 
 
 def mnist_files(prefix: str = "", test: str = "t10k") -> tuple[str, str, str, str]:
@@ -67,6 +70,7 @@ IDX_SPECS: dict[str, IdxSpec] = {
         MNIST_FILES,
         10,
         ("fashion_mnist", "fashion-mnist", "FashionMNIST/raw"),
+        package="dataset-fashion-mnist",
         remote=remotes(
             "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion",
             MNIST_FILES,
@@ -91,17 +95,17 @@ IDX_SPECS: dict[str, IdxSpec] = {
 }
 
 
-def load_idx_dataset(
-    name: str, root: Path, download: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, str]:
-    """``(x_train, y_train, x_test, y_test, source, identity)`` of IDX dataset ``name`` found under ``root``.
+def load_idx_dataset(name: str, roots: Sequence[Path], download: bool) -> Stored:
+    """IDX dataset ``name``, read from the first candidate folder under ``roots`` that holds its four files and
+    (for MNIST and Fashion-MNIST) passes the identity checks.
 
-    Each candidate folder holding all four files is tried in order; for MNIST and Fashion-MNIST a folder whose
-    files are not shown to be the dataset (:func:`gradlens.data.identity.idx_identity`) is passed over, and
-    :class:`DatasetIdentityError` lists every refused folder when none passes.
+    A folder whose files are not shown to be the dataset (:func:`gradlens.data.identity.idx_identity`) is
+    passed over and recorded in :attr:`Stored.passed_over`; :class:`DatasetIdentityError` lists every refused
+    folder when none passes. A file that cannot be read (truncated, wrong format) raises at once.
     """
     spec = IDX_SPECS[name]
-    dirs = candidates(root, name, spec.subdirs)
+    dirs = candidates(roots, name, spec.subdirs)
+    first = roots[0]
     if download and not any(all(existing(d, f, True) for f in spec.files) for d in dirs):
         if not spec.remote:
             raise ValueError(
@@ -109,30 +113,40 @@ def load_idx_dataset(
                 "extract NIST's EMNIST gzip.zip and pass data_dir="
             )
         for filename, remote in zip(spec.files, spec.remote, strict=True):
-            if existing(root / name, filename, True) is None:
-                fetch(remote, root / name / f"{filename}.gz")
+            if existing(first / name, filename, True) is None:
+                fetch(remote, first / name / f"{filename}.gz")
     refused = []
-    for paths in all_complete(name, root, dirs, spec.files, allow_gz=True, can_download=bool(spec.remote)):
-        arrays = read_idx_files(name, spec, paths)
+    complete = complete_sets(name, first, dirs, spec.files, True, bool(spec.remote), spec.package)
+    for paths in complete:
+        arrays, payloads = read_idx_files(name, spec, paths, digests=name in KIND)
         identity = "file names (EMNIST's names are its own)"
         if name in KIND:
-            identity, why = idx_identity(name, {n: s.title for n, s in IDX_SPECS.items()}, paths, arrays)
+            titles = {n: s.title for n, s in IDX_SPECS.items()}
+            identity, why = idx_identity(name, titles, paths, arrays, payloads)
             if identity is None:
                 refused.append(f"{paths[0].parent}: {why}")
                 continue
-        return (*finish_idx(spec, paths, arrays), identity)
+        return finish_idx(spec, paths, arrays, identity, tuple(refused))
+    word = "fashion" if name == "fashion_mnist" else "mnist"
+    install = f", or {install_hint(spec.package)}" if spec.package else ""
     fix = (
-        f"put {spec.title} files in {root / name} (a folder whose name says "
-        f"{'fashion' if name == 'fashion_mnist' else 'mnist'}) or pass data_dir= (CLI: --data-dir) naming such a folder"
+        f"put {spec.title} files in {first / name} (a folder whose name says {word}) or pass data_dir= "
+        f"(CLI: --data-dir) naming such a folder{install}"
     )
     raise DatasetIdentityError(f"{name}: refused {'; '.join(refused)}; {fix}")
 
 
-def read_idx_files(name: str, spec: IdxSpec, paths: Sequence[Path]) -> list[np.ndarray]:
-    """The four arrays, checked: images idx3 and labels idx1 of uint8, equal counts, labels in range."""
-    arrays = []
+def read_idx_files(
+    name: str, spec: IdxSpec, paths: Sequence[Path], digests: bool
+) -> tuple[list[np.ndarray], list[str]]:
+    """The four arrays, checked (images idx3 and labels idx1 of uint8, equal counts, labels in range), and the
+    SHA-256 of each file's decompressed payload when ``digests`` (else an empty list)."""
+    arrays, payloads = [], []
     for i, path in enumerate(paths):
-        arrays.append(read_idx_as(path, "images" if i % 2 == 0 else "labels"))
+        payload = read_bytes(path)
+        arrays.append(check_kind(parse_idx(payload, path), path, "images" if i % 2 == 0 else "labels"))
+        if digests:
+            payloads.append(hashlib.sha256(payload).hexdigest())
     for split, (images, labels), (ipath, lpath) in (
         ("train", arrays[0:2], paths[0:2]),
         ("test", arrays[2:4], paths[2:4]),
@@ -148,12 +162,12 @@ def read_idx_files(name: str, spec: IdxSpec, paths: Sequence[Path]) -> list[np.n
                 f"{lpath}: {split} labels span {labels.min()}..{labels.max()}, "
                 f"expected {low}..{high} for {name}"
             )
-    return arrays
+    return arrays, payloads
 
 
 def finish_idx(
-    spec: IdxSpec, paths: Sequence[Path], arrays: Sequence[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    spec: IdxSpec, paths: Sequence[Path], arrays: Sequence[np.ndarray], identity: str, passed_over: tuple[str, ...]
+) -> Stored:
     """Images ``[N, 1, H, W]`` (EMNIST transposed back), int64 labels from 0, and the source line."""
     x_train, y_train, x_test, y_test = arrays
     if spec.transposed:
@@ -165,5 +179,5 @@ def finish_idx(
         source += " (images transposed back from EMNIST's column-major storage)"
     if spec.label_offset:
         source += f" (labels shifted by -{spec.label_offset})"
-    return x_train[:, None], y_train, x_test[:, None], y_test, source
+    return Stored(x_train[:, None], y_train, x_test[:, None], y_test, source, identity, passed_over)
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 MNIST_10K = Path(__file__).resolve().parents[3] / "shared/data/mnist-10k"
+FASHION_PACKAGE = Path("/usr/share/datasets/fashion-mnist")  # where Debian's dataset-fashion-mnist installs it
 MNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -43,7 +44,7 @@ def fake_images(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
 
     ``digits``: 28×28, the ink inside a box of at most 20×20 placed anywhere in the frame (MNIST's
     construction). ``clothing``: 28×28, a silhouette whose longest side is 28 pixels, the other 10..28, centred
-    (Fashion-MNIST's construction) — a synthetic stand-in, no Fashion-MNIST copy is available here.
+    (Fashion-MNIST's construction) — a synthetic stand-in for tests that must not depend on an installed copy.
     ``noise``: 4×6 random bytes (for EMNIST, whose content is not checked).
     """
     if kind == "noise":

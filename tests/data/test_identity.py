@@ -3,15 +3,26 @@ folder names, and the content check)."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from datafiles import MNIST_10K, MNIST_FILES, fake_images, fake_mnist, gunzip_idx, need_mnist_10k, sha256
+from datafiles import (
+    MNIST_10K,
+    MNIST_FILES,
+    fake_images,
+    fake_mnist,
+    gunzip_idx,
+    idx_bytes,
+    need_mnist_10k,
+    sha256,
+    write_idx,
+)
 
 from gradlens import data
-from gradlens.data import load_dataset
+from gradlens.data import identity, load_dataset
 
 
 def test_mnist_files_are_refused_as_fashion_mnist(tmp_path: Path) -> None:
@@ -23,6 +34,7 @@ def test_mnist_files_are_refused_as_fashion_mnist(tmp_path: Path) -> None:
     assert message.startswith(f"fashion_mnist: refused {MNIST_10K}: its images are not Fashion-MNIST's")
     assert "train: digits, 100.0% of images fit a 20×20 box" in message and "look like MNIST digits" in message
     assert f"put Fashion-MNIST files in {MNIST_10K / 'fashion_mnist'}" in message and "--data-dir" in message
+    assert message.endswith("or install Debian's package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
     # Renaming the folder does not help: the content check still sees digits.
     renamed = tmp_path / "fashion_mnist"
     renamed.mkdir()
@@ -106,3 +118,75 @@ def test_official_checksums_identify_and_refuse(tmp_path: Path, monkeypatch: pyt
         load_dataset("fashion_mnist", folder)
 
 
+
+
+def _official_payloads(folder: Path) -> dict[str, tuple[str | None, str | None]]:
+    """Checksum entries ``{raw name: (MD5, SHA-256)}`` of the decompressed files in ``folder`` (all ``.gz``)."""
+    entries = {}
+    for n in MNIST_FILES:
+        payload = gzip.decompress((folder / f"{n}.gz").read_bytes())
+        entries[n] = (hashlib.md5(payload).hexdigest(), sha256(payload))
+    return entries
+
+
+def test_payload_digests_identify_a_recompressed_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As Debian's dataset-fashion-mnist: the .gz files differ from the distributed ones, their contents do not."""
+    release = tmp_path / "release"
+    fake_mnist(release, gz=(True, True, True, True))
+    distributed = {f"{n}.gz": (None, sha256((release / f"{n}.gz").read_bytes())) for n in MNIST_FILES}
+    monkeypatch.setitem(data.OFFICIAL_CHECKSUMS, "mnist", distributed | _official_payloads(release))
+    copy = tmp_path / "anything"  # a folder name that says nothing
+    copy.mkdir()
+    for n in MNIST_FILES:
+        payload = gzip.decompress((release / f"{n}.gz").read_bytes())
+        (copy / f"{n}.gz").write_bytes(gzip.compress(payload, compresslevel=1, mtime=1))  # recompressed
+        assert (copy / f"{n}.gz").read_bytes() != (release / f"{n}.gz").read_bytes()
+    ds = load_dataset("mnist", copy)
+    assert ds.identity == (
+        "official MNIST images and labels (SHA-256 of all four decompressed IDX payloads checked; "
+        "the files as stored differ from the distributed ones, e.g. recompressed)"
+    )
+    with pytest.raises(
+        data.DatasetIdentityError,
+        match=rf"fashion_mnist: refused {copy}: train-images-idx3-ubyte.gz holds the official MNIST "
+        r"train-images-idx3-ubyte \(SHA-256 of its decompressed payload\), not Fashion-MNIST",
+    ):
+        load_dataset("fashion_mnist", copy)
+    # Decompressed files are the payloads themselves.
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for n in MNIST_FILES:
+        (raw / n).write_bytes(gzip.decompress((release / f"{n}.gz").read_bytes()))
+    assert load_dataset("mnist", raw).identity == "official MNIST files (SHA-256 of all four files checked)"
+
+
+def test_the_release_size_with_other_content_is_refused_but_a_subset_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy as large as the original release (here 7 train / 3 test images) that holds other content is
+    damaged or altered; a smaller set (a subset, like the shared mnist-10k) goes by folder name and content."""
+    release = tmp_path / "release"
+    written = fake_mnist(release, gz=(True, True, True, True))
+    monkeypatch.setitem(data.OFFICIAL_CHECKSUMS, "mnist", _official_payloads(release))
+    monkeypatch.setitem(identity.RELEASE_SIZES, "mnist", (7, 3))
+    altered = tmp_path / "altered" / "mnist"
+    fake_mnist(altered, gz=(True, True, True, True))
+    images = written["x_test"].copy()
+    images[1, 5, 5] ^= 0xFF
+    write_idx(altered / "t10k-images-idx3-ubyte", images, gz=True)
+    with pytest.raises(data.DatasetIdentityError) as info:
+        load_dataset("mnist", altered)
+    message = str(info.value)
+    assert "\n" not in message
+    changed = sha256(idx_bytes(images))
+    assert message.startswith(
+        f"mnist: refused {altered}: t10k-images-idx3-ubyte.gz holds 3 images like the original MNIST release but "
+        f"not its content (SHA-256 of the decompressed payload {changed[:16]}…, the original's "
+        f"{data.OFFICIAL_CHECKSUMS['mnist']['t10k-images-idx3-ubyte'][1][:16]}…): a damaged or altered copy; "
+        "restore the original file"
+    )
+    subset = tmp_path / "subset" / "mnist"
+    fake_mnist(subset, gz=(True, True, True, True))
+    write_idx(subset / "t10k-images-idx3-ubyte", images[:2], gz=True)
+    write_idx(subset / "t10k-labels-idx1-ubyte", written["y_test"][:2], gz=True)
+    assert load_dataset("mnist", subset).identity.startswith("folder name 'mnist' and content (train: digits")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from analyses.optional_data import is_not_run, load_or_mark, not_run_reason
-from gradlens.data import DatasetIdentityError
+from gradlens.data import DatasetIdentityError, locate
 from gradlens.results import load_result
 
 MNIST_10K = Path(__file__).resolve().parents[3] / "shared/data/mnist-10k"
@@ -20,6 +20,7 @@ def test_refused_fashion_mnist_leaves_a_not_run_marker_with_the_reason(
     without Debian's Fashion-MNIST package (hidden here)."""
     if not (MNIST_10K / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"the shared MNIST subset is not on this machine (looked for {MNIST_10K})")
+    monkeypatch.setattr(locate, "INSTALLED_DATA_DIRS", ())
     params = {"dataset": "fashion_mnist", "n_train": 100, "n_test": 50, "optional_data": True}
     path = tmp_path / "run.h5"
     assert load_or_mark(params, path, str(MNIST_10K)) is None

@@ -21,14 +21,14 @@ import numpy as np  # noqa: E402
 
 from gradlens.loader import Run  # noqa: E402
 from gradlens.report.common import describe, probe_class, run_label  # noqa: E402
-from gradlens.report.views import Section, probe_sections, scalar_sections  # noqa: E402
+from gradlens.report.views import PAGE_WIDTH_PX, PNG_DPI, Section, probe_sections, scalar_sections  # noqa: E402
 from gradlens.report.views.findings import findings_html, missing_html  # noqa: E402
 
-STYLE = """body{font-family:sans-serif;max-width:1280px;margin:2em auto;color:#222}
-img{max-width:100%} table{border-collapse:collapse;margin:0.5em 0} td,th{border:1px solid #ccc;padding:3px 8px}
-.severe{color:#b00;font-weight:bold} .warning{color:#a60;font-weight:bold} .info{color:#467}
-.caption{color:#444;font-size:0.92em;max-width:1100px} li{margin:0.2em 0} .rule{color:#666;font-size:0.9em}
-.banner{background:#fee;border:1px solid #c99;padding:0.5em 1em}"""
+STYLE = f"""body{{font-family:sans-serif;max-width:{PAGE_WIDTH_PX}px;margin:2em auto;color:#222}}
+img{{max-width:100%}} table{{border-collapse:collapse;margin:0.5em 0}} td,th{{border:1px solid #ccc;padding:3px 8px}}
+.severe{{color:#b00;font-weight:bold}} .warning{{color:#a60;font-weight:bold}} .info{{color:#467}}
+.caption{{color:#444;font-size:0.92em;max-width:1100px}} li{{margin:0.2em 0}} .rule{{color:#666;font-size:0.9em}}
+.banner{{background:#fee;border:1px solid #c99;padding:0.5em 1em}}"""
 
 
 @dataclass
@@ -69,11 +69,16 @@ def build(runs: Sequence[Run]) -> Report:
     return Report(groups, {run.path: diagnose(run) for run in runs}, sections, undrawn)
 
 
-def _png(fig: plt.Figure) -> str:
+def png_bytes(fig: plt.Figure) -> bytes:
+    """``fig`` as the page embeds it: a PNG at ``PNG_DPI``, cropped to its content; closes the figure."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=PNG_DPI, bbox_inches="tight")
     plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def _data_uri(fig: plt.Figure) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(fig)).decode("ascii")
 
 
 def _summary_html(report: Report) -> str:
@@ -104,7 +109,7 @@ def render(report: Report, title: str, refresh: float | None = None, banner: str
     )
     body = "".join(
         f"<h2>{html.escape(section.title)}</h2>"
-        f"<img alt='{html.escape(section.title)}' src='data:image/png;base64,{_png(section.figure)}'>"
+        f"<img alt='{html.escape(section.title)}' src='{_data_uri(section.figure)}'>"
         f"<p class='caption'>{html.escape(section.caption)}</p>"
         for section in report.sections
     )

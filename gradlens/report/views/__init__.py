@@ -26,17 +26,21 @@ from gradlens.report.views.drawing import (
     MAX_HIST_LAYERS,
     MAX_LAYER_TICKS,
     MAX_RIDGES,
-    MISSING_WORDS,
+    MIN_TEXT_PX,
     NO_GRAD_COLOUR,
     NONFINITE_COLOUR,
+    PAGE_WIDTH_PX,
+    PNG_DPI,
+    ZERO_COLOUR,
     Groups,
     Section,
     mark_nonfinite_steps,
     probe_keys,
 )
 from gradlens.report.views.findings import findings_html, missing_html, missing_lines
+from gradlens.report.views.heatmap import heatmap_section
 from gradlens.report.views.histograms import distribution_section, histogram_section
-from gradlens.report.views.layers import heatmap_section, overlay_section, profile_section, total_norm_section
+from gradlens.report.views.layers import overlay_section, profile_section, total_norm_section
 from gradlens.report.views.probes import CLASS_VIEWS, generic_views, not_drawn, probe_sections
 from gradlens.report.views.scalars import scalar_panels, scalar_sections, series_section
 
@@ -45,9 +49,12 @@ __all__ = [
     "MAX_HIST_LAYERS",
     "MAX_LAYER_TICKS",
     "MAX_RIDGES",
-    "MISSING_WORDS",
+    "MIN_TEXT_PX",
     "NONFINITE_COLOUR",
     "NO_GRAD_COLOUR",
+    "PAGE_WIDTH_PX",
+    "PNG_DPI",
+    "ZERO_COLOUR",
     "Groups",
     "Section",
     "distribution_section",

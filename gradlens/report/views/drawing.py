@@ -1,8 +1,15 @@
-"""What every view draws with: the Section a view returns, colours, panel grids, tick and step helpers.
+"""What every view draws with: the Section a view returns, colours, sizes, panel grids, tick and step helpers.
 
 A view is a function ``(groups, key, ...) -> Section | None``; ``groups`` maps a run label to the runs carrying
 it (seeds), ``key`` names a probe by class and rank (:func:`probe_keys`), since names may differ between runs.
 Nothing here chooses a view or reads a quantity's meaning.
+
+Legibility, as the page shows a view: the page embeds each figure as a PNG at ``PNG_DPI`` in a column
+``PAGE_WIDTH_PX`` wide, and the browser shrinks a wider PNG to fit. A text of s points is s × PNG_DPI / 72 px
+high at full size, so figures are at most ``MAX_FIGURE_INCHES`` wide (never shrunk) and no text is smaller than
+``TEXT_PT`` (8 pt = 10 px ≥ ``MIN_TEXT_PX``); layer names are thinned out (every k-th), never shrunk. Cell
+states have one colour each in every view: no gradient grey, exactly 0 blue, non-finite red. A figure has one
+axis type (log or linear) for all its panels, named in the value axis' label ("‖g‖ (log scale)").
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from gradlens.loader import Run  # noqa: E402
@@ -24,9 +32,24 @@ from gradlens.report.common import LayerArray, layer_array, probe_class, short_n
 MAX_LAYER_TICKS = 48  # more layers than this: every k-th layer is labelled
 MAX_HIST_LAYERS = 8  # per-layer histograms drawn for at most this many layers
 MAX_RIDGES = 12  # histograms of at most this many steps are drawn as ridges, more as a heat-map
+
+PNG_DPI = 90  # the page's PNG resolution (gradlens.report.page.png_bytes)
+PAGE_WIDTH_PX = 1280  # the page's content column (page.STYLE max-width): wider PNGs are shrunk to it
+MIN_TEXT_PX = 9  # no text of a view is smaller than this on the page
+TEXT_PT = 8.0  # smallest font of a view: 8 pt × 90 dpi / 72 = 10 px
+TITLE_PT = 10.0
+MAX_FIGURE_INCHES = (PAGE_WIDTH_PX - 40) / PNG_DPI  # 13.8 in; 40 px spare for the tight bounding box
+LINE_PITCH = 1.3  # a tick label needs its font size × this of axis length (so labels never touch)
+LABEL_LINE = 24  # characters of an axis label that fit along a 3-inch panel side at 10 pt
+
 NONFINITE_COLOUR = "red"
-NO_GRAD_COLOUR = "#bbbbbb"
-MISSING_WORDS = "without a value by design (no gradient, or a ratio over a zero weight norm)"
+NO_GRAD_COLOUR = "#a8a8a8"  # grey
+ZERO_COLOUR = "#1e90ff"  # blue: outside the magma and viridis ends, not grey, not red
+NO_GRAD_LABEL = "no gradient (.grad was None)"
+UNDEFINED_LABEL = "undefined (a ratio over ‖w‖ = 0)"
+ZERO_LABEL = "exactly 0"
+NONFINITE_LABEL = "non-finite"
+COLOUR_WORDS = {NO_GRAD_COLOUR: "grey", ZERO_COLOUR: "blue", NONFINITE_COLOUR: "red"}
 
 
 @dataclass
@@ -57,16 +80,57 @@ def integer_steps(ax: plt.Axes, axis: str = "x") -> None:
     (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
 
 
-def layer_ticks(ax: plt.Axes, layers: Sequence[str], axis: str = "x") -> None:
-    """Tick every layer (every k-th beyond MAX_LAYER_TICKS) with its abbreviated name."""
+def layer_ticks(ax: plt.Axes, layers: Sequence[str], axis: str = "x", length: float | None = None) -> None:
+    """Tick layers with their abbreviated names at ``TEXT_PT``: every layer when they fit along the axis
+    (``length`` inches, default :func:`axis_inches`; font size × ``LINE_PITCH`` each, at most
+    ``MAX_LAYER_TICKS``), else every k-th from the first."""
     labels = short_names(layers)
-    stride = max(1, int(np.ceil(len(labels) / MAX_LAYER_TICKS)))
+    room = TEXT_PT * LINE_PITCH / 72  # inches one label needs along the axis
+    length = axis_inches(ax, axis) if length is None else length
+    fits = max(2, min(MAX_LAYER_TICKS, int(length / room)))
+    stride = max(1, int(np.ceil(len(labels) / fits)))
     positions = np.arange(0, len(labels), stride)
-    size = 7 if len(labels) <= 24 else 5.5
     if axis == "x":
-        ax.set_xticks(positions, [labels[i] for i in positions], rotation=90, fontsize=size)
+        ax.set_xticks(positions, [labels[i] for i in positions], rotation=90, fontsize=TEXT_PT)
     else:
-        ax.set_yticks(positions, [labels[i] for i in positions], fontsize=size)
+        ax.set_yticks(positions, [labels[i] for i in positions], fontsize=TEXT_PT)
+
+
+def layer_axis_inches(layers: int, columns: int, beside: float = 0.0) -> float:
+    """The length of a layer axis of ``layers`` layers: 0.22 in per layer (at least 4.5 in), shortened so that
+    ``columns`` panels, each with ``beside`` inches next to its axis (a legend) and 1 in for the value axis'
+    ticks and label, fit in ``MAX_FIGURE_INCHES``."""
+    return min(max(4.5, 0.22 * layers), MAX_FIGURE_INCHES / columns - beside - 1.0)
+
+
+def axis_inches(ax: plt.Axes, axis: str = "x") -> float:
+    """About how long ``ax``'s x or y axis is on its figure, in inches (its grid cell, less room for labels)."""
+    rows, columns = ax.get_subplotspec().get_gridspec().get_geometry()
+    width, height = ax.get_figure().get_size_inches()
+    return 0.8 * (width / columns if axis == "x" else height / rows)
+
+
+def scale_label(label: str, log: bool) -> str:
+    """``label`` with the axis type the reader needs to read it: "‖g‖ (log scale)" or "σ (linear scale)"; the
+    type goes on a line of its own after a label longer than ``LABEL_LINE`` characters (so it is never cut)."""
+    return f"{label}{chr(10) if len(label) > LABEL_LINE else ' '}({'log' if log else 'linear'} scale)"
+
+
+def is_colorbar(ax: plt.Axes) -> bool:
+    """Whether ``ax`` is a colour bar (its scale is the colour scale of the figure's meshes)."""
+    return hasattr(ax, "_colorbar")
+
+
+def state_legend(fig: plt.Figure, states: dict[str, str]) -> None:
+    """One legend under the figure's panels with a colour patch per cell state (label -> colour)."""
+    if states:
+        handles = [Patch(facecolor=colour, edgecolor="none", label=label) for label, colour in states.items()]
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=TEXT_PT, frameon=False)
+
+
+def state_words(states: dict[str, str]) -> str:
+    """The caption's key to the state colours: "no gradient (.grad was None) in grey, exactly 0 in blue"."""
+    return ", ".join(f"{label} in {COLOUR_WORDS.get(colour, colour)}" for label, colour in states.items())
 
 
 def step_edges(steps: np.ndarray) -> np.ndarray:
@@ -120,8 +184,11 @@ def band(stacked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def panel_grid(count: int, width: float = 5.4, height: float = 3.8, columns: int = 3):
+    """A figure of ``count`` panels ``width`` × ``height`` inches in ``columns`` columns; panels are narrowed
+    so that the figure is at most ``MAX_FIGURE_INCHES`` wide (the page then never shrinks its text)."""
     columns = min(columns, max(count, 1))
     rows = int(np.ceil(max(count, 1) / columns))
+    width = min(width, MAX_FIGURE_INCHES / columns)
     fig, axes = plt.subplots(
         rows, columns, figsize=(width * columns, height * rows), squeeze=False, layout="constrained"
     )
@@ -131,8 +198,12 @@ def panel_grid(count: int, width: float = 5.4, height: float = 3.8, columns: int
     return fig, flat[:count]
 
 
-def panel_title(label: str, runs: Sequence[Run]) -> str:
-    return label if len(runs) == 1 else f"{label} (mean of {len(runs)} runs, band min–max)"
+def panel_title(label: str, runs: Sequence[Run], band: bool = True) -> str:
+    """The title of a group's panel: its label, and how its runs are summarised when there are several
+    (the mean, and with ``band`` a band from their minimum to their maximum)."""
+    if len(runs) == 1:
+        return label
+    return f"{label} (mean of {len(runs)} runs{', band min–max' if band else ''})"
 
 
 def matched_probe(run: Run, key: tuple[str, int | str]) -> str | None:

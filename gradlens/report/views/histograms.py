@@ -1,5 +1,9 @@
 """Distribution views: per-layer box plots of ``[layer, sample]`` quantities and histograms over steps
-(ridges for a few steps, a step × bin heat-map for many)."""
+(ridges for a few steps, a step × bin heat-map for many).
+
+A histogram record whose counts are negative is a parameter without a gradient at that step (GradStats writes
+-1): drawn grey, never as negative counts, and left out of the "below/above the bins" totals.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.colors import ListedColormap, LogNorm  # noqa: E402
 
 from gradlens.report.common import chosen_steps, edges_for, short_names  # noqa: E402
 from gradlens.report.views.drawing import (  # noqa: E402
     MAX_HIST_LAYERS,
     MAX_RIDGES,
+    NO_GRAD_COLOUR,
+    NO_GRAD_LABEL,
+    TEXT_PT,
+    TITLE_PT,
     Groups,
     Section,
     integer_steps,
@@ -21,6 +29,8 @@ from gradlens.report.views.drawing import (  # noqa: E402
     matched_probe,
     panel_grid,
     panel_title,
+    scale_label,
+    state_legend,
     step_edges,
 )
 
@@ -42,6 +52,7 @@ def distribution_section(groups: Groups, key, quantity: str, title: str, ylabel:
     fig, axes = panel_grid(len(panels), width=7.5, columns=2)
     data = {}
     dropped_total = 0
+    positive = True  # one axis type for every panel: log when every drawn sample of every group is > 0
     for ax, (name, (runs, records)) in zip(axes, panels.items(), strict=True):
         steps_all = sorted(set.intersection(*(set(r[0].tolist()) for r in records)))
         picked = chosen_steps(steps_all, count=3)
@@ -49,7 +60,6 @@ def distribution_section(groups: Groups, key, quantity: str, title: str, ylabel:
         width = 0.8 / max(len(picked), 1)
         colours = plt.cm.viridis(np.linspace(0, 0.9, len(picked)))
         panel = {}
-        positive = True
         for k, (step, colour) in enumerate(zip(picked, colours, strict=True)):
             pooled = []
             for steps, values, _, _ in records:
@@ -70,13 +80,14 @@ def distribution_section(groups: Groups, key, quantity: str, title: str, ylabel:
             ax.plot([], [], color=colour, lw=6, alpha=0.6, label=f"step {step}")
             panel[step] = per_layer
         data[name] = {"layers": layers, "steps": picked, "values": panel}
+        layer_ticks(ax, layers)
+        ax.set_title(panel_title(name, runs), fontsize=TITLE_PT)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=TEXT_PT)
+    for ax in axes:
         if positive:
             ax.set_yscale("log")
-        layer_ticks(ax, layers)
-        ax.set_ylabel(ylabel)
-        ax.set_title(panel_title(name, runs), fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.set_ylabel(scale_label(ylabel, positive))
     caption = (
         f"Distribution over the probe-batch samples of {ylabel} per layer at up to three recorded steps "
         "(box: quartiles, line: median, whiskers: 1.5 IQR)."
@@ -112,27 +123,34 @@ def histogram_section(groups: Groups, key, quantity: str, title: str) -> Section
         panels = [(layers[i], counts[:, i, :]) for i in chosen]
     else:
         panels = [(name, counts)]
-    fig, panel_axes = panel_grid(len(panels), width=5.0, height=3.8, columns=4 if per_layer else 2)
+    fig, panel_axes = panel_grid(len(panels), width=4.6, height=3.6, columns=3 if per_layer else 2)
     fixed = bool(np.all(edges == edges[0]))
     data = {}
     ridge = len(steps) <= MAX_RIDGES or not fixed
-    for ax, (label, table) in zip(panel_axes, panels, strict=True):
-        table = np.asarray(table, dtype=np.float64)
+    tables = [np.asarray(table, dtype=np.float64) for _, table in panels]
+    no_grad = [(table < 0).any(axis=1) for table in tables]  # [N] per panel: GradStats counts -1, no gradient
+    tables = [np.where(absent[:, None], np.nan, table) for table, absent in zip(tables, no_grad, strict=True)]
+    top = max([float(np.nanmax(t)) for t in tables if np.isfinite(t).any()] + [1.0])
+    mesh = None
+    for ax, (label, _), table, absent in zip(panel_axes, panels, tables, no_grad, strict=True):
         if ridge:
             picked = chosen_steps(steps, count=MAX_RIDGES)
-            scale = max(float(table.max()), 1.0)
+            scale = max(float(np.nanmax(table)) if np.isfinite(table).any() else 1.0, 1.0)
             for offset, step in enumerate(picked):
                 row = int(np.searchsorted(steps, step))
+                colour = NO_GRAD_COLOUR if absent[row] else plt.cm.viridis(offset / max(len(picked), 1))
+                height = np.full(table.shape[1], 0.3) if absent[row] else table[row] / scale * 1.6
                 ax.stairs(
-                    table[row] / scale * 1.6 + offset,
+                    height + offset,
                     edges[row],
                     baseline=offset,
                     fill=True,
-                    alpha=0.5,
-                    color=plt.cm.viridis(offset / max(len(picked), 1)),
+                    alpha=1 if absent[row] else 0.5,
+                    color=colour,
                 )
-            ax.set_yticks(range(len(picked)), [str(s) for s in picked], fontsize=6)
+            ax.set_yticks(range(len(picked)), [str(s) for s in picked], fontsize=TEXT_PT)
             ax.set_ylabel("step")
+            ax.set_xlabel(scale_label("value", False))
             data[label] = {
                 "steps": picked,
                 "counts": table[np.searchsorted(steps, picked)],
@@ -143,22 +161,40 @@ def histogram_section(groups: Groups, key, quantity: str, title: str) -> Section
             mesh = ax.pcolormesh(
                 step_edges(steps),
                 edges[0],
-                np.ma.masked_less_equal(table.T, 0),
-                norm=LogNorm(vmin=1, vmax=max(float(table.max()), 1.0)),
+                np.ma.masked_less_equal(np.nan_to_num(table.T, nan=0.0), 0),
+                norm=LogNorm(vmin=1, vmax=top),
                 cmap="viridis",
             )
-            fig.colorbar(mesh, ax=ax, label="count")
+            if absent.any():
+                ax.pcolormesh(
+                    step_edges(steps),
+                    edges[0],
+                    np.ma.masked_where(~np.broadcast_to(absent[:, None], table.shape).T, np.ones(table.T.shape)),
+                    cmap=ListedColormap([NO_GRAD_COLOUR]),
+                    vmin=0,
+                    vmax=1,
+                )
             integer_steps(ax)
             ax.set_xlabel("optimizer step")
+            ax.set_ylabel(scale_label("value", False))
             data[label] = {"steps": steps, "counts": table, "edges": edges[0]}
-        ax.set_title(short_names([label])[0], fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(short_names([label])[0], fontsize=TITLE_PT - 1)
+        ax.tick_params(labelsize=TEXT_PT)
+    if mesh is not None:
+        fig.colorbar(mesh, ax=panel_axes, label=scale_label("count", True))
+    absent_notes = [
+        f"{label}: {NO_GRAD_LABEL} at {int(absent.sum())} steps (grey)"
+        for (label, _), absent in zip(panels, no_grad, strict=True)
+        if absent.any()
+    ]
+    if absent_notes:
+        state_legend(fig, {NO_GRAD_LABEL: NO_GRAD_COLOUR})
     extra = []
     for side in ("below", "above"):
         for candidate in (f"{quantity}_{side}", side):
             if candidate in quantities and quantities[candidate].axes in ((), ("layer",)):
-                total = run.array(probe, candidate)[1]
-                extra.append(f"{int(np.nansum(total))} values {side} the bins")
+                total = np.asarray(run.array(probe, candidate)[1], dtype=np.float64)
+                extra.append(f"{int(np.nansum(np.where(total > 0, total, 0)))} values {side} the bins")
                 break
     caption = (
         f"Histogram {quantity} of {probe} "
@@ -169,6 +205,7 @@ def histogram_section(groups: Groups, key, quantity: str, title: str) -> Section
         )
         + ("" if not per_layer else f"; {len(panels)} of {counts.shape[1]} layers, spread from first to last")
         + (f"; {'; '.join(extra)}" if extra else "")
+        + (f"; {'; '.join(absent_notes)}" if absent_notes else "")
         + (f"; run {name}" if len(groups) > 1 else "")
         + "."
     )

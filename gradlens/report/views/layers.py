@@ -1,9 +1,10 @@
-"""Per-layer views: a quantity per layer at chosen steps (profile), runs overlaid, a layer × step heat-map,
-and the global gradient norm over steps.
+"""Per-layer views: a quantity per layer at chosen steps (profile), runs overlaid, and the global gradient
+norm over steps (the layer × step heat-map is :mod:`.heatmap`).
 
-Non-finite values are never dropped silently: heat-map cells are red, profile layers get a red ×, the norm
-curve a red band over the steps, and every caption says where. Cells of layers without a value by design
-(no gradient, or a ratio over a zero weight norm) are grey.
+Every cell has one state colour wherever it is drawn (see :mod:`.drawing`): a layer without a gradient (or a
+ratio over a zero weight norm) is grey, an exact 0 on a log axis (which cannot place it) blue, a non-finite
+value red; profiles put a grey ○ / blue ▽ at the bottom of the layer and a red × at its top, heat-maps colour
+the cell, and the legend and caption say which is which. Non-finite values are never dropped silently.
 """
 
 from __future__ import annotations
@@ -16,27 +17,72 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from gradlens.report.common import LayerArray, align, chosen_steps  # noqa: E402
+from gradlens.report.views.cells import group_cells, layer_order, present_states, wants_log  # noqa: E402
 from gradlens.report.views.drawing import (  # noqa: E402
-    MISSING_WORDS,
     NO_GRAD_COLOUR,
+    NO_GRAD_LABEL,
     NONFINITE_COLOUR,
+    NONFINITE_LABEL,
+    TEXT_PT,
+    TITLE_PT,
+    UNDEFINED_LABEL,
+    ZERO_COLOUR,
+    ZERO_LABEL,
     Groups,
     Section,
     band,
     describe_spans,
     group_arrays,
     integer_steps,
+    layer_axis_inches,
     layer_ticks,
     mark_nonfinite_steps,
     panel_grid,
     panel_title,
     quiet_mean,
-    step_edges,
+    scale_label,
 )
+
+LEGEND_INCHES = 2.6  # room right of a layer axis for its legend (steps or runs, and the state markers)
+
+# Where a state's marker sits in a profile (axes fraction), and how it looks (and is said in a caption).
+GLYPHS = {NO_GRAD_LABEL: "grey ○", UNDEFINED_LABEL: "grey ◇", ZERO_LABEL: "blue ▽", NONFINITE_LABEL: "red ×"}
+MARKERS = {
+    NO_GRAD_LABEL: ("_no_gradient", 0.04, {"marker": "o", "mfc": "none", "color": NO_GRAD_COLOUR, "ms": 6}),
+    UNDEFINED_LABEL: ("_undefined", 0.04, {"marker": "D", "mfc": "none", "color": NO_GRAD_COLOUR, "ms": 5}),
+    ZERO_LABEL: ("_zero", 0.04, {"marker": "v", "color": ZERO_COLOUR, "ms": 6}),
+    NONFINITE_LABEL: ("_nonfinite", 0.96, {"marker": "x", "color": NONFINITE_COLOUR, "ms": 7, "mew": 2}),
+}
+
+
+def mark_states(ax: plt.Axes, x: np.ndarray, masks: dict[str, np.ndarray]) -> list[str]:
+    """A marker per layer ``x[mask]`` in each state's style (``MARKERS``: ○ ◇ ▽ at the bottom of the axes, × at
+    its top, whatever the y scale); returns the states drawn."""
+    transform = blended_transform_factory(ax.transData, ax.transAxes)
+    drawn = []
+    for state, mask in masks.items():
+        if mask.any():
+            artist, height, style = MARKERS[state]
+            ax.plot(x[mask], np.full(int(mask.sum()), height), ls="", transform=transform, label=artist, **style)
+            drawn.append(state)
+    return drawn
+
+
+def legend_with_states(ax: plt.Axes, states) -> None:
+    """The axes' legend (its labelled lines) plus one entry per state marker drawn, in ``TEXT_PT``, right of
+    the axes (a legend inside would hide layers)."""
+    handles = ax.get_legend_handles_labels()[0]
+    handles += [Line2D([], [], ls="", label=state, **MARKERS[state][2]) for state in states]
+    ax.legend(handles=handles, fontsize=TEXT_PT, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def marks_words(states) -> str:
+    """The caption's key to the markers: "no gradient (.grad was None): grey ○; exactly 0: blue ▽"."""
+    return "; ".join(f"{state}: {GLYPHS[state]}" for state in states)
 
 
 def _first_bad_step(arrays: Sequence[LayerArray]) -> int | None:
@@ -47,81 +93,68 @@ def _first_bad_step(arrays: Sequence[LayerArray]) -> int | None:
 def profile_section(
     groups: Groups, key, quantity: str, title: str, ylabel: str, log: bool | None = None, ylim=None
 ) -> Section | None:
-    """Per-layer ``quantity`` vs layer (by name, forward order) at chosen steps; one panel per group."""
+    """Per-layer ``quantity`` vs layer (by name, forward order) at chosen steps; one panel per group.
+
+    ``log`` None: a log axis when every finite non-zero value of every group is positive (:func:`wants_log`),
+    the same for every panel.
+    """
     found = group_arrays(groups, key, quantity)
     if not found:
         return None
-    fig, axes = panel_grid(len(found), width=max(5.4, min(14, 0.22 * _layer_count(found))), columns=2)
+    order = layer_order(found)
+    cells = group_cells(found, order)
+    log = wants_log(c.stacked for c in cells.values()) if log is None else log
+    columns = 2 if len(order) <= 24 else 1  # long layer axes get the page's width
+    length = layer_axis_inches(len(order), columns, beside=LEGEND_INCHES)
+    fig, axes = panel_grid(len(cells), width=length + LEGEND_INCHES + 1.0, columns=columns)
     data: dict = {}
     notes = []
-    order = _layer_order(found)
-    for ax, (label, (runs, arrays)) in zip(axes, found.items(), strict=True):
-        steps, layers, stacked = align(arrays, order)
-        nonfinite = np.stack([_aligned_mask(a, steps, layers, "nonfinite") for a in arrays])
-        bad_step = _first_bad_step(arrays)
+    for ax, (label, group) in zip(axes, cells.items(), strict=True):
+        bad_step = _first_bad_step(found[label][1])
+        steps = group.steps
         include = [] if bad_step is None else [bad_step, *steps[steps < bad_step][-1:].tolist()]
         picked = chosen_steps(steps, include=include)
         colours = plt.cm.viridis(np.linspace(0, 0.9, len(picked)))
-        x = np.arange(len(layers))
-        marker_transform = blended_transform_factory(ax.transData, ax.transAxes)
+        x = np.arange(len(group.layers))
         panel = {}
-        missing = np.stack([_aligned_mask(a, steps, layers, "missing") for a in arrays]).all(axis=0)
-        missing_layers: set[str] = set()
+        masks = group.masks(log)
+        marked: dict[str, set[str]] = {}
         for step, colour in zip(picked, colours, strict=True):
             row = int(np.searchsorted(steps, step))
-            mean = quiet_mean(stacked[:, row, :])
-            bad = nonfinite[:, row, :].any(axis=0)
-            shown = np.where(bad, np.nan, mean)
+            bad = group.nonfinite[row]
+            hidden = bad | (masks[ZERO_LABEL][row] if log else False)
+            shown = np.where(hidden, np.nan, group.mean[row])
             name = f"step {step}" + (f" ({int(bad.sum())} non-finite: ×)" if bad.any() else "")
             ax.plot(x, shown, marker="o", ms=3, color=colour, label=name)
-            if len(runs) > 1:
-                low, high = band(stacked[:, row, :])
+            if len(group.runs) > 1:
+                low, high = band(group.stacked[:, row, :])
                 ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
-            empty = missing[row]
-            if empty.any():
-                ax.plot(
-                    x[empty],
-                    np.full(int(empty.sum()), 0.04),
-                    "o",
-                    mfc="none",
-                    color=NO_GRAD_COLOUR,
-                    ms=6,
-                    transform=marker_transform,
-                    label="_missing",
-                )
-                missing_layers.update(layers[i] for i in np.flatnonzero(empty))
-            if bad.any():
-                ax.plot(
-                    x[bad],
-                    np.full(int(bad.sum()), 0.96),
-                    "x",
-                    color=NONFINITE_COLOUR,
-                    ms=7,
-                    mew=2,
-                    transform=marker_transform,
-                    label="_nonfinite",
-                )
+            for state in mark_states(ax, x, {state: mask[row] for state, mask in masks.items()}):
+                marked.setdefault(state, set()).update(group.layers[i] for i in np.flatnonzero(masks[state][row]))
             panel[step] = shown
-        data[label] = {"layers": layers, "steps": picked, "values": panel}
-        if missing_layers:
-            notes.append(f"{label}: {len(missing_layers)} layers {MISSING_WORDS} (grey ○ at the bottom)")
-        positive = stacked[np.isfinite(stacked)]
-        if (log is None and positive.size and (positive > 0).all()) or log:
-            ax.set_yscale("log")
+        data[label] = {"layers": group.layers, "steps": picked, "values": panel}
+        for state, layers in marked.items():
+            if state != NONFINITE_LABEL:
+                notes.append(f"{label}: {state} in {len(layers)} layers at some drawn step")
         if ylim is not None:
             ax.set_ylim(*ylim)
-        layer_ticks(ax, layers)
+        if log:
+            ax.set_yscale("log")
+        layer_ticks(ax, group.layers, length=length)
         ax.set_xlabel("layer (input → output)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(panel_title(label, runs), fontsize=10)
+        ax.set_ylabel(scale_label(ylabel, log))
+        ax.set_title(panel_title(label, group.runs), fontsize=TITLE_PT)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        legend_with_states(ax, marked)
         if bad_step is not None:
             notes.append(f"{label}: non-finite values from step {bad_step} (red × above the layer)")
+    states = present_states(cells.values(), log)
     caption = (
         f"{ylabel} per layer at log-spaced recorded steps (always the first and last; also the first step "
         "with a non-finite value and the step before it)."
     )
+    if states:
+        caption += f" Marks (○ ◇ ▽ at the bottom of the layer, × at its top): {marks_words(states)}."
     if notes:
         caption += " " + "; ".join(notes) + "."
     return Section(title, fig, caption, kind="profile", data=data)
@@ -129,127 +162,68 @@ def profile_section(
 
 def overlay_section(groups: Groups, key, quantity: str, title: str, ylabel: str) -> Section | None:
     """Every group in one panel: per-layer ``quantity`` averaged over each run's finite records, then the
-    group mean (band min–max over its runs); layers aligned by name."""
+    group mean (band min–max over its runs); layers aligned by name. A layer with no value at any record is a
+    gap marked grey ○; a mean of exactly 0 on a log axis a blue ▽."""
     found = group_arrays(groups, key, quantity)
     if len(found) < 2:
         return None
-    order = _layer_order(found)
-    fig, ax = plt.subplots(figsize=(max(6.5, min(14, 0.22 * len(order))), 4), layout="constrained")
+    order = layer_order(found)
+    cells = group_cells(found, order)
+    length = layer_axis_inches(len(order), 1, beside=LEGEND_INCHES)
+    fig, (ax,) = panel_grid(1, width=length + LEGEND_INCHES + 1.0, height=4)
     data = {}
     x = np.arange(len(order))
-    for index, (label, (runs, arrays)) in enumerate(found.items()):
-        _, layers, stacked = align(arrays, order)
-        finite = np.where(np.isfinite(stacked), stacked, np.nan)
+    for label, group in cells.items():
+        finite = np.where(np.isfinite(group.stacked), group.stacked, np.nan)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             per_run = np.nanmean(finite, axis=1)  # [R, L]: mean over the run's finite records
-        mean = quiet_mean(per_run)
-        ax.plot(x, mean, marker="o", ms=3, color=f"C{index}", label=panel_title(label, runs))
-        if len(runs) > 1:
+        data[label] = {"layers": group.layers, "values": quiet_mean(per_run), "per_run": per_run}
+    log = wants_log(d["values"] for d in data.values())
+    marked: dict[str, str] = {}
+    for index, (label, group) in enumerate(cells.items()):
+        mean, per_run = data[label]["values"], data[label]["per_run"]
+        ax.plot(
+            x,
+            np.where(log & (mean == 0), np.nan, mean),
+            marker="o",
+            ms=3,
+            color=f"C{index}",
+            label=panel_title(label, group.runs),
+        )
+        if len(group.runs) > 1:
             low, high = band(per_run)
             ax.fill_between(x, low, high, color=f"C{index}", alpha=0.2, lw=0)
-        data[label] = {"layers": layers, "values": mean, "per_run": per_run}
-    finite = np.concatenate([d["values"][np.isfinite(d["values"])] for d in data.values()])
-    if finite.size and (finite > 0).all():
+        states = {
+            NO_GRAD_LABEL: group.no_grad.all(axis=0),
+            UNDEFINED_LABEL: group.undefined.all(axis=0) & ~group.no_grad.all(axis=0),
+        }
+        if log:
+            states[ZERO_LABEL] = mean == 0
+        marked.update({state: MARKERS[state][2]["color"] for state in mark_states(ax, x, states)})
+    if log:
         ax.set_yscale("log")
-    layer_ticks(ax, order)
+    layer_ticks(ax, order, length=length)
     ax.set_xlabel("layer (input → output)")
-    ax.set_ylabel(f"{ylabel}, mean over recorded steps")
+    ax.set_ylabel(scale_label(f"{ylabel},\nmean over recorded steps", log))
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    legend_with_states(ax, marked)
     caption = (
         f"{ylabel} per layer, averaged over each run's finite records; runs aligned by layer name "
         "(a layer a run lacks is a gap)."
     )
+    if marked:
+        caption += f" Marks at the bottom of a layer, in that state at every record: {marks_words(marked)}."
     return Section(title, fig, caption, kind="overlay", data=data)
 
 
-def _layer_order(found) -> list[str]:
-    """Every layer of every group, in the first run's forward order: all panels share one numbering."""
-    return list(dict.fromkeys(name for _, arrays in found.values() for array in arrays for name in array.layers))
-
-
-def _layer_count(found) -> int:
-    return len(_layer_order(found))
-
-
-def _aligned_mask(array: LayerArray, steps: np.ndarray, layers: list[str], which: str) -> np.ndarray:
-    mask = getattr(array, which)
-    out = np.zeros((len(steps), len(layers)), dtype=bool)
-    rows = np.searchsorted(array.steps, steps)
-    position = {name: i for i, name in enumerate(array.layers)}
-    for j, name in enumerate(layers):
-        if name in position:
-            out[:, j] = mask[rows, position[name]]
-    return out
-
-
-def heatmap_section(groups: Groups, key, quantity: str, title: str, label: str, log: bool = True) -> Section | None:
-    """``quantity`` (log10 when ``log``) as a layer × step heat-map; one panel per group, shared colours.
-
-    Non-finite cells are red, cells of layers without a gradient grey; steps may be unevenly spaced.
-    """
-    found = group_arrays(groups, key, quantity)
-    if not found:
-        return None
-    panels = {}
-    order = _layer_order(found)
-    for name, (runs, arrays) in found.items():
-        steps, layers, stacked = align(arrays, order)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shown = np.log10(np.where(stacked > 0, stacked, np.nan)) if log else stacked
-        shown = quiet_mean(np.where(np.isfinite(stacked), shown, np.nan))
-        nonfinite = np.stack([_aligned_mask(a, steps, layers, "nonfinite") for a in arrays]).any(axis=0)
-        missing = np.stack([_aligned_mask(a, steps, layers, "missing") for a in arrays]).all(axis=0)
-        if len(steps):
-            panels[name] = (runs, steps, layers, shown, nonfinite, missing)
-    if not panels:
-        return None
-    finite = np.concatenate([p[3][np.isfinite(p[3])] for p in panels.values()] + [np.zeros(0)])
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    tall = max(len(p[2]) for p in panels.values())
-    fig, axes = panel_grid(len(panels), width=6.2, height=max(3.8, min(16, 0.16 * tall + 1.5)), columns=2)
-    cmap = plt.get_cmap("magma").with_extremes(bad=NO_GRAD_COLOUR)
-    notes = []
-    data = {}
-    mesh = None
-    for ax, (name, (runs, steps, layers, shown, nonfinite, empty)) in zip(axes, panels.items(), strict=True):
-        x_edges = step_edges(steps)
-        y_edges = np.arange(len(layers) + 1) - 0.5
-        mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(shown.T), cmap=cmap, vmin=lo, vmax=hi)
-        if nonfinite.any():
-            ax.pcolormesh(
-                x_edges,
-                y_edges,
-                np.ma.masked_where(~nonfinite.T, np.ones(nonfinite.T.shape)),
-                cmap=ListedColormap([NONFINITE_COLOUR]),
-                vmin=0,
-                vmax=1,
-            )
-            first = int(steps[np.argwhere(nonfinite.any(axis=1))[0][0]])
-            notes.append(f"{name}: {int(nonfinite.sum())} non-finite cells (red) from step {first}")
-        missing = empty & ~nonfinite
-        if missing.any():
-            notes.append(f"{name}: {int(missing.any(axis=0).sum())} layers {MISSING_WORDS} at some step (grey)")
-        ax.invert_yaxis()  # first layer on top
-        layer_ticks(ax, layers, axis="y")
-        integer_steps(ax)
-        ax.set_xlabel("optimizer step")
-        ax.set_title(panel_title(name, runs), fontsize=10)
-        data[name] = {"steps": steps, "layers": layers, "values": shown, "nonfinite": nonfinite}
-    fig.colorbar(mesh, ax=axes, label=("log10 " if log else "") + label)
-    caption = f"{'log10 ' if log else ''}{label} per layer (rows, first layer on top) and recorded step (columns)."
-    if notes:
-        caption += " " + "; ".join(notes) + "."
-    return Section(title, fig, caption, kind="heatmap", data=data)
-
-
 def total_norm_section(groups: Groups, key, quantity: str = "norm") -> Section | None:
-    """The global gradient norm √(Σ_ℓ ‖g_ℓ‖²) over steps; red bands where it is not finite."""
+    """The global gradient norm √(Σ_ℓ ‖g_ℓ‖²) over steps (layers without a gradient add 0); red bands where
+    it is not finite; a log axis when it spans more than a decade."""
     found = group_arrays(groups, key, quantity)
     if not found:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    fig, (ax,) = panel_grid(1, width=7.5, height=3.6)
     data = {}
     notes = []
     for index, (name, (runs, arrays)) in enumerate(found.items()):
@@ -266,13 +240,14 @@ def total_norm_section(groups: Groups, key, quantity: str = "norm") -> Section |
             notes.append(f"{name}: not finite at steps {describe_spans(spans)} (red)")
         data[name] = {"steps": steps, "values": mean}
     drawn = np.concatenate([d["values"][np.isfinite(d["values"])] for d in data.values()])
-    if drawn.size and drawn.min() > 0 and drawn.max() / drawn.min() > 10:
+    log = bool(drawn.size and drawn.min() > 0 and drawn.max() / drawn.min() > 10)
+    if log:
         ax.set_yscale("log")
     integer_steps(ax)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("‖g‖₂ over all recorded parameters")
+    ax.set_ylabel(scale_label("‖g‖₂ over all recorded parameters", log))
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=TEXT_PT)
     caption = "Global gradient norm √(Σ_ℓ ‖g_ℓ‖²) over the recorded parameters at every recorded step."
     if notes:
         caption += " " + "; ".join(notes) + "."

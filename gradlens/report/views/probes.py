@@ -9,8 +9,9 @@ import numpy as np
 
 from gradlens.report.common import GRADIENT_CLASSES, frozen_parameters
 from gradlens.report.views.drawing import Groups, Section, matched_probe, probe_keys
+from gradlens.report.views.heatmap import heatmap_section
 from gradlens.report.views.histograms import distribution_section, histogram_section
-from gradlens.report.views.layers import heatmap_section, overlay_section, profile_section, total_norm_section
+from gradlens.report.views.layers import overlay_section, profile_section, total_norm_section
 from gradlens.report.views.scalars import series_section
 
 

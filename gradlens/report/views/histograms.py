@@ -28,7 +28,6 @@ from gradlens.report.views.drawing import (  # noqa: E402
     layer_ticks,
     matched_probe,
     panel_grid,
-    panel_title,
     scale_label,
     state_legend,
     step_edges,
@@ -81,7 +80,7 @@ def distribution_section(groups: Groups, key, quantity: str, title: str, ylabel:
             panel[step] = per_layer
         data[name] = {"layers": layers, "steps": picked, "values": panel}
         layer_ticks(ax, layers)
-        ax.set_title(panel_title(name, runs), fontsize=TITLE_PT)
+        ax.set_title(name if len(runs) == 1 else f"{name} (samples of {len(runs)} runs pooled)", fontsize=TITLE_PT)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=TEXT_PT)
     for ax in axes:

@@ -1,0 +1,105 @@
+"""Apply every rule to one run: the rules in order, what could not be checked gathered into info findings, and
+the findings the live engine wrote into the file added back when the records no longer show them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gradlens.doctor import (
+    activations,
+    clipping,
+    events,
+    gradients,
+    learning_rate,
+    loss,
+    nonfinite,
+    norms,
+    parameters,
+    science,
+    status,
+)
+from gradlens.doctor.evidence import Evidence, from_run
+from gradlens.doctor.finding import EVENT_KIND, Finding, by_severity, finding_from_event
+from gradlens.doctor.rule import Rule, Unchecked
+
+RULES: tuple[Rule, ...] = (
+    *status.RULES,
+    *nonfinite.RULES,
+    *gradients.RULES,
+    *norms.RULES,
+    *activations.RULES,
+    *parameters.RULES,
+    *loss.RULES,
+    *clipping.RULES,
+    *learning_rate.RULES,
+    *events.RULES,
+    *science.RULES,
+)
+
+
+def apply(ev: Evidence, rules: Sequence[Rule]) -> tuple[list[Finding], dict[tuple[str, str], list[str]]]:
+    """The findings of ``rules`` on ``ev``, and what could not be checked: (what, how) -> rule ids."""
+    findings: list[Finding] = []
+    unchecked: dict[tuple[str, str], list[str]] = {}
+    for rule in rules:
+        result = rule.check(ev)
+        if isinstance(result, Unchecked):
+            unchecked.setdefault((result.what, result.how), []).append(rule.id)
+        else:
+            findings += result
+    return findings, unchecked
+
+
+def not_checked(unchecked: dict[tuple[str, str], list[str]]) -> list[Finding]:
+    """One info finding per missing kind of data: what was not checked, why, and how to record it."""
+    return [
+        Finding("not_checked", "info", what, f"{how} (rules: {', '.join(dict.fromkeys(ids))})",
+                "a rule that cannot be checked is said, never passed in silence")
+        for (what, how), ids in unchecked.items()
+    ]
+
+
+def recorded(ev: Evidence, findings: Sequence[Finding]) -> list[Finding]:
+    """Findings written into the file while training (events of kind ``finding``) whose rule found nothing now."""
+    seen = {f.rule for f in findings}
+    out = []
+    for event in ev.events or ():
+        if event.kind != EVENT_KIND or event.source in seen:
+            continue
+        finding = finding_from_event(event.source, event.message, event.step)
+        if finding is not None:
+            out.append(finding)
+            seen.add(finding.rule)
+    return out
+
+
+def diagnose_evidence(ev: Evidence) -> list[Finding]:
+    """Every finding on ``ev``, most severe first."""
+    findings, unchecked = apply(ev, RULES)
+    return by_severity(findings + recorded(ev, findings) + not_checked(unchecked))
+
+
+def diagnose(
+    run, *, loss: str | None = None, num_classes: int | None = None, now: float | None = None
+) -> list[Finding]:
+    """Every finding for a recorded run (:class:`gradlens.loader.Run`), most severe first, then by first step.
+
+    Args:
+        run: the run.
+        loss: the scalar to take as the training loss (default: every scalar named like a loss).
+        num_classes: K of a classifier, for the chance level ln K (default: ``meta["num_classes"]`` or the last
+            layer's output size when the first loss fits it).
+        now: unix time the staleness of a running file is judged at (default: now).
+
+    Raises:
+        ValueError: ``loss`` names a scalar that was not logged, or ``num_classes`` < 2.
+    """
+    if num_classes is not None and int(num_classes) < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+    return diagnose_evidence(from_run(run, loss=loss, num_classes=num_classes, now=now))
+
+
+def healthy(findings: Sequence[Finding]) -> bool:
+    """True when no finding is severe or a warning."""
+    return all(f.severity == "info" for f in findings)

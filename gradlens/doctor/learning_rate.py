@@ -1,0 +1,103 @@
+"""Learning rate too high or too low, from update-to-weight ratios ‖Δw‖/‖w‖ (UpdateRatio).
+
+For SGD Δw = −lr·g, so the ratio is the step size relative to the weights; for Adam ≈ lr·√n/‖w‖. The
+common rule of thumb is ≈ 1e−3 per step: below 1e−5 a layer needs 10⁴ steps to move its weights by a tenth
+even if every step points the same way; above 0.1 ten steps replace the weights; above 1 each step does.
+Weights only (biases start at zero, and a ratio over a zero norm is undefined); embeddings included. A run
+whose loss falls to half its start (or below a quarter of ln K) learns: small ratios there are convergence, and
+"too low" is not said.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gradlens.doctor.evidence import Evidence
+from gradlens.doctor.finding import Finding, Fix, fmt
+from gradlens.doctor.loss import learning
+from gradlens.doctor.parameters import NO_RATIOS
+from gradlens.doctor.rule import Rule, Unchecked, listed, weight_columns
+
+RATIO_LOW = 1e-5  # median ‖Δw‖/‖w‖ below: the layer barely moves
+RATIO_HIGH = 1e-1  # ... above: updates too large for the weights
+RATIO_SEVERE = 1.0  # ... above: each step replaces the weights
+RATIO_TARGET = 3e-3  # the fix aims the median ratio here (between the 1e-3 rule of thumb and 1e-2)
+RATIO_MIN_RECORDS = 20  # medians over fewer records are not judged (the first steps of a fresh layer are large)
+
+
+class UpdateRatios(Rule):
+    id = "lr_too_high"  # or "lr_too_low"
+    reads = "UpdateRatio ratio of the weights (median over the later half of the records, and the first record)"
+    severity = "warning; severe above RATIO_SEVERE"
+    thresholds = {
+        "RATIO_LOW": "10⁴ aligned steps to move a weight by a tenth: the layer effectively does not train",
+        "RATIO_HIGH": "ten steps replace the weights: no descent direction survives",
+        "RATIO_SEVERE": "each step replaces the weights; a first update larger than the initial weights (not "
+        "zero-initialised ones, whose first ratio is undefined) is never a healthy start",
+        "RATIO_TARGET": "the suggested change aims at ~3e-3, inside the rule-of-thumb band",
+        "RATIO_MIN_RECORDS": "a freshly initialised layer (a new head) moves by a tenth of its weights per step for "
+        "its first ten or so steps: medians are taken over the later half of at least twenty records",
+    }
+
+    def check(self, ev: Evidence) -> list[Finding] | Unchecked:
+        ratio = ev.ratios.get("ratio")
+        if ratio is None:
+            return NO_RATIOS
+        if not len(ratio):
+            return []
+        columns = weight_columns(ev, ratio, embeddings=True)
+        values = np.where(np.isfinite(ratio.values) & ~ratio.missing, ratio.values, np.nan)[:, columns]
+        if not np.isfinite(values).any():
+            return []
+        out = []
+        steady = values[len(values) // 2:]  # the later half: past the large first steps of a fresh layer
+        if len(ratio) < RATIO_MIN_RECORDS:
+            medians = np.full(len(columns), np.nan)
+        elif np.isfinite(steady).all():
+            medians = np.median(steady, axis=0)
+        else:
+            with np.errstate(all="ignore"):
+                medians = np.array([np.nanmedian(c) if np.isfinite(c).any() else np.nan for c in steady.T])
+        low = (medians < RATIO_LOW) & (medians > 0)
+        if learning(ev):  # small steps of a loss that falls well are convergence, not a rate too low
+            low[:] = False
+        initial = np.nan_to_num(values[0], nan=0.0)  # the first update over the initial weights (zero-init: NaN)
+        size = np.maximum(np.nan_to_num(medians, nan=0.0), np.where(initial > RATIO_SEVERE, initial, 0.0))
+        for which, chosen in (("high", size > RATIO_HIGH), ("low", low)):
+            picked = np.flatnonzero(chosen)
+            if not len(picked):
+                continue
+            order = picked[np.argsort(-size[picked] if which == "high" else medians[picked])]
+            names = [ratio.layers[columns[k]] for k in order]
+            worst = float(size[order[0]] if which == "high" else medians[order[0]])
+            crossed = values[:, order[0]] > RATIO_HIGH if which == "high" else values[:, order[0]] < RATIO_LOW
+            first = int(np.argmax(crossed)) if crossed.any() else 0
+            factor = 10.0 ** round(math.log10(RATIO_TARGET / worst))
+            verb = "lower" if factor < 1 else "raise"
+            out.append(Finding(
+                f"lr_too_{which}",
+                "severe" if which == "high" and worst > RATIO_SEVERE else "warning",
+                f"learning rate too {which}: {len(names)} layer(s) "
+                f"{'change too fast' if which == 'high' else 'barely move'}"
+                f" (‖Δw‖/‖w‖ {fmt(worst)} in {names[0]})",
+                listed([f"{ratio.layers[columns[k]]} {fmt(float(medians[k]))}" for k in order], 8)
+                + f" (median over the later {len(steady)} of {len(ratio)} records; ≈ 1e-3 is typical)"
+                + (f"; the first update at step {int(ratio.steps[0])} is {fmt(float(initial[order[0]]))}× the "
+                   f"initial weights of {names[0]}" if which == "high" and initial[order[0]] > RATIO_SEVERE else ""),
+                f"median ‖Δw‖/‖w‖ of a weight over the later half of the records < {RATIO_LOW:g} or > "
+                f"{RATIO_HIGH:g}, or its first update > "
+                f"{RATIO_SEVERE:g}× the initial weights (severe above {RATIO_SEVERE:g}); biases and ratios over "
+                f"‖w‖ = 0 not judged ({ev.ratio_probe}/ratio)",
+                step=int(ratio.steps[first]),
+                layers=tuple(names),
+                fixes=(Fix(f"{verb} the learning rate {max(factor, 1 / factor):.0f}×",
+                           f"that brings the median ratio {fmt(worst)} to about {fmt(worst * factor)}",
+                           {"kind": "lr", "factor": factor}),),
+                values={"median_ratio": worst},
+            ))
+        return out
+
+
+RULES = (UpdateRatios(),)

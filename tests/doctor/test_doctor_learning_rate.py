@@ -1,0 +1,44 @@
+"""Learning rate from update-to-weight ratios: too high (median of the later records, or a first update larger
+than the initial weights), too low (unless the loss learns well), and said unchecked without UpdateRatio."""
+
+from __future__ import annotations
+
+import numpy as np
+from doctor_runs import LAYERS, STEPS, by_rule, load, loud, ratio_probe, write
+
+from gradlens.doctor import diagnose
+
+FLAT = [(s, "loss", 2.9 + 0.01 * np.sin(s)) for s in STEPS]  # a loss that does not learn
+
+
+def test_update_ratios_too_high_and_too_low(tmp_path):
+    ratio = np.full((len(STEPS), len(LAYERS)), 1e-3)
+    ratio[:, 1] = 0.5  # far too large
+    ratio[:, 5] = 1e-7  # frozen in practice
+    findings = diagnose(load(write(tmp_path, probes=[ratio_probe(ratio)], scalars=FLAT)))
+    (high,) = by_rule(findings, "lr_too_high")
+    (low,) = by_rule(findings, "lr_too_low")
+    assert high.evidence.startswith("fc1.weight 0.5") and high.severity == "warning" and high.layers == ("fc1.weight",)
+    assert high.fixes[0].change == {"kind": "lr", "factor": 0.01}  # 0.5 → 5e-3, near the 3e-3 aimed at
+    assert low.evidence.startswith("fc5.weight 1e-07") and low.fixes[0].change == {"kind": "lr", "factor": 1e4}
+    healthy = diagnose(load(write(tmp_path, "h", probes=[ratio_probe(np.full_like(ratio, 1e-3))], scalars=FLAT)))
+    assert by_rule(healthy, "lr_too_high") == [] and by_rule(healthy, "lr_too_low") == []
+
+
+def test_a_first_update_larger_than_the_weights_is_severe_even_if_the_net_dies_after(tmp_path):
+    ratio = np.full((len(STEPS), len(LAYERS)), 1e-4)  # afterwards the (dead) net barely moves
+    ratio[0] = 2.0  # Adam at lr 0.5: the first step is twice the initial weights
+    (high,) = by_rule(diagnose(load(write(tmp_path, probes=[ratio_probe(ratio)]))), "lr_too_high")
+    assert high.severity == "severe" and high.step == 0 and "the first update at step 0 is 2×" in high.evidence
+
+
+def test_a_fresh_head_moving_fast_at_first_and_a_converging_run_are_fine(tmp_path):
+    ratio = np.full((len(STEPS), len(LAYERS)), 1e-3)
+    ratio[:12, 5] = np.linspace(0.3, 0.02, 12)  # a new head's first steps (fine-tuning)
+    ratio[:, 2] = 1e-6  # tiny steps ...
+    assert loud(diagnose(load(write(tmp_path, probes=[ratio_probe(ratio)])))) == []  # ... of a loss that learns
+
+
+def test_without_update_ratios_it_is_said(tmp_path):
+    (finding,) = [f for f in diagnose(load(write(tmp_path))) if f.rule == "not_checked" and "update" in f.title]
+    assert "no UpdateRatio probe" in finding.evidence and "lr_too_high" in finding.evidence

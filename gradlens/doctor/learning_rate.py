@@ -25,17 +25,21 @@ RATIO_HIGH = 1e-1  # ... above: updates too large for the weights
 RATIO_SEVERE = 1.0  # ... above: each step replaces the weights
 RATIO_TARGET = 3e-3  # the fix aims the median ratio here (between the 1e-3 rule of thumb and 1e-2)
 RATIO_MIN_RECORDS = 20  # medians over fewer records are not judged (the first steps of a fresh layer are large)
+RATIO_SEVERE_RECORDS = 3  # records whose median ratio over the weights exceeds RATIO_SEVERE: too high at once
 
 
 class UpdateRatios(Rule):
     id = "lr_too_high"  # or "lr_too_low"
-    reads = "UpdateRatio ratio of the weights (median over the later half of the records, and the first record)"
+    reads = "UpdateRatio ratio of the weights (median over the later half of the records; the median over the " \
+            "weights at each record)"
     severity = "warning; severe above RATIO_SEVERE"
     thresholds = {
         "RATIO_LOW": "10⁴ aligned steps to move a weight by a tenth: the layer effectively does not train",
         "RATIO_HIGH": "ten steps replace the weights: no descent direction survives",
-        "RATIO_SEVERE": "each step replaces the weights; a first update larger than the initial weights (not "
-        "zero-initialised ones, whose first ratio is undefined) is never a healthy start",
+        "RATIO_SEVERE": "each step replaces the weights",
+        "RATIO_SEVERE_RECORDS": "steps that replace most weights (at the first record, or at three) are never a "
+        "healthy start, even if the net dies after them; a zero-initialised layer has no first ratio and its "
+        "second step is ~1-2× its first (one record)",
         "RATIO_TARGET": "the suggested change aims at ~3e-3, inside the rule-of-thumb band",
         "RATIO_MIN_RECORDS": "a freshly initialised layer (a new head) moves by a tenth of its weights per step for "
         "its first ten or so steps: medians are taken over the later half of at least twenty records",
@@ -63,7 +67,14 @@ class UpdateRatios(Rule):
         low = (medians < RATIO_LOW) & (medians > 0)
         if learning(ev):  # small steps of a loss that falls well are convergence, not a rate too low
             low[:] = False
-        initial = np.nan_to_num(values[0], nan=0.0)  # the first update over the initial weights (zero-init: NaN)
+        # steps that replace the weights: the median over the weights above RATIO_SEVERE at the first record (a
+        # zero-initialised weight has no first ratio) or at >= 3 records (a zero-initialised layer's second step
+        # is ~1-2× its first: one record); their largest ratio per weight
+        across = np.array([np.nanmedian(row) if np.isfinite(row).any() else 0.0 for row in values])
+        replaced = np.flatnonzero(across > RATIO_SEVERE)
+        judged = len(replaced) >= RATIO_SEVERE_RECORDS or (len(replaced) and replaced[0] == 0)
+        initial = np.nanmax(values[replaced], axis=0) if judged else np.zeros(len(columns))
+        initial = np.nan_to_num(initial, nan=0.0)
         size = np.maximum(np.nan_to_num(medians, nan=0.0), np.where(initial > RATIO_SEVERE, initial, 0.0))
         for which, chosen in (("high", size > RATIO_HIGH), ("low", low)):
             picked = np.flatnonzero(chosen)
@@ -74,6 +85,8 @@ class UpdateRatios(Rule):
             worst = float(size[order[0]] if which == "high" else medians[order[0]])
             crossed = values[:, order[0]] > RATIO_HIGH if which == "high" else values[:, order[0]] < RATIO_LOW
             first = int(np.argmax(crossed)) if crossed.any() else 0
+            if which == "high" and initial[order[0]] > RATIO_SEVERE:
+                first = int(replaced[0])
             factor = 10.0 ** round(math.log10(RATIO_TARGET / worst))
             verb = "lower" if factor < 1 else "raise"
             out.append(Finding(
@@ -84,12 +97,13 @@ class UpdateRatios(Rule):
                 f" (‖Δw‖/‖w‖ {fmt(worst)} in {names[0]})",
                 listed([f"{ratio.layers[columns[k]]} {fmt(float(medians[k]))}" for k in order], 8)
                 + f" (median over the later {len(steady)} of {len(ratio)} records; ≈ 1e-3 is typical)"
-                + (f"; the first update at step {int(ratio.steps[0])} is {fmt(float(initial[order[0]]))}× the "
-                   f"initial weights of {names[0]}" if which == "high" and initial[order[0]] > RATIO_SEVERE else ""),
+                + (f"; {len(replaced)} steps from step {int(ratio.steps[replaced[0]])} replaced the weights (median "
+                   f"ratio over the weights > {RATIO_SEVERE:g}; up to {fmt(float(initial[order[0]]))} in {names[0]})"
+                   if which == "high" and initial[order[0]] > RATIO_SEVERE else ""),
                 f"median ‖Δw‖/‖w‖ of a weight over the later half of the records < {RATIO_LOW:g} or > "
-                f"{RATIO_HIGH:g}, or its first update > "
-                f"{RATIO_SEVERE:g}× the initial weights (severe above {RATIO_SEVERE:g}); biases and ratios over "
-                f"‖w‖ = 0 not judged ({ev.ratio_probe}/ratio)",
+                f"{RATIO_HIGH:g}, or the median over the weights > {RATIO_SEVERE:g} at the first record or at ≥ "
+                f"{RATIO_SEVERE_RECORDS} records (severe above {RATIO_SEVERE:g}); biases and ratios over ‖w‖ = 0 not "
+                f"judged ({ev.ratio_probe}/ratio)",
                 step=int(ratio.steps[first]),
                 layers=tuple(names),
                 fixes=(Fix(f"{verb} the learning rate {max(factor, 1 / factor):.0f}×",

@@ -37,6 +37,7 @@ CHANCE_MARGIN_FRACTION = 0.1
 CHANCE_START_TOLERANCE = 0.5  # K from the last layer is used when the first loss is within ±50 % of ln K
 UNSTABLE_FACTOR = 2.0  # the smoothed loss rises to twice its running minimum ...
 UNSTABLE_MIN_RISE = 0.25  # ... by at least a quarter of its starting level (or of ln K, the larger)
+UNSTABLE_BASELINE_WIDTHS = 3  # the minimum is taken of a median over three smoothing windows
 SMOOTH_RECORDS = 5  # trailing median over max(5, N/20) records removes mini-batch noise ...
 SMOOTH_MAX_RECORDS = 50  # ... at most 50 (a long run's window stays short enough to see an instability)
 OVERFIT_RISE = 0.1  # validation loss 10 % above its minimum while the training loss still falls
@@ -100,17 +101,22 @@ def finite(scalar: Scalar) -> tuple[np.ndarray, np.ndarray]:
     return scalar.steps[keep], scalar.values[keep]
 
 
-def trailing_windows(values: np.ndarray) -> np.ndarray:
-    """``[N, w]``: for each record the ``w = min(50, max(5, N/20))`` records ending there (the first value
+def smoothing_width(values: np.ndarray) -> int:
+    """w = min(50, max(5, N/20)) records."""
+    return min(SMOOTH_MAX_RECORDS, max(SMOOTH_RECORDS, len(values) // 20))
+
+
+def trailing_windows(values: np.ndarray, width: int | None = None) -> np.ndarray:
+    """``[N, width]`` (default :func:`smoothing_width`): for each record the records ending there (the first value
     repeated before the start)."""
-    width = min(SMOOTH_MAX_RECORDS, max(SMOOTH_RECORDS, len(values) // 20))
+    width = width or smoothing_width(values)
     padded = np.concatenate([np.full(width - 1, values[0]), values])
     return np.lib.stride_tricks.sliding_window_view(padded, width)
 
 
-def smoothed(values: np.ndarray) -> np.ndarray:
+def smoothed(values: np.ndarray, width: int | None = None) -> np.ndarray:
     """Trailing median of each record's window (:func:`trailing_windows`)."""
-    return np.median(trailing_windows(values), axis=1)
+    return np.median(trailing_windows(values, width), axis=1)
 
 
 def smoothed_error(values: np.ndarray) -> np.ndarray:
@@ -308,35 +314,44 @@ class LossUnstable(_LossTrend):
         "SMOOTH_MAX_RECORDS": "fifty records suffice against noise and keep a long run's window short",
         "UNSTABLE_FACTOR": "a stable descent never doubles its smoothed loss; mini-batch noise is removed by "
         "the median",
+        "UNSTABLE_BASELINE_WIDTHS": "the level risen from is the running minimum of a median over 3w records: a "
+        "lucky run of low batches shorter than that does not set it",
         "UNSTABLE_MIN_RISE": "the rise must also be a quarter of the starting loss (or of ln K), so that a "
         "converged loss going from 0.01 to 0.03 is not called unstable",
-        "LOSS_NOISE_SIGMAS": "and three standard errors of the smoothed median where its minimum was taken (small "
-        "batches are noisy); the rise holds for the w records from there on (a lucky run of low batches is no trend)",
+        "LOSS_NOISE_SIGMAS": "and three standard errors of the smoothed median (where its minimum was taken, at "
+        "least the typical one: small batches are noisy); the rise holds for the w records from there on (a lucky "
+        "run of low batches is no trend)",
     }
 
     def judge(self, ev: Evidence, name: str, steps: np.ndarray, values: np.ndarray, how: str) -> Finding | None:
+        width = smoothing_width(values)
         smooth = smoothed(values)
-        low = np.minimum.accumulate(smooth)
+        # the level to rise from: the running minimum of a three times longer median (a lucky run of low batches,
+        # shorter than that, does not set it)
+        base = smoothed(values, UNSTABLE_BASELINE_WIDTHS * width)
+        low = np.minimum.accumulate(base)
         level, _ = chance_level(ev, values)
         scale = max(abs(float(smooth[0])), level or 0.0)
-        at_low = np.maximum.accumulate(np.where(smooth <= low, np.arange(len(smooth)), 0))
-        # the noise of the smoothed loss where its minimum was taken (not of the rise itself)
-        floor = np.maximum(UNSTABLE_MIN_RISE * scale, LOSS_NOISE_SIGMAS * smoothed_error(values)[at_low])
+        at_low = np.maximum.accumulate(np.where(base <= low, np.arange(len(base)), 0))
+        # the noise of the smoothed loss where its minimum was taken, at least its typical noise over the records
+        # (not the rise's own spread; a lucky run of low batches has less)
+        error = smoothed_error(values)
+        noise = np.maximum(error[at_low], float(np.median(error)))
+        floor = np.maximum(UNSTABLE_MIN_RISE * scale, LOSS_NOISE_SIGMAS * noise)
         above = (smooth >= UNSTABLE_FACTOR * low) & (smooth - low >= floor)
-        width = trailing_windows(values).shape[1]
         bad = np.zeros(len(above), bool)  # held for the w records from there on (a lucky low run is no trend)
         if len(above) >= width:
             bad[: len(above) - width + 1] = np.lib.stride_tricks.sliding_window_view(above, width).all(axis=1)
         if not bad.any():
             return None
         n = int(np.argmax(bad))
-        m = int(np.argmax(smooth[: n + 1] == low[n]))
+        m = int(at_low[n])
         return Finding(
             self.id,
             "warning",
             f"the loss {name!r} is unstable: its smoothed value rose {smooth[n] / low[n]:.1f}× above its "
             f"minimum",
-            f"smoothed {fmt(low[n])} at step {int(steps[m])} → {fmt(smooth[n])} at step {int(steps[n])} "
+            f"smoothed minimum {fmt(low[n])} at step {int(steps[m])} → {fmt(smooth[n])} at step {int(steps[n])} "
             f"(peak {fmt(float(smooth.max()))}); {how}",
             f"trailing median over min({SMOOTH_MAX_RECORDS}, max({SMOOTH_RECORDS}, N/20)) records ≥ "
             f"{UNSTABLE_FACTOR:g}× its running minimum and ≥ max({UNSTABLE_MIN_RISE:g}× max(starting loss, "

@@ -1,5 +1,5 @@
-"""Learning rate from update-to-weight ratios: too high (median of the later records, or a first update larger
-than the initial weights), too low (unless the loss learns well), and said unchecked without UpdateRatio."""
+"""Learning rate from update-to-weight ratios: too high (median of the later records, or steps that replace the
+weights), too low (unless the loss learns well), and said unchecked without UpdateRatio."""
 
 from __future__ import annotations
 
@@ -29,7 +29,19 @@ def test_a_first_update_larger_than_the_weights_is_severe_even_if_the_net_dies_a
     ratio = np.full((len(STEPS), len(LAYERS)), 1e-4)  # afterwards the (dead) net barely moves
     ratio[0] = 2.0  # Adam at lr 0.5: the first step is twice the initial weights
     (high,) = by_rule(diagnose(load(write(tmp_path, probes=[ratio_probe(ratio)]))), "lr_too_high")
-    assert high.severity == "severe" and high.step == 0 and "the first update at step 0 is 2×" in high.evidence
+    assert high.severity == "severe" and high.step == 0 and "1 steps from step 0 replaced the weights" in high.evidence
+    several = np.full((len(STEPS), len(LAYERS)), 1e-4)
+    several[[3, 5, 6]] = 3.0  # SGD at lr 3: a few steps that replace the weights before the net dies
+    (high,) = by_rule(diagnose(load(write(tmp_path, "sgd", probes=[ratio_probe(several)]))), "lr_too_high")
+    assert high.severity == "severe" and high.step == 3
+
+
+def test_a_zero_initialised_head_is_not_too_fast(tmp_path):
+    ratio = np.full((len(STEPS), len(LAYERS)), 1e-3)
+    ratio[0, 5] = np.nan  # ‖w‖ = 0 at the first step: undefined
+    ratio[1:4, 5] = [1.9, 0.93, 0.61]  # the steps of momentum SGD over the sum of the previous ones
+    ratio[:, :5] = np.nan  # the only trainable weight (a head on a frozen backbone)
+    assert by_rule(diagnose(load(write(tmp_path, probes=[ratio_probe(ratio)]))), "lr_too_high") == []
 
 
 def test_a_fresh_head_moving_fast_at_first_and_a_converging_run_are_fine(tmp_path):

@@ -90,18 +90,24 @@ def test_an_unstable_loss(tmp_path):
     values = np.concatenate([2.3 * np.exp(-np.arange(100) / 20) + 0.2, np.linspace(0.3, 3.0, 50)])
     (finding,) = by_rule(diagnose(load(write(tmp_path, scalars=curve(values), meta={"num_classes": 10}))),
                          "loss_unstable")
-    # brute force: trailing medians over w = 7 records (the first value before the start), their standard
-    # errors from the median absolute deviation of successive differences, a rise ≥ 2× the running minimum and
-    # ≥ max(max(first smoothed value, ln 10) / 4, 3 errors where the minimum was), held for w records
-    w, padded = 7, np.concatenate([np.full(6, values[0]), values])
-    windows = [padded[i : i + w] for i in range(150)]
-    smooth = np.array([np.median(x) for x in windows])
-    mad = [np.median(np.abs(np.diff(x) - np.median(np.diff(x)))) for x in windows]
+    # brute force: trailing medians over w = 7 records (the first value before the start); the level risen from:
+    # the running minimum of trailing medians over 3w = 21 records; standard errors from the median absolute
+    # deviation of successive differences (where that minimum was, at least their median); a rise ≥ 2× the
+    # level and ≥ max(max(first smoothed value, ln 10) / 4, 3 errors), held for w records
+    def trailing(width):
+        padded = np.concatenate([np.full(width - 1, values[0]), values])
+        return [padded[i : i + width] for i in range(150)]
+
+    w = 7
+    smooth = np.array([np.median(x) for x in trailing(w)])
+    base = np.array([np.median(x) for x in trailing(3 * w)])
+    mad = [np.median(np.abs(np.diff(x) - np.median(np.diff(x)))) for x in trailing(w)]
     error = 1.25 * 1.4826 * np.array(mad) / np.sqrt(2) / np.sqrt(w)
-    low = np.minimum.accumulate(smooth)
-    at = [max(i for i in range(t + 1) if smooth[i] <= low[t]) for t in range(150)]
+    low = np.minimum.accumulate(base)
+    at = [max(i for i in range(t + 1) if base[i] <= low[t]) for t in range(150)]
     scale = max(smooth[0], math.log(10))
-    above = [smooth[t] >= 2 * low[t] and smooth[t] - low[t] >= max(0.25 * scale, 3 * error[at[t]]) for t in range(150)]
+    noise = [max(error[at[t]], np.median(error)) for t in range(150)]
+    above = [smooth[t] >= 2 * low[t] and smooth[t] - low[t] >= max(0.25 * scale, 3 * noise[t]) for t in range(150)]
     first = next(t for t in range(150 - w + 1) if all(above[t : t + w]))
     assert finding.step == first and 100 < first < 125
     assert finding.fixes[0].change == {"kind": "lr", "factor": 0.1}

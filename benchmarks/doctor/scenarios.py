@@ -204,7 +204,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              lambda o: measured_units(o, "dead_units"), accept=STUCK | DIVERGES),
     Scenario("saturated_tanh", Knobs(depth=3, activation="tanh", bias_init=5.0),
              lambda o: measured_units(o, "saturated"), accept=STUCK | {"vanishing"}),
-    Scenario("frozen_middle_layer", Knobs(depth=3, freeze=("hidden.1.fc",)),
+    Scenario("frozen_middle_layer", Knobs(depth=3, optimizer="adam", lr=3e-3, freeze=("hidden.1.fc",)),
              _t("frozen_by_mistake", _params("hidden.1.fc")), ci=True),
     Scenario("only_head_in_optimizer", Knobs(exclude_from_optimizer=("stem", "hidden")),
              _t("not_in_optimizer", _params("stem", "hidden.0.fc", "hidden.1.fc"))),

@@ -28,6 +28,18 @@ RATIO_MIN_RECORDS = 20  # medians over fewer records are not judged (the first s
 RATIO_SEVERE_RECORDS = 3  # records whose median ratio over the weights exceeds RATIO_SEVERE: too high at once
 
 
+def nan_median(values: np.ndarray, axis: int, empty: float = 0.0) -> np.ndarray:
+    """Median along ``axis`` ignoring NaN (``empty`` where a row/column has no finite value), vectorised."""
+    if np.isfinite(values).all():
+        return np.median(values, axis=axis)
+    ordered = np.sort(np.where(np.isfinite(values), values, np.inf), axis=axis)  # non-finite sorted last
+    count = np.isfinite(values).sum(axis=axis)
+    low = np.take_along_axis(ordered, np.expand_dims(np.maximum(count - 1, 0) // 2, axis), axis).squeeze(axis)
+    high = np.take_along_axis(ordered, np.expand_dims(np.maximum(count, 1) // 2, axis), axis).squeeze(axis)
+    high = np.where(count % 2 == 1, low, high)
+    return np.where(count > 0, (low + high) / 2, empty)
+
+
 class UpdateRatios(Rule):
     id = "lr_too_high"  # or "lr_too_low"
     reads = "UpdateRatio ratio of the weights (median over the later half of the records; the median over the " \
@@ -57,20 +69,15 @@ class UpdateRatios(Rule):
             return []
         out = []
         steady = values[len(values) // 2:]  # the later half: past the large first steps of a fresh layer
-        if len(ratio) < RATIO_MIN_RECORDS:
-            medians = np.full(len(columns), np.nan)
-        elif np.isfinite(steady).all():
-            medians = np.median(steady, axis=0)
-        else:
-            with np.errstate(all="ignore"):
-                medians = np.array([np.nanmedian(c) if np.isfinite(c).any() else np.nan for c in steady.T])
+        medians = nan_median(steady, axis=0, empty=np.nan) if len(ratio) >= RATIO_MIN_RECORDS else \
+            np.full(len(columns), np.nan)
         low = (medians < RATIO_LOW) & (medians > 0)
         if learning(ev):  # small steps of a loss that falls well are convergence, not a rate too low
             low[:] = False
         # steps that replace the weights: the median over the weights above RATIO_SEVERE at the first record (a
         # zero-initialised weight has no first ratio) or at >= 3 records (a zero-initialised layer's second step
         # is ~1-2× its first: one record); their largest ratio per weight
-        across = np.array([np.nanmedian(row) if np.isfinite(row).any() else 0.0 for row in values])
+        across = nan_median(values, axis=1)
         replaced = np.flatnonzero(across > RATIO_SEVERE)
         judged = len(replaced) >= RATIO_SEVERE_RECORDS or (len(replaced) and replaced[0] == 0)
         initial = np.nanmax(values[replaced], axis=0) if judged else np.zeros(len(columns))
@@ -87,7 +94,10 @@ class UpdateRatios(Rule):
             first = int(np.argmax(crossed)) if crossed.any() else 0
             if which == "high" and initial[order[0]] > RATIO_SEVERE:
                 first = int(replaced[0])
-            factor = 10.0 ** round(math.log10(RATIO_TARGET / worst))
+            # the step size the optimizer started with, when already too high (once a run diverges its ratios
+            # grow with the weights' chaos, not with the rate); else the median found
+            basis = float(across[0]) if which == "high" and across[0] > RATIO_HIGH else worst
+            factor = 10.0 ** round(math.log10(RATIO_TARGET / basis))
             verb = "lower" if factor < 1 else "raise"
             out.append(Finding(
                 f"lr_too_{which}",
@@ -107,7 +117,7 @@ class UpdateRatios(Rule):
                 step=int(ratio.steps[first]),
                 layers=tuple(names),
                 fixes=(Fix(f"{verb} the learning rate {max(factor, 1 / factor):.0f}×",
-                           f"that brings the median ratio {fmt(worst)} to about {fmt(worst * factor)}",
+                           f"that brings the ratio {fmt(basis)} to about {fmt(basis * factor)}",
                            {"kind": "lr", "factor": factor}),),
                 values={"median_ratio": worst},
             ))

@@ -22,7 +22,7 @@ from benchmarks.doctor.harness import Knobs, Outcome
 
 SYMPTOMS: dict[str, frozenset[str]] = {
     "vanishing": frozenset({"vanishing"}),
-    "exploding": frozenset({"exploding", "exploding_size", "exploding_trend"}),
+    "exploding": frozenset({"exploding", "exploding_size", "exploding_trend", "weight_growth"}),
     "spike": frozenset({"spike"}),
     "nonfinite": frozenset({"nonfinite"}),
     "dead_units": frozenset({"dead_units"}),

@@ -5,6 +5,7 @@ the findings the live engine wrote into the file added back when the records no 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from gradlens.doctor import (
     activations,
@@ -20,22 +21,26 @@ from gradlens.doctor import (
     status,
 )
 from gradlens.doctor.evidence import Evidence, from_run
-from gradlens.doctor.finding import EVENT_KIND, Finding, by_severity, finding_from_event
+from gradlens.doctor.finding import EVENT_KIND, Finding, Fix, by_severity, finding_from_event
 from gradlens.doctor.rule import Rule, Unchecked
 
-RULES: tuple[Rule, ...] = (
+RULES: tuple[Rule, ...] = (  # causes before the loss symptoms they explain (ties in the verdict go to the first)
     *status.RULES,
     *nonfinite.RULES,
     *gradients.RULES,
     *norms.RULES,
     *activations.RULES,
     *parameters.RULES,
-    *loss.RULES,
     *clipping.RULES,
     *learning_rate.RULES,
+    *loss.RULES,
     *events.RULES,
     *science.RULES,
 )
+# Findings that explain a loss that does not learn, most telling first, and the loss symptoms they explain.
+CAUSES = ("nonfinite", "clipping_dominates", "dead_layer", "dead_units", "saturated_units", "vanishing", "exploding",
+          "exploding_size", "not_in_optimizer", "unchanged_weights", "frozen_by_mistake", "lr_too_high", "lr_too_low")
+LOSS_SYMPTOMS = ("chance_plateau", "loss_not_decreasing", "loss_unstable")
 
 
 def apply(ev: Evidence, rules: Sequence[Rule]) -> tuple[list[Finding], dict[tuple[str, str], list[str]]]:
@@ -49,6 +54,20 @@ def apply(ev: Evidence, rules: Sequence[Rule]) -> tuple[list[Finding], dict[tupl
         else:
             findings += result
     return findings, unchecked
+
+
+def explain(findings: Sequence[Finding]) -> list[Finding]:
+    """Loss symptoms whose cause another finding shows get that finding's first fix first (the loss rules alone
+    would rank "check the labels" first for a run whose gradients are clipped to nothing)."""
+    causes = sorted((f for f in findings if f.rule in CAUSES and f.severity != "info" and f.fixes),
+                    key=lambda f: CAUSES.index(f.rule))
+    if not causes:
+        return list(findings)
+    cause = causes[0]
+    first = Fix(cause.fixes[0].action, f"the loss is explained by another finding: {cause.title}",
+                cause.fixes[0].change)
+    return [replace(f, fixes=(first, *f.fixes)) if f.rule in LOSS_SYMPTOMS and f.severity != "info" else f
+            for f in findings]
 
 
 def not_checked(unchecked: dict[tuple[str, str], list[str]]) -> list[Finding]:
@@ -77,7 +96,7 @@ def recorded(ev: Evidence, findings: Sequence[Finding]) -> list[Finding]:
 def diagnose_evidence(ev: Evidence) -> list[Finding]:
     """Every finding on ``ev``, most severe first."""
     findings, unchecked = apply(ev, RULES)
-    return by_severity(findings + recorded(ev, findings) + not_checked(unchecked))
+    return by_severity(explain(findings) + recorded(ev, findings) + not_checked(unchecked))
 
 
 def diagnose(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradlens.doctor.engine import RULES, apply
+from gradlens.doctor.engine import RULES, apply, explain
 from gradlens.doctor.evidence import (
     GRADIENT_CLASSES,
     NO_GRADIENT,
@@ -202,6 +202,7 @@ class LiveDoctor:
         ev = self.evidence()
         rules = self._rules if self._loss_rules_ready(ev) else [r for r in self._rules if r.id not in LOSS_TREND_RULES]
         findings, _ = apply(ev, rules)
+        findings = explain(findings)
         new = []
         for finding in findings:
             if finding.severity == "info":

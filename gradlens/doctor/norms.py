@@ -10,7 +10,8 @@ import numpy as np
 from gradlens.doctor.evidence import Evidence
 from gradlens.doctor.finding import Finding, Fix, fmt
 from gradlens.doctor.gradients import no_quantity
-from gradlens.doctor.rule import Rule, Unchecked, span, sustained_columns
+from gradlens.doctor.parameters import NO_RATIOS
+from gradlens.doctor.rule import Rule, Unchecked, span, sustained_columns, weight_columns
 
 SPIKE_FACTOR = 10.0  # G(t) above this many times the running median of the preceding records: a spike
 SPIKE_WINDOW = 20  # preceding finite records in the running median
@@ -18,6 +19,7 @@ SPIKE_MIN_HISTORY = 5  # no spike test before this many finite records
 SPIKE_OVER_MAX = 2.0  # ... and above twice the largest of those records
 NORM_GROWTH_DECADES = 3.0  # max G over the first records' median: exploding trend
 DEAD_MIN_RECORDS = 5  # a layer's gradient exactly zero for at least this many records (and 90 % since onset)
+WEIGHT_GROWTH_DECADES = 1.0  # a weight's norm tenfold its first recorded norm: the weights run away
 
 
 def positive_norms(ev: Evidence, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Unchecked:
@@ -182,4 +184,47 @@ class DeadLayer(Rule):
         ]
 
 
-RULES = (NormSpikes(), NormGrowth(), DeadLayer())
+class WeightGrowth(Rule):
+    id = "weight_growth"
+    reads = "UpdateRatio weight_norm of the weights (zero-initialised ones excluded)"
+    severity = "warning"
+    thresholds = {
+        "WEIGHT_GROWTH_DECADES": "training moves a weight by a small factor (healthy benchmark runs: at most 0.6 "
+        "decades, a fresh head); tenfold means the updates keep adding up in one direction",
+    }
+
+    def check(self, ev: Evidence) -> list[Finding] | Unchecked:
+        norms = ev.ratios.get("weight_norm")
+        if norms is None:
+            return NO_RATIOS
+        if not len(norms):
+            return []
+        columns = [i for i in weight_columns(ev, norms, embeddings=True) if norms.values[0, i] > 0]
+        if not columns:
+            return []
+        values = np.where(np.isfinite(norms.values[:, columns]), norms.values[:, columns], np.nan)
+        with np.errstate(all="ignore"):
+            growth = np.log10(values / values[0])
+        over = np.nan_to_num(growth, nan=0.0) >= WEIGHT_GROWTH_DECADES
+        if not over.any():
+            return []
+        n = int(np.argmax(over.any(axis=1)))
+        peak = np.nanmax(growth, axis=0)
+        order = np.argsort(-peak)
+        names = [norms.layers[columns[k]] for k in order if peak[k] >= WEIGHT_GROWTH_DECADES]
+        k = int(order[0])
+        return [Finding(
+            self.id, "warning",
+            f"exploding weights: the norm of {names[0]} grew {10 ** peak[k]:.3g}× during training",
+            f"{names[0]}: ‖w‖ {fmt(float(values[0, k]))} at step {int(norms.steps[0])} → "
+            f"{fmt(float(np.nanmax(values[:, k])))}; {len(names)} weight(s) grew ≥ {10 ** WEIGHT_GROWTH_DECADES:g}×, "
+            f"the first at step {int(norms.steps[n])}",
+            f"log10(‖w(t)‖ / ‖w(first record)‖) ≥ {WEIGHT_GROWTH_DECADES:g} ({ev.ratio_probe}/weight_norm)",
+            step=int(norms.steps[n]), layers=tuple(names),
+            fixes=(Fix("lower the learning rate 10× (or add weight decay)", "the weights run away: each update adds "
+                       "to the last", {"kind": "lr", "factor": 0.1}),),
+            values={"decades": float(peak[k])},
+        )]
+
+
+RULES = (NormSpikes(), NormGrowth(), DeadLayer(), WeightGrowth())

@@ -32,6 +32,16 @@ def test_clipping_every_step_to_nothing_is_severe(tmp_path):
     assert verdict(findings).exit_status == 1
 
 
+def test_a_loss_stuck_because_of_clipping_is_told_to_fix_the_clipping_first(tmp_path):
+    rows = clip_scalars(np.full(len(STEPS), 0.25), 1e-3)
+    rows = [(s, n, 2.30 + 0.01 * np.sin(s)) if n == "loss" else (s, n, v) for s, n, v in rows]  # stays at ln 10
+    findings = diagnose(load(write(tmp_path, scalars=rows, meta={"num_classes": 10})))
+    (chance,) = by_rule(findings, "chance_plateau")
+    assert chance.fixes[0].change["kind"] == "clip" and "gradient clipping cuts 100%" in chance.fixes[0].because
+    assert chance.fixes[1].change == {"kind": "labels"}
+    assert findings[0].rule == "clipping_dominates"  # the cause leads the verdict, the symptom follows
+
+
 def test_clipping_half_the_steps_is_a_warning_and_rare_clipping_is_none(tmp_path):
     preclip = np.where(np.arange(len(STEPS)) % 2 == 0, 2.0, 0.5)
     (finding,) = by_rule(diagnose(load(write(tmp_path, scalars=clip_scalars(preclip, 1.0)))), "clipping_dominates")

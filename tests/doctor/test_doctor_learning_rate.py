@@ -54,3 +54,16 @@ def test_a_fresh_head_moving_fast_at_first_and_a_converging_run_are_fine(tmp_pat
 def test_without_update_ratios_it_is_said(tmp_path):
     (finding,) = [f for f in diagnose(load(write(tmp_path))) if f.rule == "not_checked" and "update" in f.title]
     assert "no UpdateRatio probe" in finding.evidence and "lr_too_high" in finding.evidence
+
+
+def test_weights_that_grow_tenfold(tmp_path):
+    ratio = np.full((len(STEPS), len(LAYERS)), 1e-3)
+    grown = ratio_probe(ratio)
+    grown.values["weight_norm"] = np.full_like(ratio, 2.0)
+    grown.values["weight_norm"][:, 2] = 2.0 * 10 ** np.linspace(0, 1.5, len(STEPS))  # 31.6× by the end
+    (finding,) = by_rule(diagnose(load(write(tmp_path, probes=[grown]))), "weight_growth")
+    first = int(np.argmax(np.linspace(0, 1.5, len(STEPS)) >= 1.0))
+    assert finding.layers == ("fc2.weight",) and finding.step == first and "grew 31.6×" in finding.title
+    calm = ratio_probe(ratio)
+    calm.values["weight_norm"] = 2.0 * 10 ** np.linspace(0, 0.6, len(STEPS))[:, None] * np.ones_like(ratio)
+    assert by_rule(diagnose(load(write(tmp_path, "calm", probes=[calm]))), "weight_growth") == []

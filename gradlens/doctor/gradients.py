@@ -19,7 +19,7 @@ import numpy as np
 
 from gradlens.doctor.evidence import Evidence, LayerSeries
 from gradlens.doctor.finding import Finding, Fix, fmt
-from gradlens.doctor.loss import classes, training_losses
+from gradlens.doctor.loss_series import classes, training_losses
 from gradlens.doctor.rule import Rule, Unchecked, parameter_table, span, spread, sustained_from, weight_columns
 
 DEPTH_WARN_DECADES = 3.0  # |d| at or above: warning

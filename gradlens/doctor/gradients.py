@@ -19,7 +19,7 @@ import numpy as np
 
 from gradlens.doctor.evidence import Evidence, LayerSeries
 from gradlens.doctor.finding import Finding, Fix, fmt
-from gradlens.doctor.loss_series import classes, training_losses
+from gradlens.doctor.loss_series import classes, training_losses, words
 from gradlens.doctor.rule import Rule, Unchecked, parameter_table, span, spread, sustained_from, weight_columns
 
 DEPTH_WARN_DECADES = 3.0  # |d| at or above: warning
@@ -29,6 +29,7 @@ MAX_DEPTH_RECORDS = 64  # records entering the depth median, evenly spread (the 
 MAX_DEPTH_WEIGHTS = 48  # weights in one fit, evenly spread, first and last included (cost; robust as well)
 SIZE_WARN_RHO = 1e3  # ρ = ‖g_ℓ‖/√(2·fan_in) at or above: exploding by size
 LOSS_SCALE_FACTOR = 10.0  # a first loss ≥ 10 ln K: the logits are far off the unit scale
+CROSS_ENTROPY_WORDS = {"nll", "ce", "xent", "crossentropy", "cross_entropy", "cross"}
 
 NO_GRADIENTS = Unchecked(
     "gradient rules (vanishing/exploding, size, spikes, dead layers)",
@@ -267,6 +268,8 @@ class GradientSize(Rule):
             return None
         level = math.log(k)
         for name, scalar in training_losses(ev)[0]:
+            if source.startswith("the output size") and not words(name) & CROSS_ENTROPY_WORDS:
+                continue  # K from the last layer: only a loss named as a cross-entropy is one over K classes
             values = scalar.values[np.isfinite(scalar.values)]
             if len(values) and values[0] >= LOSS_SCALE_FACTOR * level:
                 return float(values[0]), (f"first {name} {fmt(float(values[0]))} = {values[0] / level:.3g}× "

@@ -43,12 +43,27 @@ CAUSES = ("nonfinite", "clipping_dominates", "dead_layer", "dead_units", "satura
 LOSS_SYMPTOMS = ("chance_plateau", "loss_not_decreasing", "loss_unstable")
 
 
-def apply(ev: Evidence, rules: Sequence[Rule]) -> tuple[list[Finding], dict[tuple[str, str], list[str]]]:
-    """The findings of ``rules`` on ``ev``, and what could not be checked: (what, how) -> rule ids."""
+def apply(
+    ev: Evidence, rules: Sequence[Rule], guard: bool = False
+) -> tuple[list[Finding], dict[tuple[str, str], list[str]]]:
+    """The findings of ``rules`` on ``ev``, and what could not be checked: (what, how) -> rule ids.
+
+    ``guard`` (the live engine, inside a training loop): a rule that raises becomes a ``doctor_error`` warning
+    naming the rule and the error, instead of an exception in the user's loop.
+    """
     findings: list[Finding] = []
     unchecked: dict[tuple[str, str], list[str]] = {}
     for rule in rules:
-        result = rule.check(ev)
+        try:
+            result = rule.check(ev)
+        except Exception as error:
+            if not guard:
+                raise
+            message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            findings.append(Finding("doctor_error", "warning", f"the doctor's rule {rule.id!r} failed ({message})",
+                                    "the rule was skipped; the other rules ran", "a rule that raises is skipped "
+                                    "while training and said once", layers=(rule.id,)))
+            continue
         if isinstance(result, Unchecked):
             unchecked.setdefault((result.what, result.how), []).append(rule.id)
         else:

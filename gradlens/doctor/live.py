@@ -8,7 +8,8 @@ check costs the same at step 100 and at step 10⁶: each probe quantity and scal
 records, the first one always, older records thinned to every second one whenever the buffer fills (recent
 records at full resolution, the start at coarser).
 
-Live differences (the run is not over): the run-status rule is not applied, info findings are not returned,
+Live differences (the run is not over): the run-status rule is not applied, info findings are not returned (what
+could not be checked: :meth:`~LiveDoctor.not_checked`), a rule that raises becomes a ``doctor_error`` warning,
 and the loss-trend rules (not decreasing, chance level) wait for ``LIVE_LOSS_MIN_STEPS`` steps of loss and,
 when a scalar named ``lr`` is logged, for the warm-up to end (the rate stopped rising): a loss may sit at
 chance level while the learning rate is still ramping up.
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradlens.doctor.engine import RULES, apply, explain
+from gradlens.doctor.engine import RULES, apply, explain, not_checked
 from gradlens.doctor.evidence import (
     GRADIENT_CLASSES,
     NO_GRADIENT,
@@ -35,6 +36,7 @@ from gradlens.doctor.evidence import (
 )
 from gradlens.doctor.finding import SEVERITIES, Finding
 from gradlens.doctor.loss import ChancePlateau, LossNotDecreasing
+from gradlens.doctor.loss_series import training_losses
 
 LIVE_LOSS_MIN_STEPS = 200  # loss-trend rules judge a live run only after this many steps of loss ...
 LOSS_TREND_RULES = {ChancePlateau.id, LossNotDecreasing.id}
@@ -116,6 +118,7 @@ class LiveDoctor:
         self._changed = False
         self._memo: dict = {}  # per-step values rules keep between checks
         self._rules = [rule for rule in RULES if rule.live]
+        self._unchecked: dict[tuple[str, str], list[str]] = {}
 
     def observe(
         self, step: int, probe: str, values: Mapping[str, object], labels: Sequence[str], cls: str | None = None
@@ -180,9 +183,16 @@ class LiveDoctor:
             ev.scalars[name] = Scalar(steps, series["value"][:, 0])
         return ev
 
+    def not_checked(self) -> list[Finding]:
+        """What the last :meth:`check` could not check (info findings ``not_checked``, as ``gradlens doctor``)."""
+        return not_checked(self._unchecked)
+
     def _loss_rules_ready(self, ev: Evidence) -> bool:
-        steps = [s.steps for name, s in ev.scalars.items() if "loss" in name.lower() or name == self.loss]
-        if not steps or max(int(s[-1]) - int(s[0]) for s in steps if len(s)) < LIVE_LOSS_MIN_STEPS:
+        try:
+            steps = [s.steps for _, s in training_losses(ev)[0] if len(s.steps)]
+        except ValueError:  # the loss the user named is not logged yet
+            return False
+        if not steps or max(int(s[-1]) - int(s[0]) for s in steps) < LIVE_LOSS_MIN_STEPS:
             return False
         lr = ev.scalars.get("lr")
         if lr is not None and len(lr.values) >= 2:
@@ -201,7 +211,7 @@ class LiveDoctor:
         self._changed = False
         ev = self.evidence()
         rules = self._rules if self._loss_rules_ready(ev) else [r for r in self._rules if r.id not in LOSS_TREND_RULES]
-        findings, _ = apply(ev, rules)
+        findings, self._unchecked = apply(ev, rules, guard=True)
         findings = explain(findings)
         new = []
         for finding in findings:

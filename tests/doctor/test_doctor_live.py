@@ -65,3 +65,20 @@ def test_replay_finds_what_the_doctor_finds(tmp_path):
     assert {d.finding.rule for d in detections} == after == {"dead_layer"}
     (dead,) = detections
     assert dead.finding.step == 20 and dead.checked_at == 24  # five records of zeros: DEAD_MIN_RECORDS
+
+
+def test_a_failing_rule_is_said_once_and_never_raised(monkeypatch):
+    from gradlens.doctor.clipping import ClippingDominates
+
+    def broken(self, ev):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ClippingDominates, "check", broken)
+    live = LiveDoctor(META)
+    said = []
+    for step in range(5):
+        live.observe(step, "g", grads_at(step), LAYERS)
+        said += live.check(step)
+    (error,) = said
+    assert error.rule == "doctor_error" and "clipping_dominates" in error.title and "RuntimeError: boom" in error.title
+    assert any("activation" in f.title for f in live.not_checked())

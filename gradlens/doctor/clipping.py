@@ -59,7 +59,7 @@ class ClippingDominates(Rule):
         suggested = float(np.quantile(norms, 0.9))
         severe = share >= CLIP_SEVERE_SHARE and factor >= CLIP_SEVERE_FACTOR
         onset = sustained_from(clipped, share=CLIP_WARN_SHARE, at_end=False) or 0
-        setting = ev.meta.get("clipping") if isinstance(ev.meta.get("clipping"), dict) else {}
+        setting = ev.setting("clipping") if isinstance(ev.setting("clipping"), dict) else {}
         source = f" (set by {setting.get('source')})" if setting.get("source") else ""
         return [Finding(
             self.id, "severe" if severe else "warning",

@@ -158,6 +158,14 @@ class Evidence:
         kinds = entry.get("kinds") if isinstance(entry, Mapping) else None
         return {str(k): str(v) for k, v in kinds.items()} if isinstance(kinds, Mapping) else {}
 
+    def setting(self, key: str) -> object:
+        """A run setting: ``meta[key]``, else ``meta["config"][key]`` (where the integrations store ``clipping`` and
+        ``accumulation_steps``, and users put ``num_classes``); None when neither has it."""
+        if key in self.meta:
+            return self.meta[key]
+        config = self.meta.get("config")
+        return config.get(key) if isinstance(config, Mapping) else None
+
     def skipped_steps(self) -> set[int]:
         """Steps the AMP gradient scaler skipped (``step_skipped`` events): their gradients overflowed."""
         return {e.step for e in self.events or () if e.kind == "step_skipped"}

@@ -119,10 +119,9 @@ def classes(ev: Evidence) -> tuple[int | None, str]:
     """The class count K and where it comes from (``stated``, ``meta``, ``last layer``), or (None, reason)."""
     if ev.num_classes is not None:
         return int(ev.num_classes), "stated"
-    for holder in (ev.meta, ev.meta.get("config") or {}):
-        value = holder.get("num_classes") if isinstance(holder, dict) else None
-        if isinstance(value, int) and value >= 2:
-            return value, 'meta["num_classes"]'
+    value = ev.setting("num_classes")
+    if isinstance(value, int) and value >= 2:
+        return value, 'meta["num_classes"]'
     if ev.layers:
         last = ev.layers[-1]
         shape = list(last.get("shape") or [])

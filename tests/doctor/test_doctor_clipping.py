@@ -30,6 +30,11 @@ def test_clipping_every_step_to_nothing_is_severe(tmp_path):
     assert "40 of 40 steps clipped (set by clip_grad_norm_)" in finding.evidence
     assert finding.fixes[0].change == {"kind": "clip", "max_norm": pytest.approx(np.quantile(preclip, 0.9))}
     assert verdict(findings).exit_status == 1
+    # the integrations store the framework's setting in the config: read there too
+    lightning = {"config": {"clipping": {"max_norm": 1e-3, "norm_type": 2.0, "algorithm": "norm",
+                                         "source": "lightning"}}}
+    found = diagnose(load(write(tmp_path, "pl", scalars=clip_scalars(preclip, 1e-3), meta=lightning)))
+    assert "(set by lightning)" in by_rule(found, "clipping_dominates")[0].evidence
 
 
 def test_a_loss_stuck_because_of_clipping_is_told_to_fix_the_clipping_first(tmp_path):

@@ -25,7 +25,6 @@ UNITS_WARN_FRACTION = 0.5  # dead (or saturated) fraction of a layer at or above
 UNITS_SEVERE_FRACTION = 0.9  # ... in one layer, or UNITS_WARN_FRACTION averaged over all layers: severe
 UNITS_MIN_RECORDS = 3  # the fraction holds for at least three records (90 % of those since onset) ...
 UNITS_MIN_STEPS = 20  # ... spanning at least 20 steps
-SATURATING = ("tanh", "sigmoid", "hardtanh", "gelu", "silu", "swish", "softsign", "elu", "selu")
 
 UNCHECKED = Unchecked(
     "activation rules (dead units, saturation)",

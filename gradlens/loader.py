@@ -39,6 +39,7 @@ from gradlens.schema import (
     REQUIRED,
     RUN_LAST_FLUSH,
     RUN_STATUS,
+    SUMMARY_BLOCKS,
     SWMR_READ_ATTEMPTS,
     Quantity,
 )
@@ -316,6 +317,107 @@ def stored_quantities(file: h5py.File) -> dict[str, dict[str, Quantity]]:
     return probes
 
 
+class Summary(NamedTuple):
+    """Per block of consecutive records: what a screen draws of a long run (see :meth:`Run.summary`).
+
+    Blocks hold ``block`` records each (a power of two; 1 = every record), aligned to the run's record index
+    (block ``k`` holds records ``k*block .. (k+1)*block - 1``); the first and last block of a range may hold
+    fewer. Every array's first axis is the block; the value arrays are ``[B, *shape]`` of one record.
+
+    Attributes:
+        block: records per (full) block.
+        first_step, last_step: ``[B]`` int64, the steps of the first and last record of each block.
+        count: ``[B]`` int64, the records in each block.
+        min, max: ``[B, *shape]`` in the quantity's dtype; NaN is ignored (NaN only where every record of the
+            block is NaN); ±Inf counts.
+        mean: ``[B, *shape]`` float64, the mean over the block's records: NaN or ±Inf as soon as one record
+            of the block is non-finite (so a non-finite record is never hidden by a block).
+        last: ``[B, *shape]`` in the quantity's dtype, the block's last record.
+    """
+
+    block: int
+    first_step: np.ndarray
+    last_step: np.ndarray
+    count: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    mean: np.ndarray
+    last: np.ndarray
+
+
+def summary_block(records: tuple[int, int], points: int) -> int:
+    """The coarsest block (1 or one of ``SUMMARY_BLOCKS``) that still gives >= ``points`` blocks over ``records``.
+
+    ``records`` = ``(i0, i1)``, the half-open range of record indices; blocks are aligned to multiples of the
+    block size, so a range cut mid-block counts its partial first and last blocks.
+    """
+    if int(points) < 1:
+        raise ValueError(f"points must be >= 1, got {points!r}")
+    i0, i1 = records
+    chosen = 1
+    for block in SUMMARY_BLOCKS:
+        if i1 > i0 and (i1 - 1) // block - i0 // block + 1 >= points:
+            chosen = block
+    return chosen
+
+
+def summarise(steps: np.ndarray, values: np.ndarray, first_record: int, block: int) -> Summary:
+    """The :class:`Summary` of consecutive records (``steps [n]``, ``values [n, *shape]``), the first of which
+    has record index ``first_record``; blocks are aligned to multiples of ``block`` in record index.
+
+    mean = (1/count) Σ values over the block in float64; min/max ignore NaN (``numpy.fmin``/``fmax``).
+    """
+    n = len(steps)
+    shape = values.shape[1:]
+    if n == 0:
+        empty = np.zeros((0, *shape), dtype=values.dtype)
+        return Summary(
+            block, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), empty, empty.copy(),
+            np.zeros((0, *shape)), empty.copy(),
+        )
+    aligned = (-first_record) % block  # position of the first block boundary inside the rows
+    starts = np.unique(np.r_[0, np.arange(aligned, n, block)]).astype(np.intp)
+    ends = np.r_[starts[1:], n]
+    count = (ends - starts).astype(np.int64)
+    total = np.add.reduceat(values.astype(np.float64), starts, axis=0)
+    return Summary(
+        block=block,
+        first_step=np.asarray(steps[starts], dtype=np.int64),
+        last_step=np.asarray(steps[ends - 1], dtype=np.int64),
+        count=count,
+        min=np.fmin.reduceat(values, starts, axis=0),
+        max=np.fmax.reduceat(values, starts, axis=0),
+        mean=total / count.reshape((-1,) + (1,) * len(shape)),
+        last=values[ends - 1],
+    )
+
+
+def record_range(steps: np.ndarray, start: int | None, stop: int | None) -> tuple[int, int]:
+    """The half-open record range ``(i0, i1)`` whose steps lie in ``[start, stop)`` (steps non-decreasing)."""
+    i0 = 0 if start is None else int(np.searchsorted(steps, int(start), "left"))
+    i1 = len(steps) if stop is None else int(np.searchsorted(steps, int(stop), "left"))
+    return i0, max(i0, i1)
+
+
+def _check_stride(stride: int | None) -> int:
+    if stride is None:
+        return 1
+    if int(stride) < 1:
+        raise ValueError(f"stride must be >= 1 (every stride-th record), got {stride!r}")
+    return int(stride)
+
+
+def _scalar_range(steps: np.ndarray, start: int | None, stop: int | None) -> tuple[int, int]:
+    """Records of one scalar from the first with ``step >= start`` to the last with ``step < stop``."""
+    inside = np.ones(len(steps), dtype=bool)
+    if start is not None:
+        inside &= steps >= int(start)
+    if stop is not None:
+        inside &= steps < int(stop)
+    found = np.flatnonzero(inside)
+    return (int(found[0]), int(found[-1]) + 1) if len(found) else (0, 0)
+
+
 class Run:
     """One recorded run. Create it with :func:`load`.
 
@@ -419,31 +521,66 @@ class Run:
         """What ``probe`` records: quantity name -> Quantity (shape, axes, labels, dtype of one record)."""
         return dict(self._probe(probe))
 
-    def frame(self, probe: str) -> pd.DataFrame:
+    def n_records(self, probe: str) -> int:
+        """The committed records of ``probe`` (one per firing), read from the file's counter."""
+        self._probe(probe)
+        with self._open() as file:
+            return int(file["probes"][probe][N_ROWS][()])
+
+    def span(self, probe: str) -> tuple[int, int] | None:
+        """The steps of the first and the last committed record of ``probe``; None before the first record."""
+        steps = self.steps(probe)
+        return (int(steps[0]), int(steps[-1])) if len(steps) else None
+
+    def steps(
+        self, probe: str, start: int | None = None, stop: int | None = None, stride: int | None = None
+    ) -> np.ndarray:
+        """The steps ``[n]`` (int64) of the records of ``probe`` with ``start <= step < stop``, every ``stride``-th.
+
+        ``start``/``stop`` are optimizer steps (None: from the first / to the last record); ``stride`` counts
+        records of that range (its first record always included).
+        """
+        self._probe(probe)
+        stride = _check_stride(stride)
+        with self._open() as file:
+            steps = self._rows(file["probes"][probe], [])[0]
+        i0, i1 = record_range(steps, start, stop)
+        return steps[i0:i1:stride]
+
+    def frame(
+        self,
+        probe: str,
+        start: int | None = None,
+        stop: int | None = None,
+        stride: int | None = None,
+        layers: list[str | int] | None = None,
+    ) -> pd.DataFrame:
         """Tidy records of ``probe``: columns step, layer, quantity, value.
 
         Covers every quantity whose axes are ``("layer",)`` (one row per layer) or ``()`` (layer ``""``).
         Rows are ordered by quantity (declaration order), step, then layer in forward order; ``value`` is
-        float64. Other quantities (histograms, per-sample arrays) are read with :meth:`array`.
+        float64. Other quantities (histograms, per-sample arrays) are read with :meth:`array`. ``start``,
+        ``stop``, ``stride`` and ``layers`` select as in :meth:`array` (``layers`` does not filter ``()``).
         """
         quantities = {n: q for n, q in self._probe(probe).items() if q.axes in (("layer",), ())}
-        with self._open() as file:
-            steps, arrays = self._rows(file["probes"][probe], list(quantities))
         parts = []
         for name, quantity in quantities.items():
-            labels = np.asarray(self._labels(quantity).get("layer", [""]), dtype=object)
-            values = arrays[name].reshape(len(steps), len(labels))
+            steps, values, _, labels = self.array(
+                probe, name, start, stop, stride, layers=layers if quantity.axes else None
+            )
+            names = np.asarray(labels.get("layer", [""]), dtype=object)
+            values = values.reshape(len(steps), len(names))
             parts.append(
                 pd.DataFrame(
                     {
-                        "step": np.repeat(steps, len(labels)),
-                        "layer": np.tile(labels, len(steps)),
+                        "step": np.repeat(steps, len(names)),
+                        "layer": np.tile(names, len(steps)),
                         "quantity": name,
                         "value": values.ravel().astype(np.float64),
                     }
                 )
             )
-        if not parts or not len(steps):
+        if not parts or not sum(len(part) for part in parts):
             return pd.DataFrame(
                 {
                     "step": np.zeros(0, np.int64),
@@ -454,24 +591,94 @@ class Run:
             )
         return pd.concat(parts, ignore_index=True)
 
-    def array(
-        self, probe: str, quantity: str
-    ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], dict[str, list[str]]]:
-        """Every record of one quantity, whatever its axes.
-
-        Returns:
-            ``(steps, values, axes, labels)``: steps ``[N]`` int64; values ``[N, *shape]`` in the stored
-            dtype; axes names every dimension of ``values``, starting with ``"step"``; labels maps
-            axis -> labels.
-        """
+    def _quantity(self, probe: str, quantity: str) -> Quantity:
         declared = self._probe(probe)
         if quantity not in declared:
             raise KeyError(
                 f"probe {probe!r} of {self.path} has no quantity {quantity!r}; it has {list(declared)}"
             )
+        return declared[quantity]
+
+    def _layer_index(self, quantity: Quantity, labels: dict[str, list[str]], layers: list[str | int]) -> np.ndarray:
+        """Positions along the ``layer`` axis of ``layers`` (names or indices), in the order given."""
+        if "layer" not in quantity.axes:
+            raise ValueError(f"layers={layers!r} selects along a 'layer' axis; this quantity has axes {quantity.axes}")
+        names = labels["layer"]
+        position = {name: i for i, name in enumerate(names)}
+        index = []
+        for layer in layers:
+            if isinstance(layer, str):
+                if layer not in position:
+                    raise KeyError(f"{self.path} has no layer {layer!r}; layers are {names[:5]}... ({len(names)})")
+                index.append(position[layer])
+            elif isinstance(layer, int | np.integer) and -len(names) <= int(layer) < len(names):
+                index.append(int(layer) % len(names))
+            else:
+                raise KeyError(f"layer {layer!r} is neither a layer name nor an index below {len(names)}")
+        return np.asarray(index, dtype=np.intp)
+
+    def array(
+        self,
+        probe: str,
+        quantity: str,
+        start: int | None = None,
+        stop: int | None = None,
+        stride: int | None = None,
+        layers: list[str | int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], dict[str, list[str]]]:
+        """The records of one quantity, whatever its axes: all of them, or a step range, a stride, some layers.
+
+        Args:
+            probe, quantity: what to read.
+            start, stop: optimizer steps; records with ``start <= step < stop`` (None: no bound).
+            stride: every ``stride``-th record of that range, starting with its first (None: every record).
+            layers: layer names or indices along the quantity's ``layer`` axis, in the order wanted (None: all).
+
+        Returns:
+            ``(steps, values, axes, labels)``: steps ``[N]`` int64; values ``[N, *shape]`` in the stored
+            dtype; axes names every dimension of ``values``, starting with ``"step"``; labels maps
+            axis -> labels (the ``layer`` labels of the selected layers).
+        """
+        declared = self._quantity(probe, quantity)
+        stride = _check_stride(stride)
+        labels = self._labels(declared)
+        index = None if layers is None else self._layer_index(declared, labels, layers)
         with self._open() as file:
             steps, arrays = self._rows(file["probes"][probe], [quantity])
-        return steps, arrays[quantity], ("step", *declared[quantity].axes), self._labels(declared[quantity])
+        i0, i1 = record_range(steps, start, stop)
+        values = arrays[quantity][i0:i1:stride]
+        if index is not None:
+            axis = declared.axes.index("layer")
+            values = np.take(values, index, axis=1 + axis)
+            labels["layer"] = [labels["layer"][i] for i in index]
+        return steps[i0:i1:stride], values, ("step", *declared.axes), labels
+
+    def summary(
+        self,
+        probe: str,
+        quantity: str,
+        points: int = 2000,
+        start: int | None = None,
+        stop: int | None = None,
+        layers: list[str | int] | None = None,
+    ) -> Summary:
+        """min / max / mean / last of ``quantity`` per block of records: what a screen of ``points`` pixels needs.
+
+        The block is the coarsest of 1 and ``schema.SUMMARY_BLOCKS`` (32, 128, 512, ... records) that still
+        gives at least ``points`` blocks over the records with ``start <= step < stop``: between ``points``
+        and 4 × ``points`` blocks (all records when there are fewer). Files of schema version 3 keep these
+        blocks for every ``("layer",)`` and ``()`` quantity, so the cost does not grow with the run: the
+        stored blocks are read, and only the partial blocks at either end of the range are computed from
+        their records. Other quantities and older files are summarised from their records (the same values).
+
+        Returns:
+            a :class:`Summary` with arrays ``[B, *shape]`` (``layers`` selects as in :meth:`array`).
+        """
+        steps, values, _, _ = self.array(probe, quantity, start, stop, layers=layers)
+        with self._open() as file:
+            all_steps = self._rows(file["probes"][probe], [])[0]
+        i0, i1 = record_range(all_steps, start, stop)
+        return summarise(steps, values, i0, summary_block((i0, i1), points))
 
     def scalars(self) -> pd.DataFrame:
         """Tidy scalars (loss, accuracy, lr, ...): columns step, name, value, in logging order."""
@@ -479,6 +686,39 @@ class Run:
             steps, arrays = self._rows(file["scalars"], ["name", "value"])
         names = np.array([name.decode() for name in arrays["name"]], dtype=object)
         return pd.DataFrame({"step": steps, "name": names, "value": arrays["value"].astype(np.float64)})
+
+    def scalar_names(self) -> list[str]:
+        """The names of the logged scalars, in the order they were first logged."""
+        return list(dict.fromkeys(self.scalars()["name"]))
+
+    def _scalar_records(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        scalars = self.scalars()
+        rows = scalars[scalars["name"] == name]
+        if rows.empty and name not in self.scalar_names():
+            raise KeyError(f"{self.path} has no scalar {name!r}; logged scalars: {self.scalar_names()}")
+        return rows["step"].to_numpy(np.int64), rows["value"].to_numpy(np.float64)
+
+    def scalar(
+        self, name: str, start: int | None = None, stop: int | None = None, stride: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One logged scalar: ``(steps [n] int64, values [n] float64)`` in logging order.
+
+        ``start``/``stop``/``stride`` select as in :meth:`array`: the records of ``name`` from the first with
+        ``step >= start`` to the last with ``step < stop`` (steps of one name are expected to grow), every
+        ``stride``-th.
+        """
+        stride = _check_stride(stride)
+        steps, values = self._scalar_records(name)
+        i0, i1 = _scalar_range(steps, start, stop)
+        return steps[i0:i1:stride], values[i0:i1:stride]
+
+    def scalar_summary(
+        self, name: str, points: int = 2000, start: int | None = None, stop: int | None = None
+    ) -> Summary:
+        """:meth:`summary` of one logged scalar (blocks of its records; arrays ``[B]``)."""
+        steps, values = self._scalar_records(name)
+        i0, i1 = _scalar_range(steps, start, stop)
+        return summarise(steps[i0:i1], values[i0:i1], i0, summary_block((i0, i1), points))
 
     def events(self) -> pd.DataFrame:
         """What happened during the run besides records: columns step, kind, source, message, in order.

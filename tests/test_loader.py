@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -262,3 +263,40 @@ def test_summary_of_layers_and_of_scalars(long_run):
         run.scalar("nope")
     with pytest.raises(ValueError, match="points must be >= 1"):
         run.summary("g", "norm", points=0)
+
+
+# -- files of older schema versions ----------------------------------------------------------------------------
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_a_version_2_file_made_by_the_old_recorder_loads_identically():
+    """tests/data/v2_run.h5 was written by gradlens at schema version 2 (tests/data/make_v2_run.py), with what
+    that version's loader returned saved beside it: today's loader returns the same arrays, dtypes included."""
+    expected = np.load(DATA / "v2_run_expected.npz")
+    run = load(DATA / "v2_run.h5")
+    assert run.schema_version == 2 and run.probes == ["grad_stats", "update_ratio"] and run.status == "finished"
+    for probe in run.probes:
+        for quantity in run.quantities(probe):
+            steps, values, _, _ = run.array(probe, quantity)
+            np.testing.assert_array_equal(steps, expected[f"{probe}/{quantity}/steps"])
+            np.testing.assert_array_equal(values, expected[f"{probe}/{quantity}/values"])
+            assert values.dtype == expected[f"{probe}/{quantity}/values"].dtype, (probe, quantity)
+    scalars = run.scalars()
+    np.testing.assert_array_equal(scalars["step"], expected["scalars/step"])
+    assert scalars["name"].tolist() == expected["scalars/name"].tolist()
+    np.testing.assert_array_equal(scalars["value"], expected["scalars/value"])
+    events = run.events()
+    assert events.values.tolist() == [
+        [int(expected["events/step"][0]), *(str(expected[f"events/{c}"][0]) for c in ("kind", "source", "message"))]
+    ]
+    # the new reads work on it too, computed from the records
+    assert run.n_records("grad_stats") == 12 and run.span("update_ratio") == (0, 9)
+    np.testing.assert_array_equal(
+        run.array("grad_stats", "norm", start=3, stop=9, stride=2, layers=[1])[1],
+        expected["grad_stats/norm/values"][3:9:2, [1]],
+    )
+    summary = run.summary("grad_stats", "max_abs", points=12)
+    assert summary.block == 1 and summary.count.tolist() == [1] * 12
+    np.testing.assert_array_equal(summary.max, expected["grad_stats/max_abs/values"])
+    assert run.scalar_names() == ["loss", "lr"]

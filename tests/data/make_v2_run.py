@@ -28,7 +28,7 @@ def main() -> None:
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
     probes = [GradStats(bins=np.linspace(-0.2, 0.2, 5)), UpdateRatio(every=3)]
     with gradlens.attach(model, optimizer, path, probes=probes, overwrite=True, flush_every=5) as session:
-        for step in range(12):
+        for _ in range(12):
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()

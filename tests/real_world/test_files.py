@@ -22,7 +22,8 @@ from torch import nn
 
 import gradlens
 from gradlens.cli import main
-from gradlens.loader import _hdf5_library, load, superblock
+from gradlens.loader import load, superblock
+from gradlens.loader.files import _hdf5_library
 from gradlens.lock import LockedError, RunLock, lock_path, writer
 from gradlens.probes import GradStats
 from gradlens.recorder import Recorder

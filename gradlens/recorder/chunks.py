@@ -20,9 +20,10 @@ import zlib
 
 import numpy as np
 
-# Measured on 3000 steps x 150 parameters of GradStats statistics in float32 (64 KiB chunks): level 1 keeps
-# 70 % of the bytes, levels 4 and 6 keep 68-69 % at 1.3-3 times the time.
-DEFLATE_LEVEL = 1
+# Measured on GradStats statistics (float32, chunks of 436 x 8) of 3000 minibatch-SGD steps of a 150-parameter
+# MLP on MNIST: levels 1, 4, 6, 9 keep 83.4, 81.6, 80.8, 80.7 % of the bytes at 25, 24, 17, 10 MB/s (one
+# loaded core). The three low bytes of a noisy statistic are noise; only its sign-and-exponent byte compresses.
+DEFLATE_LEVEL = 4
 
 
 def fletcher32(data: bytes) -> int:

@@ -607,3 +607,50 @@ def test_resuming_a_version_2_file_keeps_its_float64_statistics(tmp_path):
     np.testing.assert_array_equal(norm[:8], expected["grad_stats/norm/values"][:8])
     assert norm[8].tolist() == [0.5] * 4
     assert run.summary("grad_stats", "norm", points=1).max.tolist() == [norm.max(axis=0).tolist()]
+
+
+RACER = r"""
+import sys, time
+import numpy as np
+from gradlens.recorder import Recorder
+from gradlens.schema import Quantity
+
+path, steps = sys.argv[1], int(sys.argv[2])
+layers = [{"name": f"l{i}", "kind": "Linear", "shape": [1, 1], "params": 1} for i in range(20)]
+quantities = {"g": {"wide": Quantity((600,), ("x",)), "norm": Quantity((20,), ("layer",), dtype="float32")}}
+with Recorder(path, meta={}, flush_every=3, flush_seconds=3600) as recorder:
+    recorder.start(layers, quantities)
+    for step in range(steps):
+        norm = (np.arange(20) + step).astype(np.float32)
+        recorder.record("g", step, {"wide": np.full(600, float(step)), "norm": norm})
+"""
+
+
+def test_readers_racing_a_live_writer_always_read_committed_exact_rows(tmp_path):
+    """A writer commits every 3 records; chunks of the 600-wide column hold 54 rows, so its tail is overwritten
+    every 18 commits. A reader reading all the while only ever gets a prefix of exact rows and summaries."""
+    from gradlens.loader import summarise
+
+    path = tmp_path / "run.h5"
+    writer = subprocess.Popen([sys.executable, "-c", RACER, str(path), "3000"], stderr=subprocess.PIPE, text=True)
+    reads, deadline = 0, time.monotonic() + 120
+    try:
+        while writer.poll() is None and time.monotonic() < deadline:
+            if not path.exists():
+                time.sleep(0.01)
+                continue
+            run = load(path)
+            steps, wide, _, _ = run.array("g", "wide")
+            np.testing.assert_array_equal(steps, np.arange(len(steps)))
+            np.testing.assert_array_equal(wide, np.repeat(steps[:, None].astype(float), 600, axis=1))
+            steps, norm, _, _ = run.array("g", "norm", stop=len(steps))
+            summary = run.summary("g", "norm", points=3, stop=len(steps))
+            expected = summarise(steps, norm, 0, summary.block)
+            np.testing.assert_array_equal(summary.max, expected.max)
+            np.testing.assert_array_equal(summary.last, expected.last)
+            reads += 1
+        assert writer.wait(timeout=120) == 0, writer.stderr.read()
+    finally:
+        writer.kill()
+        writer.stderr.close()
+    assert reads >= 10 and load(path).n_records("g") == 3000

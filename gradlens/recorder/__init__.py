@@ -10,6 +10,7 @@ documented in ``docs/schema.md``. The package's rooms, from the file up:
 - :mod:`gradlens.recorder.runfile`: an open file being written, and the two-phase commit;
 - :mod:`gradlens.recorder.buffers`: buffered tensors to host arrays in their stored dtypes;
 - :mod:`gradlens.recorder.copy`: copy a run's committed records (resume, repair);
+- :mod:`gradlens.recorder.resume`: resume a run (the copy, and the check that the session matches it);
 - :mod:`gradlens.recorder.writer`: :class:`Recorder` (buffering, flush policy, modes, lock, atomic replace);
 - :mod:`gradlens.recorder.repair`: :func:`repair`, what ``gradlens repair`` runs.
 """

@@ -20,44 +20,23 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
-from gradlens.loader import layer_rows, open_run_file, read_layers, stored_quantities
 from gradlens.lock import RunLock
 from gradlens.recorder.buffers import Value, narrow, stack, to_host
-from gradlens.recorder.copy import copy_records
 from gradlens.recorder.layout import NAME_DTYPE, check_name, layer_table, normalise_quantity
+from gradlens.recorder.resume import Stored, check_resumed, copy_for_resume, now, versions
 from gradlens.recorder.runfile import RunFile, event_rows
-from gradlens.schema import CLOSE_STATUSES, LAYER_FIELDS, NAME_BYTES, Quantity, clip_utf8, event_dtypes
+from gradlens.schema import CLOSE_STATUSES, NAME_BYTES, Quantity, clip_utf8, event_dtypes
 
 MODES = ("new", "overwrite", "resume")
 STATUSES = CLOSE_STATUSES
 RESERVED_META = ("versions", "created", "resumed")
-
-
-def _versions() -> dict[str, str]:
-    from gradlens import __version__
-
-    return {
-        "gradlens": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "h5py": h5py.version.version,
-        "hdf5": h5py.version.hdf5_version,
-        "python": platform.python_version(),
-    }
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Recorder:
@@ -119,11 +98,11 @@ class Recorder:
         self._pending = 0
         self._last_flush = time.monotonic()
         self._started = False
-        self._stored: tuple[list[dict], dict[str, dict[str, Quantity]]] | None = None
+        self._stored: Stored | None = None
         self._replaces: Path | None = None  # the file being written replaces this one at its first flush
 
         self._mode = mode
-        self._meta = {**meta_json, "versions": _versions(), "created": _now(), "resumed": []}
+        self._meta = {**meta_json, "versions": versions(), "created": now(), "resumed": []}
         self._file: RunFile | None = None
         if self.path.is_dir():
             raise ValueError(f"{self.path} is a directory; pass the path of an .h5 file")
@@ -139,7 +118,9 @@ class Recorder:
         self._closed = False
         if mode == "resume":
             try:
-                self._file = self._resume(meta_json, resume_step)
+                limit = None if resume_step is None else int(resume_step)
+                self._file, self._stored = copy_for_resume(self.path, self._temporary("resume"), meta_json, limit)
+                self._replaces = self.path
             except BaseException:
                 self._closed = True
                 self._lock.release()
@@ -177,31 +158,6 @@ class Recorder:
                 f"meta must be JSON-serialisable ({error}); convert values to str/int/float/list/dict first"
             ) from None
 
-    def _resume(self, meta: dict, resume_step: int | None) -> RunFile:
-        """Copy the committed records with step <= resume_step into ``<path>.resume-tmp``, opened for writing.
-
-        Copying (instead of truncating in place) also reopens runs whose writer was killed: HDF5 refuses to
-        open those for writing, but reads them in SWMR mode. The copy replaces the original once ``start``
-        accepts the layers and quantities and commits its first flush; when ``start`` rejects them, or the
-        run is closed before any step, the copy is deleted and the original is left untouched.
-        """
-        limit = None if resume_step is None else int(resume_step)
-        tmp = str(self._temporary("resume"))
-        with open_run_file(self.path) as old:
-            stored_meta = json.loads(old.attrs["meta"])
-            stored_meta["resumed"].append({"step": limit, "time": _now(), "versions": _versions(), "meta": meta})
-            if "layers" in old:
-                self._stored = (read_layers(old), stored_quantities(old))
-            new = RunFile.create(tmp, stored_meta)
-            try:
-                copy_records(old, str(self.path), new, limit)
-            except BaseException:
-                new.file.close()
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        self._replaces = self.path
-        return new
-
     def start(self, layers: list[dict], quantities: dict[str, dict[str, Quantity]]) -> None:
         """Create the layer table and every probe dataset, switch the file to SWMR mode and put it in place.
 
@@ -225,7 +181,7 @@ class Recorder:
             self._file = self._create()
         if self._stored is not None:
             try:
-                self._check_resumed(table, declared)
+                check_resumed(self.path, table, declared, self._stored)
             except ValueError:
                 self._discard()
                 raise
@@ -254,41 +210,6 @@ class Recorder:
         self._file = None
         self._closed = True
         self._lock.release()
-
-    def _check_resumed(self, table: np.ndarray, declared: dict[str, dict[str, Quantity]]) -> None:
-        """The resumed session declares the stored layers and quantities; a stored dtype that holds the
-        declared one exactly is kept (float64 statistics of an older file stay float64)."""
-        stored_layers, stored_quantities_ = self._stored
-        given = [[row[key] for key in LAYER_FIELDS] for row in layer_rows(table)]
-        kept = [[row[key] for key in LAYER_FIELDS] for row in stored_layers]
-        if given != kept:
-            diff = next(
-                (i for i, (a, b) in enumerate(zip(given, kept, strict=False)) if a != b),
-                min(len(given), len(kept)),
-            )
-            raise ValueError(
-                f"cannot resume {self.path}: the layer table differs from the stored one at row {diff} "
-                f"(given {given[diff] if diff < len(given) else 'nothing'}, "
-                f"stored {kept[diff] if diff < len(kept) else 'nothing'}); resume with the same model"
-            )
-
-        def same(probe: str) -> bool:
-            mine, theirs = declared.get(probe), stored_quantities_.get(probe)
-            if mine is None or theirs is None or list(mine) != list(theirs):
-                return False
-            return all(
-                (q.shape, q.axes, q.labels) == (s.shape, s.axes, s.labels) and np.can_cast(q.dtype, s.dtype, "safe")
-                for q, s in zip(mine.values(), theirs.values(), strict=True)
-            )
-
-        differ = sorted(p for p in {*declared, *stored_quantities_} if not same(p))
-        if differ:
-            raise ValueError(
-                f"cannot resume {self.path}: probes {differ} declare other quantities than the stored run "
-                f"(given {[declared.get(p) for p in differ]}, "
-                f"stored {[stored_quantities_.get(p) for p in differ]}); "
-                "resume with the same probes"
-            )
 
     def record(self, probe: str, step: int, values: Mapping[str, Value], fresh: bool = False) -> None:
         """Buffer one record of ``probe`` at ``step``; flushes when the policy says so.

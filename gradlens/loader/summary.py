@@ -151,7 +151,7 @@ def summarise(steps: np.ndarray, values: np.ndarray, first_record: int, block: i
     values = np.asarray(values)
     n, shape = len(steps), values.shape[1:]
     pieces = Pieces.records(steps, values.reshape(n, -1))
-    if n:
+    if n and block > 1:  # blocks of one record are the records
         pieces = pieces.reduce(aligned_starts(first_record, n, block))
     return pieces.summary(block, shape, values.dtype)
 

@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         length = f"10^{power}" if steps == 10**power else str(steps)
         label = f"{length} × {PARAMS}" + (f", `bins={bins}`" if bins else "")
         rows.append((label, path, cost, results, steps))
-        print(f"measured {path.name}", file=sys.stderr, flush=True)
+        print(f"measured {path.name}:\n{table(rows[-1:], 'cpu', args.tb_steps)}", file=sys.stderr, flush=True)
     after = os.getloadavg()
     print(
         f"CPU seconds (user + sys of each child process); load average {before[0]:.1f} before, "

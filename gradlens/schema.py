@@ -70,6 +70,7 @@ MAX_CHUNK_ROWS = 4096
 # Version 3: the unfinished chunk of a column (in memory and in its tail, dead space once the run is closed)
 # holds at most this many bytes of records: 436 rows of 150 float32 values.
 TAIL_BYTES = 256 * 1024
+MIN_CHUNK_ROWS = 16
 # Version 3 tail datasets (rewritten at every flush) are chunked at about this many bytes.
 TAIL_CHUNK_BYTES = 16 * 1024
 # Multi-resolution summary: min / max / mean / last per block of this many consecutive records of a
@@ -120,16 +121,19 @@ def chunk_shape(shape: tuple[int, ...], axes: tuple[str, ...], dtype: np.dtype) 
     """Version 3 chunk of a column of records ``[N, *shape]``: ``(R, g, *shape[1:])``.
 
     ``g`` = ``LAYER_GROUP`` layers when the first axis is ``layer`` (else the whole axis); ``R`` rows so that a
-    chunk holds about ``CHUNK_BYTES`` and ``R`` whole records at most ``TAIL_BYTES`` (at least 1, at most
-    ``MAX_CHUNK_ROWS``).
+    chunk holds about ``CHUNK_BYTES`` and ``R`` whole records at most ``TAIL_BYTES`` unless that leaves fewer
+    than ``MIN_CHUNK_ROWS`` (at least 1, at most ``MAX_CHUNK_ROWS``).
     """
     itemsize = np.dtype(dtype).itemsize
     record = tuple(int(d) for d in shape)
     row_bytes = max(1, math.prod(record) * itemsize)
     if record and axes and axes[0] == "layer":
         record = (min(record[0], LAYER_GROUP), *record[1:])
-    rows = min(MAX_CHUNK_ROWS, CHUNK_BYTES // max(1, math.prod(record) * itemsize), TAIL_BYTES // row_bytes)
-    return (int(max(1, rows)), *record)
+    by_chunk = max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // max(1, math.prod(record) * itemsize)))
+    # The tail's cap yields to 16 rows for wide records (150 x 40-bin histograms: 48 KB a row), so that a flush
+    # of a few dozen records crosses few chunk boundaries (each one a commit of its own).
+    rows = max(min(by_chunk, TAIL_BYTES // row_bytes), min(by_chunk, MIN_CHUNK_ROWS))
+    return (int(rows), *record)
 
 
 def tail_chunk_rows(shape: tuple[int, ...], dtype: np.dtype, rows: int) -> int:

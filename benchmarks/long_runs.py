@@ -14,8 +14,9 @@ seconds (user + sys, from ``os.wait4``), wall seconds and peak resident set size
 - ``load + frame``: ``gradlens.load(path).frame("grad_stats")`` (every record as a tidy frame);
 - ``info``, ``report``, ``doctor``, ``compare`` (the run and a hard link of it), ``export --csv``,
   ``--parquet``, ``--tensorboard``: the CLI commands as they are on this tree;
-- ``one parameter``: ``gradlens.load(path).frame("grad_stats", layers=[the middle parameter])``, its full
-  history of every statistic;
+- ``one parameter``: ``gradlens.load(path).array("grad_stats", q, layers=[the middle parameter])`` for every
+  statistic q: its full history, CPU seconds measured inside the child (the child's total, imports included,
+  is in the wall table);
 - TensorBoard: ``torch.utils.tensorboard.SummaryWriter.add_scalar`` per value for the five statistics of every
   parameter (how a user logs them without gradlens), then TensorBoard's ``EventAccumulator`` reading them back;
   above ``--tb-steps`` steps (default 1000) the first ``--tb-steps`` steps are written and read and the time and
@@ -164,8 +165,10 @@ def measure(path: Path, steps: int, only: set[str] | None, tb_steps: int, work: 
         "csv": cli("export", str(path), "--csv", str(work / "csv")),
         "parquet": cli("export", str(path), "--parquet", str(work / "parquet")),
         "tensorboard": cli("export", str(path), "--tensorboard", str(work / "tb")),
-        "one_parameter": python(
-            "import sys, gradlens; gradlens.load(sys.argv[1]).frame('grad_stats', layers=[sys.argv[2]])",
+        "one_parameter": python(  # every statistic of one parameter over the whole run, timed inside the child
+            "import sys, time, gradlens; start = time.process_time(); run = gradlens.load(sys.argv[1]); "
+            "[run.array('grad_stats', q, layers=[sys.argv[2]]) for q in run.quantities('grad_stats')]; "
+            "print(time.process_time() - start)",
             str(path),
             middle,
         ),
@@ -190,6 +193,8 @@ def cell(results: dict, name: str, field: str = "cpu") -> str:
         return "—"
     if "failed" in result:
         return f"failed ({result['failed'][0][:40]})"
+    if name == "one_parameter" and field == "cpu":  # the read itself, without the child's imports
+        return f"{float(result['out'].split()[-1]):.3f}"
     return f"{result[field]:.2f}"
 
 

@@ -17,6 +17,8 @@ seconds (user + sys, from ``os.wait4``), wall seconds and peak resident set size
 - ``one parameter``: ``gradlens.load(path).array("grad_stats", q, layers=[the middle parameter])`` for every
   statistic q: its full history, CPU seconds measured inside the child (the child's total, imports included,
   is in the wall table);
+- ``export --tensorboard`` speed: the scalars of the run written as event files, CPU seconds inside the child
+  (reading the run included), printed as scalars per second under the tables;
 - TensorBoard: ``torch.utils.tensorboard.SummaryWriter.add_scalar`` per value for the five statistics of every
   parameter (how a user logs them without gradlens), then TensorBoard's ``EventAccumulator`` reading them back;
   above ``--tb-steps`` steps (default 1000) the first ``--tb-steps`` steps are written and read and the time and
@@ -107,6 +109,19 @@ print(f"{written} {read} {size} {count}")
 """
 
 
+TB_RATE = r"""
+import sys, time
+import gradlens
+from gradlens.export.events import EventFile
+from gradlens.export.tensorboard import _scalars
+
+events = EventFile(sys.argv[2])
+start = time.process_time()
+count = _scalars(gradlens.load(sys.argv[1]), events)
+print(count, time.process_time() - start)
+"""
+
+
 def run_child(command: list[str], cwd: str | None = None) -> dict:
     """Run a command, wait for it with ``os.wait4``; its CPU seconds, wall seconds, peak RSS (MB) and output."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -173,6 +188,7 @@ def measure(path: Path, steps: int, only: set[str] | None, tb_steps: int, work: 
             middle,
         ),
         "tb_own": python(TENSORBOARD, str(path), str(work / "tb_own"), str(min(steps, tb_steps))),
+        "tb_rate": python(TB_RATE, str(path), str(work / "tb_rate")),
     }
     results = {}
     for name, command in commands.items():
@@ -259,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, "cpu", args.tb_steps))
     print("\nWall seconds (same runs)\n")
     print(table(rows, "wall", args.tb_steps))
+    for label, _, _, results, _ in rows:
+        rate = results.get("tb_rate")
+        if rate is not None and "failed" not in rate:
+            count, seconds = (float(v) for v in rate["out"].split()[-2:])
+            print(f"\n{label}: gradlens export --tensorboard writes {count / seconds / 1e6:.2f} M scalars per CPU "
+                  f"second ({count:.0f} scalars, reading the run included)")
     return 0
 
 

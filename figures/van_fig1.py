@@ -8,8 +8,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, final_scalar, save_figure
-from figures.van_util import mean_sd, split_not_run, values_of
+from figures.base import (
+    FigureInputs,
+    FigureOutput,
+    chance_check,
+    config,
+    describe,
+    final_scalar,
+    save_figure,
+    values_of,
+)
+from figures.van_common import mean_sd, split_not_run
 
 ID = "van-fig1"
 ANALYSES = ("van_thin", "van_thin_fashion")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from figures.base import FigureInputs, FigureOutput, chance_check, config, save_table
-from figures.yw_tab4 import cnn_caption, cnn_rows, difference_note
+from figures.yw_common import cnn_caption, cnn_rows, difference_note
 
 ID = "yw-tab5"
 ANALYSES = ("concat_cnn", "concat_cnn_timing")

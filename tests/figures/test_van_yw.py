@@ -246,7 +246,7 @@ def test_alpha_probe_matches_hand_computed_residual():
 
 
 def test_van_fig2_says_when_the_plain_net_does_not_degrade():
-    from figures.van_fig2 import plain_degradation
+    from figures.van_common import plain_degradation
 
     flat = {10: 0.9805, 26: 0.98}
     assert "98.05 % at 10, 98.00 % at 26" in plain_degradation(flat)

@@ -37,6 +37,13 @@ def seeds_of(runs: Sequence[Recorded]) -> list[int]:
     return sorted({int(config(r)["seed"]) for r in runs})
 
 
+def seeds_note(seeds: Sequence[int]) -> str:
+    """'seed 0', 'seeds 0, 1' or 'no runs'."""
+    if not seeds:
+        return "no runs"
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def sc_resnet_defaults(scale: str) -> dict:
     """The main configuration of the sc_resnet sweep at ``scale`` (SC weight, batch size, depths) from its preset."""
     from analyses.runner import preset
@@ -125,15 +132,18 @@ def accuracy_bars(
     item_id: str,
     title: str,
     description: str,
-    series: tuple[list[int], dict[str, list[list[float]]], list],
+    series: tuple[list[int], dict[str, list[list[Recorded]]]],
 ) -> FigureOutput:
     """The SCResNet ablation figures (sc-fig7/8/9): final test accuracy per depth as grouped bars (mean ± sd
-    over seeds), the plotted numbers and a caption ``description`` + the numbers + what was run.
+    over seeds), the plotted numbers and a caption ``description`` + each bar's mean ± sd and seeds + what was
+    run.
 
-    ``series`` is ``(depths, label -> accuracies per depth, runs used)``.
+    ``series`` is ``(depths, label -> the runs of each depth's bar)``. Each bar names its own seeds: the ResNet
+    and single-SC bars are the main comparison's runs, which can span more seeds than the ablations'.
     """
-    depths, values, used = series
+    depths, bars = series
     fig, ax = plt.subplots(figsize=(8, 4))
+    values = {label: [final_accuracies(runs) for runs in per_depth] for label, per_depth in bars.items()}
     plotted = grouped_bars(ax, [f"depth {d}" for d in depths], values, "test accuracy (%)")
     ax.set_title(title)
     numbers = {
@@ -141,6 +151,13 @@ def accuracy_bars(
         for label, (means, sds) in plotted.items()
         for d, m, s in zip(depths, means, sds, strict=True)
     }
-    caption = description + "; ".join(f"{k}: {v}" for k, v in numbers.items()) + f". {describe(used, inputs.scale)}"
+    seeds = {f"{label} depth {d}": seeds_of(runs) for label, per_depth in bars.items()
+             for d, runs in zip(depths, per_depth, strict=True)}
+    used = [run for k in range(len(depths)) for per_depth in bars.values() for run in per_depth[k]]
+    caption = (
+        description
+        + "; ".join(f"{key}: {value} ({seeds_note(seeds[key])})" for key, value in numbers.items())
+        + f". {describe(used, inputs.scale)}"
+    )
     caption = chance_check(used).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, item_id), caption, numbers, figure=fig)

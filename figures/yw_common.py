@@ -4,10 +4,12 @@ skip − vanilla difference, the protocol). Not a figure module; imports only :m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
-from figures.base import config, describe, final_scalar, values_of
+from figures.base import config, describe, final_scalar, scalar_values, values_of
 
 MLP_NAMES = {"skip": "skip", "vanilla": "vanilla", "skipstar": "skip*"}
 # document row -> (train 3-l, val 3-l, train 4-l, val 4-l), per table.
@@ -150,6 +152,70 @@ def difference_note(numbers: dict, better: str, worse: str) -> str:
     agrees = "same sign as" if ours * document > 0 else "opposite sign to"
     return (f"{CNN_NAMES[better]} − {CNN_NAMES[worse]}: {ours:+.2f} points of validation accuracy ({agrees} the "
             f"document's {document:+.1f}). ")
+
+
+LATE_FRACTION = 0.5
+"""A net is *still near the initial plateau* after epoch 1 when its mean validation accuracy then is less than this
+fraction of the way from chance to the best net's: it has spent part of its first epoch learning nothing, so at the
+end it has trained for less than the others."""
+
+
+def epoch_accuracies(runs: list, variants: Sequence[str]) -> dict[str, np.ndarray]:
+    """Validation accuracy (%) of each variant after each epoch ``[seed, epoch]`` (seeds in order), as recorded
+    (the per-epoch ``test_acc`` scalar)."""
+    return {
+        variant: 100 * np.array([scalar_values(r, "test_acc") for r in sorted(
+            (r for r in runs if config(r)["variant"] == variant), key=lambda r: config(r)["seed"])])
+        for variant in variants
+    }
+
+
+def convergence_note(accs: dict[str, np.ndarray], better: str, worse: str, chance: float) -> str:
+    """What the per-epoch validation accuracies ``accs`` (variant -> ``[seed, epoch]``, %) say about the difference
+    ``better`` − ``worse`` of the final means; ``chance`` in %.
+
+    Lists each net's mean accuracy after every epoch (and its per-seed range after epoch 1); says UNCONVERGED when
+    a net of the pair gained more in its last epoch than the difference itself (one more epoch could change its
+    sign), and names the nets still near the initial plateau after epoch 1 (:data:`LATE_FRACTION`), for which the
+    difference mostly measures which net leaves the plateau first.
+    """
+
+    def spread(values: np.ndarray) -> str:
+        low, high = values.min(), values.max()
+        return f"{low:.1f} %" if low == high else f"{low:.1f}–{high:.1f} %"
+
+    means = {v: a.mean(axis=0) for v, a in accs.items()}
+    text = "Validation accuracy after each epoch, mean over seeds (after epoch 1: range over seeds): " + "; ".join(
+        f"{CNN_NAMES[v]} {', '.join(f'{m:.1f}' for m in means[v])} % ({spread(a[:, 0])})" for v, a in accs.items()
+    ) + ". "
+    epochs = len(means[better])
+    if epochs < 2:
+        return text + f"With {epochs} epoch, whether the nets have levelled off cannot be read from these runs. "
+    difference = means[better][-1] - means[worse][-1]
+    gains = {v: means[v][-1] - means[v][-2] for v in (better, worse)}
+    still = [v for v, gain in gains.items() if gain > abs(difference)]
+    if still:
+        text += (
+            f"UNCONVERGED: in the last epoch ({epochs}) "
+            + " and ".join(f"{CNN_NAMES[v]} still gained {gains[v]:+.1f} points" for v in still)
+            + f", more than the {difference:+.2f}-point difference {CNN_NAMES[better]} − {CNN_NAMES[worse]}, so "
+            "that difference is between nets still learning, not their end points. "
+        )
+    else:
+        text += (f"In the last epoch ({epochs}) every net gained less than the {difference:+.2f}-point difference "
+                 f"({', '.join(f'{CNN_NAMES[v]} {g:+.2f}' for v, g in gains.items())}). ")
+    first = {v: m[0] for v, m in means.items()}
+    leader = max(first, key=first.get)
+    late = [v for v in (better, worse) if first[v] < chance + LATE_FRACTION * (first[leader] - chance)]
+    if late:
+        text += (
+            " and ".join(CNN_NAMES[v] for v in late)
+            + f" {'was' if len(late) == 1 else 'were'} still near the initial plateau after epoch 1 ("
+            + "; ".join(spread(accs[v][:, 0]) for v in late)
+            + f"; {CNN_NAMES[leader]} {spread(accs[leader][:, 0])}): the difference mostly measures which net leaves "
+            f"the plateau first, not what the nets reach once trained. "
+        )
+    return text
 
 
 def cnn_caption(runs: list, scale: str) -> str:

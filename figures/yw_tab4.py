@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, chance_check, save_table
-from figures.yw_common import cnn_caption, cnn_rows, difference_note
+from figures.base import FigureInputs, FigureOutput, chance_check, run_classes, save_table
+from figures.yw_common import cnn_caption, cnn_rows, convergence_note, difference_note, epoch_accuracies
 
 ID = "yw-tab4"
 ANALYSES = ("concat_cnn",)
@@ -23,6 +23,9 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     rows, numbers = cnn_rows(runs, ("skip", "vanilla"))
     table = pd.DataFrame(rows)
     table = table.astype(object).where(table.notna(), "—")
-    caption = difference_note(numbers, "skip", "vanilla") + cnn_caption(runs, inputs.scale)
+    accs = epoch_accuracies(runs, ("skip", "vanilla"))
+    caption = (difference_note(numbers, "skip", "vanilla")
+               + convergence_note(accs, "skip", "vanilla", 100 / run_classes(runs[0]))
+               + cnn_caption(runs, inputs.scale))
     caption = chance_check(runs).annotate(caption, numbers)
     return FigureOutput(save_table(table, out_dir, ID, caption, inputs), caption, numbers, table=table)

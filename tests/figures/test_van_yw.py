@@ -19,6 +19,7 @@ from figures.catalogue import EXTRA_ITEMS, ITEMS
 from figures.cli import list_items, select
 from figures.gallery import STANDS_IN, shown_here
 from figures.van_common import ALPHA_FLOOR, alpha_update_reading, lr_schedule, schedule_text
+from figures.yw_common import CNN_NAMES, convergence_note
 from gradlens import load
 from gradlens.data import load_dataset
 from gradlens.models import create_model
@@ -240,6 +241,35 @@ def test_cnn_tables_and_time_ratio(outputs, smoke_figures):
     tab5 = outputs["yw-tab5"].table.set_index("net")
     assert tab5.loc["vanilla* (reinforced) (ours)", "time ratio to skip"] == pytest.approx(ratio)
     assert outputs["yw-tab5"].numbers["time ratio reinforced / skip (median s per step)"] == pytest.approx(ratio)
+
+
+def test_cnn_captions_give_the_per_epoch_accuracies(outputs, smoke_figures):
+    runs = stored(smoke_figures, "concat_cnn")
+    for item_id, variants in (("yw-tab4", ("skip", "vanilla")), ("yw-tab5", ("reinforced", "skip", "vanilla"))):
+        caption = outputs[item_id].caption
+        for variant in variants:
+            (run,) = [r for c, r in runs if c["variant"] == variant]
+            assert f"{CNN_NAMES[variant]} {100 * final(run, 'test_acc'):.1f} % (" in caption, (item_id, variant)
+        assert "With 1 epoch, whether the nets have levelled off cannot be read from these runs." in caption
+
+
+def test_convergence_note_reads_the_plateau_and_the_last_epoch_off_the_accuracies():
+    # the quick reading of issue 24.7: after epoch 1 vanilla at 18–32 %, skip at 93–95 %
+    accs = {"skip": np.array([[93.0, 96.0, 97.0], [95.0, 97.0, 97.4]]),
+            "vanilla": np.array([[18.0, 90.0, 95.5], [32.0, 92.0, 96.7]])}
+    note = convergence_note(accs, "skip", "vanilla", chance=10.0)
+    assert note.startswith("Validation accuracy after each epoch, mean over seeds (after epoch 1: range over "
+                           "seeds): skip 94.0, 96.5, 97.2 % (93.0–95.0 %); vanilla 25.0, 91.0, 96.1 % (18.0–32.0 %).")
+    # skip − vanilla = 97.2 − 96.1 = +1.1 points; vanilla gained 5.1 in its last epoch, skip 0.7
+    assert "UNCONVERGED: in the last epoch (3) vanilla still gained +5.1 points, more than the +1.10-point" in note
+    assert ("vanilla was still near the initial plateau after epoch 1 (18.0–32.0 %; skip 93.0–95.0 %): the "
+            "difference mostly measures which net leaves the plateau first") in note
+    levelled = {v: np.concatenate([a, a[:, -1:] + 0.01], axis=1) for v, a in accs.items()}
+    calm = convergence_note(levelled, "skip", "vanilla", chance=10.0)
+    assert "UNCONVERGED" not in calm and "every net gained less than the +1.10-point difference" in calm
+    assert "near the initial plateau after epoch 1" in calm  # late, even if levelled off since
+    early = {v: a[:, 1:] for v, a in accs.items()}  # both nets off the plateau after their first epoch
+    assert "plateau" not in convergence_note(early, "skip", "vanilla", chance=10.0)
 
 
 def test_extra_gradflow_figures_plot_the_recorded_norms(outputs, smoke_figures):

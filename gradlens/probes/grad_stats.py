@@ -20,30 +20,50 @@ For a row with gradient g (n entries), one record holds
 - ``hist``, ``hist_below``, ``hist_above`` (with ``bins``): counts of g per bin, and of entries below the
   first edge / above the last edge (±Inf included there; NaN in neither). Bins are ``[e_i, e_{i+1})``, the
   last one closed, as in ``numpy.histogram``. ``hist_edges`` holds the edges at every record.
+- ``exp_hist`` ``[layer, sign, exponent]``, ``exp_zero``, ``exp_nonfinite`` (with ``exponents=True``): the
+  exponent histogram of :mod:`gradlens.probes.grad_exponents` — per sign (``negative``, ``positive``) the count of
+  entries with 2^e <= |g| < 2^(e+1) for each e from -64 to 15, below 2^-64 and from 2^16 on (82 buckets, each
+  labelled by its |g| interval), the count of ±0 and of NaN/±Inf. No range to choose: every layer's gradients
+  land in their own buckets, whatever decade they live in. Counts are uint32 (uint64 when a parameter has 2^32
+  entries or more) and sum to n.
 
 A row whose parameter has no gradient at a firing (``.grad is None``) records NaN statistics,
-``nonfinite = -1`` and histogram counts -1.
+``nonfinite = -1``, linear-histogram counts -1 and exponent counts 0.
 
 ``bins=K`` (an int) means K equal bins over ``[-R, R]``, where R is fixed at the first firing that sees a
 finite non-zero gradient: the largest finite |g| over all covered parameters, rounded up to one significant
 digit (0.0347 -> 0.04, 3 -> 3, 0.12 -> 0.2). Until then ``hist_edges`` is NaN and the counts are -1.
 
+Exponent histograms are off by default, for their cost on disk, not in time. Computing them is one more pass over
+each block of a gradient while it is in the cache (about 70 µs more per firing on the thin MLP's 0.12 M entries,
+150 µs on ResNet-20's 0.27 M). A record, though, is 664 bytes per parameter (166 uint32 counts), 16.6× the five
+statistics' 40; about 90 % of the buckets are empty, so HDF5's gzip with the shuffle filter brings it to 20-24 bytes
+(lzf with shuffle: 33), where the statistics take 12.6 as compressed float32 (ResNet-20, 59 tensors, 256 records
+at every step, ``benchmarks/exp_hist_disk.py``). At every step they would make a compressed run 2.6 times as
+large, and the recorder's flush of 84 kB of counts per thin-MLP record costs more than their computation. A
+distribution of exponents moves slowly, so record it on a schedule of its own, as a second probe (a probe records
+all its quantities at each firing, so one probe cannot hold two schedules)::
+
+    GradStats()                                                     # the statistics at every step
+    GradStats(name="grad_exponents", exponents=True, every=Schedule.log_spaced(8) | Schedule.every(500))
+
 How it is computed: per-row *local sums* first — Σg, Σ|g|, Σg², n, the non-finite and NaN counts (float64), max|g|
-over the non-NaN entries and the histogram slot counts — then, when the session's context has a ``reducer``
-(sharded gradients, :mod:`gradlens.distributed`), one ``reducer.sum_`` of all sums and counts packed into one
+and the histogram slot counts — then, when the session's context has a ``reducer`` (sharded gradients,
+:mod:`gradlens.distributed`), one ``reducer.sum_`` of all sums and counts (linear and exponent) packed into one
 tensor and one ``reducer.max_`` of the maxima, and last the *finalize* step above (mean = Σg/n, mean_abs = Σ|g|/n,
-norm = √Σg², max_abs = NaN where a NaN was counted). Gradients of float16/bfloat16 are accumulated in float32 or
-wider, Σg always in float64.
+norm = √Σg², max_abs = NaN where a NaN was counted). Every sum is accumulated in float64.
 
 Cost: on CPU tensors one fused pass per gradient (:mod:`gradlens.probes.grad_kernel`; a second pass counts
-NaN/Inf only where a sum came out non-finite, a third sorts entries into histogram bins), about one read of
+NaN/Inf only where a sum came out non-finite, a third sorts entries into linear bins), about one read of
 every gradient — e.g. 0.02 s for the 79 M gradients of a 512 × 300 MLP, 0.1 ms for the 126 tensors of a thin
-MLP. When every gradient fits the kept plan, their addresses are read in one C++ call
-(:mod:`gradlens.probes.grad_reader`, built once per machine in the background and cached), not through ``p.grad``
-in Python. Elsewhere (GPU, DTensor shards without a kernel, no C compiler) the torch route stacks gradients of one size
-into packs and reduces each pack with a few torch calls. Statistics stay on the gradients' device until the
-recorder's flush: after the first firing no call synchronises the host with the device (with ``bins=K`` the
-first firing reads R once).
+MLP. When every gradient fits the kept plan (parameters without a gradient included), their addresses are read in
+one C++ call (:mod:`gradlens.probes.grad_reader`, built once per machine in the background and cached), not
+through ``p.grad`` in Python; a gradient that never fits a plan (float16, a GPU tensor, a subclass) is remembered,
+so the plan is not searched for again at every firing. Elsewhere (GPU, DTensor shards without a kernel, no C
+compiler) the torch route (:mod:`gradlens.probes.grad_flat`) copies the gradients into zero-padded float64 windows
+and reduces them with a fixed number of torch calls per window, whatever the number of parameters. Statistics stay
+on the gradients' device until the recorder's flush: after the first firing no call synchronises the host with the
+device (with ``bins=K`` the first firing reads R once).
 """
 
 from __future__ import annotations

@@ -146,8 +146,7 @@ class GradStats(Probe):
         return covered_parameters(ctx, self.params)
 
     def quantities(self, ctx) -> dict[str, Quantity]:
-        covered = self._covered(ctx)
-        names = [label for label, _ in covered]
+        names = [label for label, _ in self._covered(ctx)]
         n = len(names)
         per_row = {"layer": names}
         out = {q: Quantity((n,), ("layer",), per_row) for q in STATISTICS}
@@ -158,7 +157,7 @@ class GradStats(Probe):
             out["hist_edges"] = Quantity((self.n_bins + 1,), ("edge",))
         if self.exponents:
             # a count never exceeds the parameter's size: uint32 unless a parameter has 2^32 entries or more
-            largest = max((p.numel() for _, p in covered), default=0)
+            largest = max((p.numel() for p in self._parameters(ctx)), default=0)
             dtype = "uint32" if largest < 2**32 else "uint64"
             labels = {**per_row, "sign": list(grad_exponents.SIGNS), "exponent": grad_exponents.exponent_labels()}
             shape = (n, len(grad_exponents.SIGNS), grad_exponents.MAGNITUDES)

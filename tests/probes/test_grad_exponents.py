@@ -256,3 +256,27 @@ def test_a_gradient_that_never_fits_the_plan_is_not_planned_again_at_every_firin
 def test_the_counts_are_stored_as_uint32_and_exponents_must_be_a_bool():
     with pytest.raises(TypeError, match="exponents must be True or False"):
         GradStats(exponents="yes")
+
+
+def test_the_torch_route_calls_nothing_that_deterministic_cuda_refuses(monkeypatch):
+    """torch.use_deterministic_algorithms(True) raises on CUDA for histc, bincount with weights, put_ and a floating
+    cumsum: at a firing, the torch route (statistics, linear bins, exponents) calls none of them."""
+    from torch.overrides import TorchFunctionMode
+
+    class Names(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: set[str] = set()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.names.add(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(grad_kernel, "library", lambda: None)
+    histogram = grad_kernel.Histogram(torch.linspace(-1, 1, 9, dtype=torch.float64))
+    grads, cache = _random_gradients(), {}
+    gs.local_sums(grads, histogram, exponents=True, cache=cache)  # the first call builds the layout (on the CPU)
+    with Names() as mode:
+        gs.local_sums(grads, histogram, exponents=True, cache=cache)
+    assert "scatter_add_" in mode.names and "_foreach_copy_" in mode.names  # the mode saw the route's calls
+    assert not mode.names & {"histc", "bincount", "put_", "cumsum", "index_put_"}

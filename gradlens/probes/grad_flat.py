@@ -6,9 +6,9 @@ per *window*, however many parameters there are (a GPU firing is a few dozen ker
 parameter), and never reads a value back to the host on a GPU.
 
 Layout, built once per set of gradient shapes and kept: the gradients are laid end to end in windows of at most
-``WINDOW`` entries (256 MiB of float64; a larger gradient has a window of its own), each padded with zeros to a
-whole number of ``BLOCK``-entry blocks (at least one), so a window is a ``[blocks, BLOCK]`` matrix whose every
-block belongs to one gradient (row). Per window and firing:
+``WINDOW`` entries (256 MiB of float64, one buffer per device that the windows fill in turn; a larger gradient
+has a window of its own), each padded with zeros to a whole number of ``BLOCK``-entry blocks (at least one), so a
+window is a ``[blocks, BLOCK]`` matrix whose every block belongs to one gradient (row). Per window and firing:
 
 1. one ``torch._foreach_copy_`` of every gradient into its place, widened to float64 (exact for float32,
    bfloat16 and float16, so each value and its exponent are the ones stored);
@@ -47,26 +47,33 @@ def _host_side(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+def _blocks_of(numel: int) -> int:
+    """Blocks a gradient of ``numel`` entries takes: at least one (a row without entries still has its PRESENT)."""
+    return max(1, -(-numel // BLOCK))
+
+
 class Window:
-    """One float64 buffer holding the gradients of ``rows`` (output rows) end to end, each padded to whole blocks.
+    """Gradients of ``rows`` (output rows) laid end to end in ``buffer`` (shared by the windows of one device:
+    they are filled and reduced one after another), each padded to whole blocks.
 
     Args:
         rows: the output row of each gradient.
         shapes: each gradient's shape.
-        device: where the buffer lives (the gradients' device).
+        buffer: a zeroed float64 buffer on the gradients' device with room for them all.
+        shared: other windows use ``buffer`` too, so the padding of this one may hold their entries.
     """
 
-    def __init__(self, rows: list[int], shapes: list[torch.Size], device: torch.device) -> None:
+    def __init__(self, rows: list[int], shapes: list[torch.Size], buffer: torch.Tensor, shared: bool) -> None:
         numels = [math.prod(shape) for shape in shapes]
-        blocks = [max(1, -(-n // BLOCK)) for n in numels]
+        blocks = [_blocks_of(n) for n in numels]
+        device = buffer.device
         self.rows = rows
-        self.buffer = torch.zeros(sum(blocks) * BLOCK, dtype=torch.float64, device=device)
         self.views = []
         offset = 0
         for shape, n, count in zip(shapes, numels, blocks, strict=True):
-            self.views.append(self.buffer[offset : offset + n].view(shape))
+            self.views.append(buffer[offset : offset + n].view(shape))
             offset += count * BLOCK
-        self.blocks = self.buffer.view(-1, BLOCK)
+        self.blocks = buffer[:offset].view(-1, BLOCK)
         # per block: its output row, its real (not padding) entries, 1 on a row's first block (the PRESENT column)
         per_row = torch.tensor(blocks)
         self.block_rows = torch.repeat_interleave(torch.tensor(rows, dtype=torch.int64), per_row).to(device)
@@ -77,6 +84,14 @@ class Window:
         self.padding = (BLOCK - real).to(device)
         self.first = (position == 0).double().to(device)
         self.ones = torch.ones((1, 1), dtype=torch.int64, device=device)
+        # the last block of each row: where its padding lies, zeroed before each fill when the buffer is shared
+        self.tails = (torch.cumsum(per_row, 0) - 1).to(device) if shared else None
+
+    def fill(self, grads: list[torch.Tensor]) -> None:
+        """Copy ``grads`` into their places (widened to float64); padding zero."""
+        if self.tails is not None:
+            self.blocks.index_fill_(0, self.tails, 0.0)
+        torch._foreach_copy_(self.views, grads)
 
     def count(self, codes: torch.Tensor, width: int, zero_slot: int) -> torch.Tensor:
         """Per-block counts ``[blocks, width]`` of the slot codes ``[blocks, BLOCK]``, padding taken out of
@@ -88,7 +103,11 @@ class Window:
 
 
 class Layout:
-    """The windows of one set of gradients (rows, shapes, devices), kept between firings while they match."""
+    """The windows of one set of gradients (rows, shapes, devices), kept between firings while they match. The
+    windows of a device share one buffer, as large as the largest of them (at most ``WINDOW`` entries unless one
+    gradient is larger): the copy never holds more than that, whatever the model's size. With one window, padding
+    entries are never written, so they stay zero; windows that share the buffer zero their rows' last blocks
+    before each fill."""
 
     def __init__(self, rows: list[int], grads: list[torch.Tensor]) -> None:
         self.key = Layout.key_of(rows, grads)
@@ -98,21 +117,21 @@ class Layout:
         for position, g in enumerate(grads):
             groups.setdefault(g.device, []).append(position)
         for device, positions in groups.items():
-            current: list[int] = []
+            planned: list[list[int]] = [[]]
             filled = 0
             for position in positions:
-                size = max(1, -(-grads[position].numel() // BLOCK)) * BLOCK
-                if current and filled + size > WINDOW:
-                    self._add(current, rows, grads, device)
-                    current, filled = [], 0
-                current.append(position)
+                size = _blocks_of(grads[position].numel()) * BLOCK
+                if planned[-1] and filled + size > WINDOW:
+                    planned.append([])
+                    filled = 0
+                planned[-1].append(position)
                 filled += size
-            if current:
-                self._add(current, rows, grads, device)
-
-    def _add(self, positions: list[int], rows: list[int], grads: list[torch.Tensor], device: torch.device) -> None:
-        self.windows.append(Window([rows[p] for p in positions], [grads[p].shape for p in positions], device))
-        self.members.append(positions)
+            largest = max(sum(_blocks_of(grads[p].numel()) for p in members) for members in planned)
+            buffer = torch.zeros(largest * BLOCK, dtype=torch.float64, device=device)
+            for members in planned:
+                shapes = [grads[p].shape for p in members]
+                self.windows.append(Window([rows[p] for p in members], shapes, buffer, len(planned) > 1))
+                self.members.append(members)
 
     @staticmethod
     def key_of(rows: list[int], grads: list[torch.Tensor]) -> tuple:
@@ -137,7 +156,7 @@ def flat_sums(
     if layout is None or layout.key != Layout.key_of(rows, taken):
         layout = cache["flat"] = Layout(rows, taken)
     for window, positions in zip(layout.windows, layout.members, strict=True):
-        torch._foreach_copy_(window.views, [taken[p] for p in positions])
+        window.fill([taken[p] for p in positions])
         _window_sums(window, sums, maxima, histogram, counts, slots)
 
 

@@ -149,7 +149,8 @@ def test_every_route_equals_brute_force_and_counts_every_entry(monkeypatch):
 
 
 def test_the_torch_route_gives_the_same_counts_whatever_its_windows(monkeypatch):
-    """Windows of two blocks: every gradient in windows of its own or shared, the counts and sums unchanged."""
+    """Windows of two blocks (sharing one buffer): every gradient in windows of its own or shared, the counts and
+    sums unchanged, at every call."""
     grads = _random_gradients()
     monkeypatch.setattr(grad_kernel, "library", lambda: None)
     wide = gs.local_sums(grads, exponents=True, cache={})
@@ -157,6 +158,10 @@ def test_the_torch_route_gives_the_same_counts_whatever_its_windows(monkeypatch)
     cache: dict = {}
     narrow = gs.local_sums(grads, exponents=True, cache=cache)
     assert len(cache["flat"].windows) > 5
+    # one buffer for them all, filled in turn: the copy is bounded by the largest window, not the model
+    assert len({window.blocks.untyped_storage().data_ptr() for window in cache["flat"].windows}) == 1
+    narrow_again = gs.local_sums(grads, exponents=True, cache=cache)  # stale entries of other windows: zeroed
+    assert torch.equal(narrow[3], narrow_again[3]) and torch.equal(narrow[0], narrow_again[0])
     assert torch.equal(wide[3], narrow[3])
     torch.testing.assert_close(wide[0], narrow[0], rtol=1e-12, atol=0, equal_nan=True)
 

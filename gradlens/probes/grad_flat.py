@@ -39,7 +39,6 @@ from gradlens.probes.grad_kernel import Histogram
 
 BLOCK = 1024  # entries per block: the per-block partial sums cost 7 float64 per 1024 entries
 WINDOW = 1 << 25  # entries per buffer (256 MiB of float64): bounds the copy whatever the model's size
-SUM, SUM_ABS, SUM_SQ, COUNT, NONFINITE, NAN, PRESENT = range(7)  # the columns of grad_kernel's sums
 
 
 def _host_side(device: torch.device) -> bool:
@@ -162,7 +161,8 @@ def flat_sums(
 
 def _window_sums(window: Window, sums: torch.Tensor, maxima: torch.Tensor, histogram: Histogram | None,
                  counts: torch.Tensor | None, slots: torch.Tensor | None) -> None:
-    """Steps 2-4 of the module docstring for one filled window."""
+    """Steps 2-4 of the module docstring for one filled window; the block partials are stacked in the column order
+    of ``sums`` (Σg, Σ|g|, Σg², n, non-finite, NaN, present: ``grad_kernel.COLUMNS``)."""
     blocks, device = window.blocks, sums.device
     total = blocks.sum(1)
     absolute = torch.linalg.vector_norm(blocks, 1, dim=1)

@@ -138,19 +138,20 @@ def _gradients(device, tiny: bool) -> list:
 
 
 def _reference(g, edges) -> dict:
-    """float64 brute force of one gradient on the CPU: the statistics, the exponent slots, the linear bins."""
+    """float64 brute force of one gradient on the CPU: the statistics, the exponent slots (from ``numpy.frexp`` of
+    each value, |v| = f · 2^k with 0.5 <= f < 1, not from its bits), the linear bins (``numpy.histogram``)."""
     import numpy as np
     import torch
 
-    from gradlens.probes import grad_exponents
-    from gradlens.probes.grad_kernel import reference_slot
+    from gradlens.probes import grad_exponents as ge
 
     d = g.detach().cpu().double().reshape(-1)
-    slots = [0] * grad_exponents.SLOTS
-    values = d.tolist()
-    for value in values:
-        slots[reference_slot(value)] += 1
-    finite = d[torch.isfinite(d)]
+    values = d.numpy()
+    floor_log2 = np.frexp(np.abs(values))[1] - 1
+    slot = np.clip(floor_log2 + 65, 0, ge.MAGNITUDES - 1) + ge.MAGNITUDES * (values > 0)
+    slot[values == 0] = ge.ZERO
+    slot[~np.isfinite(values)] = ge.NONFINITE
+    finite = values[np.isfinite(values)]
     n = d.numel()
     return {
         "mean": float(d.sum() / n) if n else math.nan,
@@ -158,8 +159,8 @@ def _reference(g, edges) -> dict:
         "norm": float(d.norm()),
         "max_abs": (math.nan if bool(torch.isnan(d).any()) else float(d.abs().max())) if n else 0.0,
         "nonfinite": float((~torch.isfinite(d)).sum()),
-        "slots": slots,
-        "bins": np.histogram(finite.numpy(), bins=edges.numpy())[0].tolist(),
+        "slots": np.bincount(slot, minlength=ge.SLOTS).tolist(),
+        "bins": np.histogram(finite, bins=edges.numpy())[0].tolist(),
     }
 
 

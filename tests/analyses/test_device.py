@@ -132,3 +132,25 @@ def test_no_analysis_leaves_a_tensor_on_the_cpu_while_it_trains_on_the_device(an
     assert error is None or any(text in error for text in META_READ), error
     for message in [error or "", *(str(w.message) for w in caught)]:
         assert not any(text in message for text in MISMATCH), message
+
+
+CUDA_ONLY = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: run this on a GPU machine "
+                               "(issue 24.1; benchmarks/gpu_check.sh times the figures there)")
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("analysis", ["sc_fcn", "van_preact"])
+def test_a_seed_gives_the_same_run_on_cuda_twice(tmp_path, analysis):
+    spec = plan(analysis, "smoke")[0]
+    for root in ("a", "b"):
+        execute_run(spec, str(tmp_path / root), None, None, "cuda")
+    first, second = (load_checkpoint(spec.path(tmp_path / r).with_suffix(".ckpt.pt")).model for r in ("a", "b"))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    run = load(spec.path(tmp_path / "a"))
+    assert run.meta["config"]["device"] == f"cuda:{torch.cuda.current_device()}"
+    assert run.meta["config"]["device_name"] == torch.cuda.get_device_name()
+    assert run.events().empty or not (run.events()["kind"] == "probe_error").any()  # every probe ran on the GPU
+    execute_run(spec, str(tmp_path / "cpu"), None, None, "cpu")
+    gpu, cpu = (load(spec.path(tmp_path / r)).scalars() for r in ("a", "cpu"))
+    losses = [frame.loc[frame["name"] == "epoch_train_loss", "value"].to_numpy() for frame in (gpu, cpu)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-2)  # float32 on both: other kernels, nearly the same run

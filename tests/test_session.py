@@ -212,6 +212,7 @@ def test_gradstats_covers_every_trainable_parameter_by_name(tmp_path):
         "shape": [5, 3],
         "numel": 15,
         "trainable": False,
+        "in_optimizer": False,
     }
     assert rows["gain"]["module"] == "" and rows["gain"]["trainable"]
     assert rows["fc.weight"]["kind"] == "linear"

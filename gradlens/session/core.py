@@ -11,23 +11,29 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from gradlens.distributed import DEFAULT_TIMEOUT, NullRecorder, Topology, topology
-from gradlens.layers import check_names, describe_parameters, resolve_layers
+from gradlens.layers import ParameterInfo, check_names, describe_parameters, resolve_layers
 from gradlens.naming import uncompiled
 from gradlens.probes.base import PROBE_BATCH, Probe, Schedule, as_schedule
 from gradlens.probes.context import LossFn, ProbeContext
 from gradlens.recorder import Recorder
+from gradlens.session.clipping import ClipRecord
 from gradlens.session.discovery import LayerDiscovery
 from gradlens.session.firing import ProbeFiring
 from gradlens.session.hooks import StepHooks
 from gradlens.session.ranks import distributed_checks, distributed_mode, failure_note
 from gradlens.session.scalars import ScalarLog
 from gradlens.spec import ModelSpec
+
+
+class ParameterGroupWarning(UserWarning):
+    """A trainable parameter (``requires_grad=True``) is in none of the optimizer's param groups."""
 
 
 class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
@@ -118,6 +124,8 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         default = as_schedule(every)
         self.schedules = {p.name: p.schedule or default for p in self.probes}
         self._parameters = describe_parameters(model)
+        self._in_optimizer = optimized_parameters(self._parameters, optimizer)
+        self._clips = ClipRecord((info.parameter for info in self._parameters), lambda: self.step)
         self._spec = self._declared_spec(spec, layers)
         if self._spec is not None:
             check_names(model, self._spec)
@@ -181,7 +189,9 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
                 for p in self.probes
             ],
             "probe_batch_size": None if self._probe_batch is None else int(self._probe_batch[0].shape[0]),
-            "parameters": [info.row() for info in self._parameters],
+            "parameters": [
+                {**info.row(), "in_optimizer": info.name in self._in_optimizer} for info in self._parameters
+            ],
             "distributed": {**self.topology.meta(), "mode": self.distributed_mode},
         }
 
@@ -227,6 +237,7 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
 
         A recorder failure stops recording (warned once), never training.
         """
+        self._log_clips(force=True)
         self._guard_recorder(self.recorder.flush)
 
     def close(self, status: str = "finished") -> None:
@@ -235,6 +246,7 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
             return
         self._closed = True
         self._remove_hooks()
+        self._log_clips(force=True)
         if self.recording:
             self.recording = False
             try:
@@ -260,6 +272,27 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         if error is not None and self.topology.distributed and hasattr(error, "add_note"):
             error.add_note(failure_note(self.topology, self.step, self.path, error))
         self.close(status="failed")
+
+
+def optimized_parameters(parameters: Sequence[ParameterInfo], optimizer: torch.optim.Optimizer) -> set[str]:
+    """Names of the parameters that are in one of ``optimizer``'s param groups.
+
+    A trainable parameter (``requires_grad=True``) in no group gets gradients that no step ever applies: said
+    once here as a :class:`ParameterGroupWarning` naming it (frozen parameters are left out on purpose and are
+    not warned about). ``meta["parameters"]`` keeps ``in_optimizer`` per parameter.
+    """
+    grouped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    inside = {info.name for info in parameters if id(info.parameter) in grouped}
+    forgotten = [info.name for info in parameters if info.trainable and info.name not in inside]
+    if forgotten:
+        warnings.warn(
+            f"gradlens: {len(forgotten)} trainable parameter(s) are in no param group of "
+            f"{type(optimizer).__name__}, so their gradients are never applied: {forgotten}; add them to the "
+            "optimizer, or set requires_grad=False when they are meant to stay fixed",
+            ParameterGroupWarning,
+            stacklevel=4,
+        )
+    return inside
 
 
 def _jsonable(values: Mapping[str, object]) -> dict:

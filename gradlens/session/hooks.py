@@ -7,6 +7,7 @@ The session owns every hook gradlens installs during training and removes them a
 - one optimizer step post-hook, where the step counter advances and update probes (``UpdateRatio``) record;
 - one forward pre-hook on the model, which tells :meth:`Session.log` that a forward of the next step began;
 - with ``scaler=``, a wrapper on ``scaler.step`` (:class:`~gradlens.amp.ScalerWatch`) that reports skipped steps;
+- the clipping watch (:class:`~gradlens.session.clipping.ClipWatch`), shared by every attached session;
 - the compile guards (:class:`~gradlens.session.compiled.HookGuards`) while the session is attached.
 
 (The one-shot forward-order tracer belongs to layer discovery, :mod:`gradlens.session.discovery`, and the
@@ -23,6 +24,7 @@ from torch import nn
 from gradlens.amp import ScalerWatch
 from gradlens.layers import ForwardOrderTracer
 from gradlens.probes.base import GRADS, Probe
+from gradlens.session.clipping import ClipRecord, ClipWatch
 from gradlens.session.compiled import HookGuards
 
 
@@ -45,10 +47,13 @@ class StepHooks:
     _forward_since_step: bool
     _closure_fired: bool
     _pending_after: list[Probe]
+    _clips: ClipRecord
 
     def _install_hooks(self) -> None:
-        """The compile guards, the optimizer's step pre- and post-hooks and the model's forward pre-hook."""
+        """The compile guards, the clipping watch, the optimizer's step pre- and post-hooks and the model's
+        forward pre-hook."""
         self._hook_guards = HookGuards.acquire()
+        ClipWatch.register(self._clips)
         self._handles.append(self.optimizer.register_step_pre_hook(self._on_step_pre))
         self._handles.append(self.optimizer.register_step_post_hook(self._on_step_post))
         self._handles.append(self.model.register_forward_pre_hook(self._on_forward))
@@ -65,6 +70,8 @@ class StepHooks:
         if getattr(self, "_hook_guards", False):
             self._hook_guards = False
             HookGuards.release()
+        if getattr(self, "_clips", None) is not None:
+            ClipWatch.unregister(self._clips)
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -119,6 +126,7 @@ class StepHooks:
             self._in_step = False
             self._forward_since_step = False
             self.step += 1
+            self._log_clips()
 
     def _on_skipped(self, scale: float) -> None:
         """``scaler.step`` skipped the optimizer step (Inf/NaN gradients): the gradient probes fire anyway, on the
@@ -137,3 +145,4 @@ class StepHooks:
         finally:
             self._forward_since_step = False
             self.step += 1
+            self._log_clips()

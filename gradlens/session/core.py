@@ -102,6 +102,7 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         self._closed = False
         self._handles: list = []
         self._tracer = None  # the layer discovery's forward-order tracer (LayerDiscovery)
+        self._activations = None  # the activation hooks of ACTIVATIONS probes (StepHooks)
         self._ctx: ProbeContext | None = None
         self._loss_fn = loss_fn or nn.functional.cross_entropy
         self._probe_batch = probe_batch
@@ -124,7 +125,6 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         default = as_schedule(every)
         self.schedules = {p.name: p.schedule or default for p in self.probes}
         self._parameters = describe_parameters(model)
-        self._in_optimizer = optimized_parameters(self._parameters, optimizer)
         self._clips = ClipRecord((info.parameter for info in self._parameters), lambda: self.step)
         self._spec = self._declared_spec(spec, layers)
         if self._spec is not None:
@@ -132,6 +132,7 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
             resolve_layers(model, self._spec)  # every declared layer has a .weight
         for probe in self.probes:
             probe.validate(model, self._spec)
+        self._in_optimizer = optimized_parameters(self._parameters, optimizer)
         if self._spec is None:
             self._trace_forward_order()
 
@@ -185,7 +186,12 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
                 "defaults": _jsonable(self.optimizer.defaults),
             },
             "probes": [
-                {"name": p.name, "class": type(p).__name__, "schedule": self.schedules[p.name].description}
+                {
+                    **p.meta(),
+                    "name": p.name,
+                    "class": type(p).__name__,
+                    "schedule": self.schedules[p.name].description,
+                }
                 for p in self.probes
             ],
             "probe_batch_size": None if self._probe_batch is None else int(self._probe_batch[0].shape[0]),

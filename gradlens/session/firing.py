@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from gradlens.distributed import RankFailure
-from gradlens.probes.base import GRADS, Probe, Schedule
+from gradlens.probes.base import ACTIVATIONS, GRADS, Probe, Schedule
 from gradlens.probes.context import ProbeContext
 
 
@@ -50,6 +50,7 @@ class ProbeFiring:
     _warned: set[str]
     _disabled: set[str]
     _pending_after: list[Probe]
+    _activations: object  # ActivationCapture | None (gradlens.session.activations)
 
     def _due(self, probe: Probe) -> bool:
         return probe.name not in self._disabled and self.schedules[probe.name](self.step)
@@ -62,8 +63,12 @@ class ProbeFiring:
         if not self.recording or not self._runs_probes:  # the recorder failed to start; not this rank's work
             return
         ctx.step = self.step
+        hook_errors = self._activations.errors if self._activations is not None else {}
         for probe in self.probes:
             if self._due(probe) and not probe.measures_update and probe.name in self._declared:
+                if ACTIVATIONS in probe.needs and probe.name in hook_errors:
+                    self._probe_failed(probe, hook_errors.pop(probe.name))  # raised inside its forward hook
+                    continue
                 self._run_probe(probe, ctx, probe.compute)
 
     def _prepare_update_probes(self) -> None:

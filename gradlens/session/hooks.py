@@ -8,6 +8,8 @@ The session owns every hook gradlens installs during training and removes them a
 - one forward pre-hook on the model, which tells :meth:`Session.log` that a forward of the next step began;
 - with ``scaler=``, a wrapper on ``scaler.step`` (:class:`~gradlens.amp.ScalerWatch`) that reports skipped steps;
 - the clipping watch (:class:`~gradlens.session.clipping.ClipWatch`), shared by every attached session;
+- for probes that need ``ACTIVATIONS``, forward hooks on the watched modules, in place only for the steps
+  where such a probe is due (:class:`~gradlens.session.activations.ActivationCapture`);
 - the compile guards (:class:`~gradlens.session.compiled.HookGuards`) while the session is attached.
 
 (The one-shot forward-order tracer belongs to layer discovery, :mod:`gradlens.session.discovery`, and the
@@ -23,9 +25,10 @@ from torch import nn
 
 from gradlens.amp import ScalerWatch
 from gradlens.layers import ForwardOrderTracer
-from gradlens.probes.base import GRADS, Probe
+from gradlens.probes.base import ACTIVATIONS, GRADS, Probe
+from gradlens.session.activations import ActivationCapture
 from gradlens.session.clipping import ClipRecord, ClipWatch
-from gradlens.session.compiled import HookGuards
+from gradlens.session.compiled import HookGuards, hooks_unguarded
 
 
 class StepHooks:
@@ -48,15 +51,30 @@ class StepHooks:
     _closure_fired: bool
     _pending_after: list[Probe]
     _clips: ClipRecord
+    _activations: ActivationCapture | None
 
     def _install_hooks(self) -> None:
-        """The compile guards, the clipping watch, the optimizer's step pre- and post-hooks and the model's
-        forward pre-hook."""
+        """The compile guards, the clipping watch, the optimizer's step pre- and post-hooks, the model's
+        forward pre-hook, and the activation hooks when the first step is due for them."""
         self._hook_guards = HookGuards.acquire()
         ClipWatch.register(self._clips)
         self._handles.append(self.optimizer.register_step_pre_hook(self._on_step_pre))
         self._handles.append(self.optimizer.register_step_post_hook(self._on_step_post))
         self._handles.append(self.model.register_forward_pre_hook(self._on_forward))
+        if self._runs_probes and any(ACTIVATIONS in p.needs for p in self.probes):
+            self._activations = ActivationCapture(self.model)
+            self._arm_activations(keep=True)  # in place at attach: a graph compiled next includes them
+
+    def _arm_activations(self, keep: bool = False) -> None:
+        """Hook the watched modules for the next step when an ``ACTIVATIONS`` probe is due at it; else unhook,
+        unless ``keep`` or dynamo would not notice (:func:`~gradlens.session.compiled.hooks_unguarded`)."""
+        if self._activations is None:
+            return
+        alive = [p for p in self.probes if ACTIVATIONS in p.needs and p.name not in self._disabled]
+        alive = alive if self.recording else []
+        due = [p for p in alive if self._due(p)]
+        keep = keep or (self._activations.installed and hooks_unguarded())
+        self._activations.arm(due, alive if keep else due)
 
     def _watch_scaler(self, scaler: object) -> None:
         """Wrap ``scaler.step`` so that a step the GradScaler skips reaches :meth:`_on_skipped`."""
@@ -72,6 +90,8 @@ class StepHooks:
             HookGuards.release()
         if getattr(self, "_clips", None) is not None:
             ClipWatch.unregister(self._clips)
+        if getattr(self, "_activations", None) is not None:
+            self._activations.remove()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -82,11 +102,15 @@ class StepHooks:
     def _on_forward(self, module: nn.Module, args: tuple) -> None:
         # A forward that builds a graph (not an evaluation under no_grad) starts the work of the next step.
         if torch.is_grad_enabled():
+            if self._forward_since_step and self._activations is not None:
+                self._activations.second_forward()  # only the step's first training forward is measured
             self._forward_since_step = True
 
     def _on_step_pre(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple | None:
         self._in_step = True
         self._closure_fired = False
+        if self._activations is not None:
+            self._activations.disarm()  # what the training forward showed is final; probe batches are not it
         if self._scaler_watch is not None:
             self._scaler_watch.optimizer_stepped()
         if not self.recording:
@@ -126,6 +150,7 @@ class StepHooks:
             self._in_step = False
             self._forward_since_step = False
             self.step += 1
+            self._arm_activations()
             self._log_clips()
 
     def _on_skipped(self, scale: float) -> None:
@@ -145,4 +170,5 @@ class StepHooks:
         finally:
             self._forward_since_step = False
             self.step += 1
+            self._arm_activations()
             self._log_clips()

@@ -1,0 +1,528 @@
+"""ActivationStats: per activation module, the fraction of dead and of saturated units, mean and std of its output,
+measured on the training batch (the first forward of the step) through forward hooks the session installs.
+
+Per label ℓ (an activation module) and firing, with y the module's output ``[B, ...]`` on the step's first
+training forward and U the set of its units (below):
+
+- ``dead_fraction`` = |{u ∈ U : y_u = 0 exactly for every sample}| / |U|: a unit that outputs exactly zero on
+  the whole batch passes no signal forward and (for ReLU-like functions) no gradient backward;
+- ``saturated_fraction`` = |{u ∈ U : every sample of u is in a flat tail of the function, and u is not dead}|
+  / |U|: units whose local slope is near zero on the whole batch, so the gradient through them is cut at least
+  50-fold. Dead and saturated units are disjoint; ReLU's only flat region is its zero, so its saturated
+  fraction is 0 (its stuck units are dead);
+- ``mean``, ``std`` = mean and population standard deviation (divisor N) of every entry of y;
+- ``unit_axis`` (int8): the axis of y that indexes the units (below), 0 where each entry of a sample is a unit.
+
+**Flat tails** (the exact test per kind; thresholds chosen so that |f'| <= 0.02 there, i.e. a gradient through
+the unit shrinks at least 50-fold):
+
+==============  =================================  ==================================================
+kind            flat tail (test on the output y,   why
+                or on the input x where y cannot
+                tell)
+==============  =================================  ==================================================
+relu            none besides y = 0 (dead)          slope 0 exactly where y = 0
+leaky_relu,     none                               slope a > 0 everywhere: it cannot saturate
+prelu
+relu6,          y <= min_val or y >= max_val       slope 0 exactly outside (min_val, max_val)
+hardtanh
+hardsigmoid     y = 0 or y = 1                     slope 0 exactly for |x| >= 3
+hardswish       y = 0                              slope 0 exactly for x <= -3
+tanh            |y| > 0.99                         f' = 1 - y² < 0.0199
+sigmoid         y < 0.01 or y > 0.99               f' = y (1 - y) < 0.0099
+softsign        |y| > 0.8586                       f' = (1 - |y|)² < 0.02
+softplus        y < 0.0202 / β                     f' = 1 - exp(-β y) < 0.02
+elu, celu       y < -0.98 α                        f' = e^(x/α) = 1 + y/α < 0.02 for x < 0
+selu            y < 0.02 - λα (λα = 1.7581)        f' = λα e^x = y + λα for x < 0
+gelu            x < -3 (input)                     |f'| <= 0.0119 for x <= -3; y is ≈ 0 on both sides of
+                                                   its minimum, so only x tells the tail apart
+silu, mish      x < -6 (input)                     |f'| <= 0.0124 for x <= -6; as for gelu
+==============  =================================  ==================================================
+
+For the input tests the session also hooks the module's input before it runs (an in-place SiLU overwrites it).
+The mapping is explicit (``ACTIVATION_KINDS``, extended with :func:`register_activation`); a requested module of
+another type is an error naming the type. Functional activations inside a module's ``forward``
+(``torch.relu(x)``, ``F.gelu(x)``) are not modules and are invisible to hooks: measure them by making them
+modules (``nn.ReLU()``) or by naming the module that applies them only if its output *is* the activation.
+
+**Units** (never guessed). The unit axis of each label is, in order: declared (``unit_axes={name: axis}`` or
+``ModelSpec.feature_dims``); else decided by :func:`gradlens.spec.feature_dim` from the shape and the module
+that produced the activation's input (the last module of a known type, :func:`gradlens.spec.feature_kind`,
+whose forward finished before the activation ran, seen at the first captured forward): ``[B, F]`` → the F
+features; ``nn.Linear``/``LayerNorm``/``Embedding``/attention → the last axis (``[B, T, H]``: H hidden units,
+the B·T tokens are the samples); convolution/``BatchNorm``/``GroupNorm`` → the channels, axis 1 (``[B, C, H,
+W]``: a channel is dead when it is zero at every position of every sample). Where no rule decides, the unit
+is each entry of one sample (``unit_axis`` 0: axis 0 is taken as the sample axis, PyTorch's batch-first
+convention), a definition that needs no feature axis, said once as a warning naming the fix
+(``unit_axes={name: axis}``). Under that definition a dead channel still counts fully (all its entries are
+dead), and an entry can be dead without its channel being dead, so it reads at least the channel figure.
+
+**When** (see :mod:`gradlens.session.activations`): on a step where the probe is due, the session hooks the
+modules before that step's forward; the first training forward (grad enabled) of the step is measured. Under
+gradient accumulation that is the first micro-batch only (not the whole effective batch); forwards without
+grad (evaluation) are never measured. A module called several times in that forward (one ``nn.ReLU`` reused
+in a block) is measured over all its calls: units and entries of every call pooled. A label whose module did
+not run in that forward records NaN (not measured). Nothing is recorded per sample; the probe adds no RNG draw
+and does not change the forward (the hooks return nothing).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gradlens.naming import module_table, strip_wrappers
+from gradlens.probes.base import ACTIVATIONS, Probe, Quantity, Schedule
+from gradlens.spec import ModelSpec, feature_dim, feature_kind
+
+Distance = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ActivationKind:
+    """How one activation function is measured.
+
+    An entry t (the output y, or the input x with ``reads_input``) is in the flat tail when ``t < below`` (a
+    one-sided lower tail) or ``distance(t) > bound`` (``<=``/``>=`` with ``inclusive``). A unit is in the tail
+    for every sample when its largest t is below ``below``, or its smallest distance passes ``bound``: one
+    reduction per call.
+
+    Attributes:
+        name: the kind stored in the metadata (``"relu"``, ``"tanh"``, ...).
+        below: the lower tail ``t < below`` (None: not one-sided).
+        distance: entries -> how far into a two-sided tail they are (None: none).
+        bound: the two-sided tail starts beyond this distance.
+        inclusive: the tail includes its edge (a hard edge such as ReLU6's y = 6).
+        reads_input: the tail is read off the module's input x instead of its output y.
+        nonnegative: the output is never negative, so "zero for every sample" is "per-unit sum is 0".
+        definition: the test in words, stored in the metadata.
+    """
+
+    name: str
+    below: float | None = None
+    distance: Distance | None = None
+    bound: float = 0.0
+    inclusive: bool = False
+    reads_input: bool = False
+    nonnegative: bool = False
+    definition: str = "no flat tail besides y = 0 (dead)"
+
+    @property
+    def has_tail(self) -> bool:
+        """Whether the kind has a flat tail besides y = 0."""
+        return self.below is not None or self.distance is not None
+
+
+def _hardtanh(module: nn.Module) -> ActivationKind:
+    low, high = float(module.min_val), float(module.max_val)
+    middle, half = (low + high) / 2, (high - low) / 2
+    name = "relu6" if isinstance(module, nn.ReLU6) else "hardtanh"
+    return ActivationKind(
+        name,
+        distance=lambda y: (y - middle).abs(),
+        bound=half,
+        inclusive=True,
+        nonnegative=low >= 0,
+        definition=f"y <= {low:g} or y >= {high:g}",
+    )
+
+
+def _softplus(module: nn.Module) -> ActivationKind:
+    below = -math.log(0.98) / float(module.beta)  # f' = 1 - exp(-beta y) < 0.02
+    return ActivationKind("softplus", below, nonnegative=True, definition=f"y < {below:.4g} (0.0202 / beta)")
+
+
+def _elu(module: nn.Module) -> ActivationKind:
+    below = -0.98 * float(module.alpha)  # f' = 1 + y / alpha < 0.02 for x < 0
+    return ActivationKind(type(module).__name__.lower(), below, definition=f"y < {below:.4g} (-0.98 alpha)")
+
+
+SELU_SCALE = 1.0507009873554804934193349852946 * 1.6732632423543772848170429916717  # λα
+NO_TAIL = "no flat tail (slope > 0 everywhere)"
+
+
+def _fixed(kind: ActivationKind) -> Callable[[nn.Module], ActivationKind]:
+    return lambda module: kind
+
+
+def _distance_to_half(y: torch.Tensor) -> torch.Tensor:
+    return (y - 0.5).abs()
+
+
+#: Module type -> its handler (called with the module: some tails depend on its settings). Subclasses before
+#: their bases (``nn.ReLU6`` is an ``nn.Hardtanh``).
+ACTIVATION_KINDS: dict[type[nn.Module], Callable[[nn.Module], ActivationKind]] = {
+    nn.ReLU: _fixed(ActivationKind("relu", nonnegative=True)),
+    nn.ReLU6: _hardtanh,
+    nn.Hardtanh: _hardtanh,
+    nn.LeakyReLU: _fixed(ActivationKind("leaky_relu", definition=NO_TAIL)),
+    nn.PReLU: _fixed(ActivationKind("prelu", definition=NO_TAIL)),
+    nn.Hardswish: _fixed(ActivationKind("hardswish")),  # flat only where y = 0 (x <= -3): dead, not saturated
+    nn.Hardsigmoid: _fixed(
+        ActivationKind(
+            "hardsigmoid",
+            distance=_distance_to_half,
+            bound=0.5,
+            inclusive=True,
+            nonnegative=True,
+            definition="y = 0 or 1",
+        )
+    ),
+    nn.Tanh: _fixed(ActivationKind("tanh", distance=torch.abs, bound=0.99, definition="|y| > 0.99")),
+    nn.Sigmoid: _fixed(
+        ActivationKind(
+            "sigmoid", distance=_distance_to_half, bound=0.49, nonnegative=True, definition="y < 0.01 or > 0.99"
+        )
+    ),
+    nn.Softsign: _fixed(ActivationKind("softsign", distance=torch.abs, bound=0.8586, definition="|y| > 0.8586")),
+    nn.Softplus: _softplus,
+    nn.ELU: _elu,
+    nn.CELU: _elu,
+    nn.SELU: _fixed(ActivationKind("selu", 0.02 - SELU_SCALE, definition="y < 0.02 - 1.7581")),
+    nn.GELU: _fixed(ActivationKind("gelu", -3.0, reads_input=True, definition="input x < -3")),
+    nn.SiLU: _fixed(ActivationKind("silu", -6.0, reads_input=True, definition="input x < -6")),
+    nn.Mish: _fixed(ActivationKind("mish", -6.0, reads_input=True, definition="input x < -6")),
+}
+
+
+def register_activation(module_type: type[nn.Module], handler: Callable[[nn.Module], ActivationKind]) -> None:
+    """Measure modules of ``module_type`` with ``handler(module) -> ActivationKind`` (its flat-tail test)."""
+    ACTIVATION_KINDS[module_type] = handler
+
+
+def activation_kind(module: nn.Module) -> ActivationKind | None:
+    """The handler's :class:`ActivationKind` for ``module``, None for a type that is not in the mapping."""
+    for module_type, handler in ACTIVATION_KINDS.items():
+        if isinstance(module, module_type):
+            return handler(module)
+    return None
+
+
+def in_tail(kind: ActivationKind, entries: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the ``entries`` in the kind's flat tail, entry by entry (all False without one)."""
+    if kind.below is not None:
+        return entries <= kind.below if kind.inclusive else entries < kind.below
+    if kind.distance is not None:
+        distance = kind.distance(entries)
+        return distance >= kind.bound if kind.inclusive else distance > kind.bound
+    return torch.zeros_like(entries, dtype=torch.bool)
+
+
+def nearest_tail(kind: ActivationKind, entries: torch.Tensor, samples: tuple[int, ...]) -> torch.Tensor | None:
+    """Per unit, how far its least-deep sample is into the tail: the unit is in the tail for every sample when
+    this passes :func:`tail_bound` (``-max t`` for a lower tail, ``min distance(t)`` for a two-sided one); None
+    for a kind without a flat tail."""
+    if kind.below is not None:
+        return entries.amax(dim=samples).neg_()
+    if kind.distance is not None:
+        return kind.distance(entries).amin(dim=samples)
+    return None
+
+
+def tail_bound(kind: ActivationKind) -> float:
+    """The strict float64 bound that :func:`nearest_tail`'s value passes (``>``) for a unit in the tail.
+
+    An inclusive edge ``d >= b`` becomes ``d > b⁻`` with b⁻ the largest float64 below b: the same test for every
+    float32 or float64 d."""
+    bound = -kind.below if kind.below is not None else kind.bound
+    return math.nextafter(bound, -math.inf) if kind.inclusive else bound
+
+
+@dataclass
+class CallStats:
+    """One call's per-unit reductions and sums, kept as tensors (no host synchronisation) until the firing.
+
+    Attributes:
+        label: index of the module among the probe's labels.
+        alive: per unit (1-D), a value that is 0 exactly when the unit is 0 for every sample: the per-unit sum
+            for a non-negative output (then Σ alive = Σ y), else the largest |y|.
+        tail: per unit, :func:`nearest_tail` of the call, or None.
+        entries: the number of entries of y.
+        total: Σ y over the entries, or None when it is Σ alive; norm: sqrt(Σ y²) (float32 reductions).
+    """
+
+    label: int
+    alive: torch.Tensor
+    tail: torch.Tensor | None
+    entries: int
+    total: torch.Tensor | None
+    norm: torch.Tensor
+
+
+def sample_dims(y: torch.Tensor, unit_axis: int) -> tuple[int, ...]:
+    """The axes of ``y`` that index samples: all but ``unit_axis``, or only axis 0 when each entry of a sample
+    is a unit (``unit_axis`` 0)."""
+    return (0,) if unit_axis == 0 else tuple(d for d in range(y.dim()) if d != unit_axis)
+
+
+def _flat(values: torch.Tensor) -> torch.Tensor:
+    return values if values.dim() == 1 else values.reshape(-1)
+
+
+def call_stats(
+    label: int, y: torch.Tensor, unit_axis: int, kind: ActivationKind, tail: torch.Tensor | None
+) -> CallStats:
+    """The reductions of one call of a module whose output is ``y`` (``[B, ...]``; call it without grad): two
+    passes over y for a ReLU (per-unit sums, ‖y‖), up to five for a kind with a two-sided tail; everything else
+    waits for :func:`summarize`, and no per-sample value is kept.
+
+    ``tail``: with ``kind.reads_input``, :func:`nearest_tail` of the input, taken before the module ran;
+    otherwise computed here from y.
+    """
+    samples = sample_dims(y, unit_axis)
+    values = y if y.dtype in (torch.float32, torch.float64) else y.float()
+    if kind.nonnegative:  # a sum of non-negative numbers is 0 only when each is
+        alive, total = values.sum(dim=samples), None
+    else:
+        alive = torch.maximum(values.amax(dim=samples), values.amin(dim=samples).neg_())
+        total = values.sum()
+    if not kind.reads_input:
+        tail = nearest_tail(kind, values, samples)
+    norm = torch.linalg.vector_norm(values)
+    return CallStats(label, _flat(alive), None if tail is None else _flat(tail), y.numel(), total, norm)
+
+
+def summarize(calls: list[CallStats], kinds: list[ActivationKind]) -> torch.Tensor:
+    """``[L, 4]`` float64: dead fraction, saturated fraction, mean, std per label, from every call of one firing
+    (NaN for a label without a call).
+
+    Units and entries of a label's calls are pooled: fractions = Σ counts / Σ units; mean = Σ_i Σy_i / N;
+    std = sqrt(Σ_i Σy²_i / N - mean²) in float64 (its relative error is about 1e-7·(1 + mean²/std²), from the
+    float32 sums). A unit is dead when its ``alive`` value is 0, saturated when its tail value passes
+    :func:`tail_bound` and it is not dead.
+    """
+    count = len(kinds)
+    device = calls[0].alive.device
+
+    def per_label(index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(count, dtype=torch.float64, device=device).index_add_(0, index, values.double())
+
+    def expand(values: list, sizes: list[int], dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        """Each value repeated for its call's units (``output_size``: no device synchronisation)."""
+        repeats = torch.tensor(sizes, device=device)
+        return torch.repeat_interleave(
+            torch.tensor(values, dtype=dtype, device=device), repeats, output_size=sum(sizes)
+        )
+
+    labels = torch.tensor([c.label for c in calls], device=device)
+    sizes = [c.alive.numel() for c in calls]
+    units = per_label(labels, torch.tensor(sizes, device=device))
+    dead = per_label(expand([c.label for c in calls], sizes), torch.cat([c.alive for c in calls]) == 0)
+    saturated = torch.zeros(count, dtype=torch.float64, device=device)
+    tailed = [c for c in calls if c.tail is not None]
+    if tailed:
+        tail_sizes = [c.tail.numel() for c in tailed]
+        bounds = expand([tail_bound(kinds[c.label]) for c in tailed], tail_sizes, torch.float64)
+        passed = torch.cat([c.tail.double() for c in tailed]) > bounds
+        alive = torch.cat([c.alive for c in tailed]) != 0
+        saturated = per_label(expand([c.label for c in tailed], tail_sizes), passed & alive)
+    entries = per_label(labels, torch.tensor([float(c.entries) for c in calls], device=device))
+    summed = [c for c in calls if c.total is None]  # non-negative outputs: Σ y is the sum of the per-unit sums
+    totals = (
+        per_label(
+            expand([c.label for c in summed], [c.alive.numel() for c in summed]), torch.cat([c.alive for c in summed])
+        )
+        if summed
+        else torch.zeros(count, dtype=torch.float64, device=device)
+    )
+    others = [c for c in calls if c.total is not None]
+    if others:
+        totals = totals + per_label(
+            torch.tensor([c.label for c in others], device=device), torch.stack([c.total for c in others])
+        )
+    mean = totals / entries
+    second = per_label(labels, torch.stack([c.norm for c in calls]).double().square()) / entries
+    std = (second - mean**2).clamp_(min=0).sqrt()
+    # labels without a call: 0/0 = NaN in every column
+    return torch.stack([dead / units, saturated / units, mean, std], dim=1)
+
+
+class ActivationStats(Probe):
+    """Dead and saturated units, mean and std of every activation module's output on the training batch.
+
+    See the module docstring for the definitions, the flat tails, the units and when the batch is measured.
+
+    Args:
+        every: schedule (default: the session's; ``every=10`` keeps the cost within a few percent of training).
+        modules: names of the activation modules to measure (with or without wrapper prefixes); default every
+            module whose type is in :data:`ACTIVATION_KINDS`.
+        unit_axes: module name -> the axis of its output that indexes the units (overrides the spec's
+            ``feature_dims``), e.g. ``{"encoder.act": -1}``.
+        name: the HDF5 group.
+
+    Raises (at ``attach``): ``ValueError`` for an unknown module name, a module whose type has no handler
+    (naming the type and :func:`register_activation`), or a model without activation modules.
+    """
+
+    needs = frozenset({ACTIVATIONS})
+    uses_layers = False
+    fresh_values = True
+
+    def __init__(
+        self,
+        every: int | Iterable[int] | Schedule | None = None,
+        modules: Iterable[str] | None = None,
+        unit_axes: Mapping[str, int] | None = None,
+        name: str = "activation_stats",
+    ) -> None:
+        super().__init__(every)
+        self.name = name
+        self.requested = None if modules is None else list(modules)
+        self.unit_axes = {strip_wrappers(k): int(v) for k, v in (unit_axes or {}).items()}
+        self.kinds: dict[str, ActivationKind] = {}
+        self._owners: dict[str, nn.Module] = {}  # modules that fix a unit axis (feature_kind), by name
+        self._declared: dict[str, int] = {}
+        self._axes: dict[str, int] = {}  # label -> resolved unit axis
+        self._calls: dict[str, list[CallStats]] = {}
+        self._inputs: dict[str, torch.Tensor] = {}  # label -> flat-tail mask of the input of the running call
+        self._producer: str | None = None  # the last owner whose forward finished
+
+    # --- configuration (attach) ------------------------------------------------------------------------
+
+    def validate(self, model: nn.Module, spec: ModelSpec | None) -> None:
+        table = module_table(model)
+        if self.requested is None:
+            names = [strip_wrappers(n) for n, m in model.named_modules() if activation_kind(m) is not None]
+            names = list(dict.fromkeys(n for n in names if n))
+            if not names:
+                raise ValueError(
+                    f"ActivationStats found no activation module in {type(model).__name__} (types: "
+                    f"{sorted(t.__name__ for t in ACTIVATION_KINDS)}); functional activations (torch.relu(x) inside "
+                    "a forward) are invisible to hooks: make them modules, or name modules=[...]"
+                )
+        else:
+            names = []
+            for name in self.requested:
+                if name not in table:
+                    raise ValueError(
+                        f"ActivationStats: module {name!r} does not exist in {type(model).__name__}; names look "
+                        f"like {[n for n in table if n][:4]} (see model.named_modules())"
+                    )
+                names.append(strip_wrappers(name))
+        for name in self.unit_axes:
+            if name not in table:
+                raise ValueError(
+                    f"ActivationStats: module {name!r} in unit_axes does not exist in {type(model).__name__}"
+                )
+        kinds = {}
+        for name in names:
+            kind = activation_kind(table[name])
+            if kind is None:
+                kind_type = type(table[name]).__name__
+                raise ValueError(
+                    f"ActivationStats has no handler for {kind_type} (module {name!r}); register one with "
+                    f"gradlens.probes.activation_stats.register_activation({kind_type}, handler) or leave the "
+                    "module out of modules=[...]"
+                )
+            kinds[name] = kind
+        self.kinds = kinds
+        # one list per label for the whole run, cleared in place: a graph compiled by torch.compile replays its
+        # appends into the containers it traced, so they must stay the same objects
+        self._calls = {label: [] for label in kinds}
+        self._index = {label: i for i, label in enumerate(kinds)}
+        self._declared = {**dict((spec.feature_dims if spec is not None else {}) or {}), **self.unit_axes}
+        self._owners = {strip_wrappers(n): m for n, m in model.named_modules() if n and feature_kind(m) is not None}
+        self._axes = {}
+
+    def meta(self) -> dict:
+        """``kinds`` per label, the flat-tail test per kind and the unit rule (stored in ``meta["probes"]``)."""
+        return {
+            "kinds": {label: kind.name for label, kind in self.kinds.items()},
+            "saturation": {kind.name: kind.definition for kind in self.kinds.values()},
+            "units": (
+                "unit_axis quantity: the axis of the output that indexes the units (declared, else decided by "
+                "gradlens.spec.feature_dim from the producing module); 0: each entry of a sample is a unit"
+            ),
+            "batch": "the first training forward of the step (under gradient accumulation: the first micro-batch)",
+        }
+
+    def quantities(self, ctx) -> dict[str, Quantity]:
+        labels = {"layer": list(self.kinds)}
+        shape = (len(self.kinds),)
+        floats = {q: Quantity(shape, ("layer",), labels, "float32") for q in QUANTITIES}
+        return {**floats, "unit_axis": Quantity(shape, ("layer",), labels, "int8")}
+
+    # --- what the session's hooks call ------------------------------------------------------------------
+
+    def watched_modules(self) -> dict[str, bool]:
+        """Module name -> whether its input is needed before it runs. The modules that fix a unit axis are
+        watched too until every label's axis is known (the first captured forward)."""
+        watched = {label: kind.reads_input for label, kind in self.kinds.items()}
+        if len(self._axes) < len(self.kinds):
+            watched.update({name: False for name in self._owners if name not in watched})
+        return watched
+
+    def begin_capture(self) -> None:
+        """A new step's capture starts: forget the previous one (in place, see :meth:`validate`)."""
+        for calls in self._calls.values():
+            calls.clear()
+        self._inputs.clear()
+        self._producer = None
+
+    def before_module(self, name: str, args: tuple) -> None:
+        """Before an input-reading module runs (the session calls it under ``torch.no_grad()``): keep the
+        per-unit tail distance of x (the module may overwrite x in place)."""
+        kind = self.kinds.get(name)
+        if kind is not None and kind.reads_input and args and isinstance(args[0], torch.Tensor):
+            x = args[0]
+            axis = self._axes.get(name)
+            if axis is None:
+                axis = self._axes[name] = self._resolve(name, x)
+            self._inputs[name] = nearest_tail(kind, x, sample_dims(x, axis))
+
+    def after_module(self, name: str, args: tuple, output: object) -> None:
+        """After a watched module ran (under ``torch.no_grad()``): an owner becomes the current producer; an
+        activation is measured."""
+        kind = self.kinds.get(name)
+        if kind is None:
+            self._producer = name
+            return
+        if not isinstance(output, torch.Tensor):
+            raise ValueError(f"activation module {name!r} returned {type(output).__name__}, not a tensor")
+        y = output
+        axis = self._axes.get(name)
+        if axis is None:
+            axis = self._axes[name] = self._resolve(name, y)
+        tail = self._inputs.pop(name, None) if kind.reads_input else None
+        self._calls[name].append(call_stats(self._index[name], y, axis, kind, tail))
+
+    def _resolve(self, name: str, y: torch.Tensor) -> int:
+        if y.dim() < 2:
+            raise ValueError(f"activation {name!r} has shape {tuple(y.shape)}: no sample axis and unit axis")
+        producer = self._owners.get(self._producer) if self._producer is not None else None
+        try:
+            return feature_dim(name, tuple(y.shape), producer, self._declared.get(name))
+        except ValueError as error:
+            if name in self._declared:
+                raise
+            warnings.warn(
+                f"gradlens ActivationStats: {error}. Its units are the entries of one sample (unit_axis 0); "
+                f"declare ActivationStats(unit_axes={{{name!r}: ...}}) to count features or channels instead",
+                stacklevel=2,
+            )
+            return 0
+
+    # --- the firing ---------------------------------------------------------------------------------------
+
+    def compute(self, ctx) -> dict[str, torch.Tensor]:
+        calls = [call for made in self._calls.values() for call in made]
+        for made in self._calls.values():
+            made.clear()
+        if not calls:
+            raise RuntimeError(
+                f"no training forward of the activation modules was seen before step {ctx.step}: the forward ran "
+                "without grad, before attach(), or inside a graph compiled without gradlens's hooks "
+                "(torch.compile before attach: attach first, or call torch.compiler.reset())"
+            )
+        values = summarize(calls, list(self.kinds.values())).to(torch.float32)
+        out = {quantity: values[:, i].contiguous() for i, quantity in enumerate(QUANTITIES)}
+        out["unit_axis"] = torch.tensor([self._axes.get(label, -1) for label in self.kinds], dtype=torch.int8)
+        return out
+
+
+QUANTITIES = ("dead_fraction", "saturated_fraction", "mean", "std")

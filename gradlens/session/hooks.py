@@ -50,6 +50,7 @@ class StepHooks:
     _forward_since_step: bool
     _closure_fired: bool
     _pending_after: list[Probe]
+    _ctx: object  # the ProbeContext once resolved at the first step (Session.context)
     _clips: ClipRecord
     _activations: ActivationCapture | None
 
@@ -108,13 +109,15 @@ class StepHooks:
 
     def _on_step_pre(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple | None:
         self._in_step = True
-        self._closure_fired = False
         if self._activations is not None:
             self._activations.disarm()  # what the training forward showed is final; probe batches are not it
         if self._scaler_watch is not None:
             self._scaler_watch.optimizer_stepped()
         if not self.recording:
             return None
+        if self._ctx is not None and not any(self._due(p) for p in self.probes):
+            return None  # a skipped step: nothing fires, so the closure needs no wrapper either
+        self._closure_fired = False
         # args are those of step(): (optimizer, closure?) — the bound optimizer comes first
         first = 1 if args and args[0] is optimizer else 0
         closure = kwargs.get("closure") if "closure" in kwargs else (args[first] if len(args) > first else None)

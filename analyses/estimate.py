@@ -1,9 +1,14 @@
 """What a set of runs costs before it runs: optimizer steps × measured seconds per step.
 
 Steps of a training run = epochs × ⌈n / batch⌉, with ``n`` the training images it uses: ``n_train`` of its
-parameters (a subset), else the size of the dataset read from ``--data-dir`` (the files' real count), else the
-dataset's nominal size (:data:`NOMINAL`, marked ``nominal``); ``n_val`` images held out for validation are
-subtracted; ``total_epochs`` (skip* runs train twice) wins over ``epochs``.
+parameters (a subset), else the size of the dataset read from the data folders (``--data-dir``, the files' real
+count), else the dataset's nominal size (:data:`NOMINAL`, marked ``nominal``); ``n_val`` images held out for
+validation are subtracted; ``total_epochs`` (skip* runs train twice) wins over ``epochs``.
+
+A run that will not train is no work (:meth:`Estimator.not_run` says why): one whose data is refused or cannot
+be read here, and one marked ``optional_data`` whose data is absent (it leaves a not-run marker,
+:mod:`analyses.optional_data`). A run that needs data absent here is still estimated at the nominal size: the
+plan may be made on a machine other than the ones that run (a cluster's nodes with the data at the same path).
 
 Seconds per step: the run's model (``create_model(params["model"], ...)``) is built with the data's shape and
 one SGD step (forward, cross-entropy, backward, update) is timed on random inputs at each batch size of
@@ -28,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from analyses.optional_data import unavailable
 
 # images of the training set, input shape, classes (the documents' datasets)
 NOMINAL = {
@@ -80,24 +87,37 @@ class Estimator:
         if self.cache_path is not None and self.cache_path.exists():
             self.timings = json.loads(self.cache_path.read_text()).get(self.kind, {})
         self._data: dict[str, tuple[int, tuple[int, ...], int, str]] = {}
+        self._unusable: dict[str, tuple[bool, str]] = {}  # dataset -> (absent, why) when it cannot be used here
 
     def data(self, params: dict) -> tuple[int, tuple[int, ...], int, str]:
         """Training images, input shape (after ``downsample``), classes and how they were found."""
         name = params.get("dataset")
         if name not in self._data:
-            try:
-                from gradlens.data import load_dataset
+            from gradlens.data import load_dataset
 
+            try:
                 data = load_dataset(name, self.data_dir)
                 self._data[name] = (data.n_train, tuple(data.input_shape), data.num_classes, "data")
-            except Exception:  # noqa: BLE001 - absent files: the nominal size, marked as such
+            except (FileNotFoundError, ValueError) as error:  # absent, refused or unreadable: the nominal size
                 n, shape, classes = NOMINAL.get(name, (60000, (1, 28, 28), 10))
                 self._data[name] = (n, shape, classes, "nominal")
+                self._unusable[name] = (isinstance(error, FileNotFoundError), unavailable(name, error))
         n, shape, classes, basis = self._data[name]
         factor = params.get("downsample") or 1
         if len(shape) == 3 and factor > 1:
             shape = (shape[0], shape[1] // factor, shape[2] // factor)
         return n, shape, classes, basis
+
+    def not_run(self, params: dict) -> str | None:
+        """Why the run will not train here, or None: its data is refused or unreadable, or absent for a run
+        marked ``optional_data``. (Absent data that a run requires is estimated at the nominal size.)"""
+        if params.get("dataset") in (None, "brackets") or not params.get("batch_size"):
+            return None
+        self.data(params)
+        absent, why = self._unusable.get(params["dataset"], (False, ""))
+        if not why or (absent and not params.get("optional_data")):
+            return None
+        return why
 
     def steps(self, params: dict) -> tuple[int | None, str]:
         """Optimizer steps of the run and how ``n`` was found; None for a run that does not train."""

@@ -1,7 +1,9 @@
 """Runs on data that may be absent here (Fashion-MNIST, CIFAR-10, EMNIST): run when present, else say so.
 
-A run whose params carry ``"optional_data": True`` and whose dataset is not found under ``--data-dir`` (or
-whose files there are refused as not that dataset, :class:`gradlens.data.DatasetIdentityError`) writes a
+A run whose params carry ``"optional_data": True`` and whose dataset is not found in the data folders
+(``--data-dir``, ``$GRADLENS_DATA``, then the operating system's dataset folders; see
+:mod:`gradlens.data.locate`), or whose files there are refused as not that dataset
+(:class:`gradlens.data.DatasetIdentityError`), writes a
 *not-run marker* instead of failing: a result file holding the array ``not_run`` (the data module's one-line
 message) and the file status ``"not_run"``. Because that status is not ``"finished"``,
 the runner tries the run again on every invocation, so the run happens as soon as the data is there.
@@ -30,12 +32,24 @@ def load_or_mark(params: dict, path: Path, data_dir: str | None) -> Dataset | No
     except (FileNotFoundError, DatasetIdentityError) as error:
         if not params.get("optional_data"):
             raise
-        what = "was refused" if isinstance(error, DatasetIdentityError) else "was not found"
-        message = f"{params['dataset']} {what} ({str(error).splitlines()[0]})"
+        message = unavailable(params["dataset"], error)
         save_result(path, {"config": params, NOT_RUN: message}, {NOT_RUN: np.array(message)}, overwrite=True)
         with h5py.File(path, "r+") as file:
             file.attrs["status"] = NOT_RUN
         return None
+
+
+def unavailable(dataset: str, error: Exception) -> str:
+    """Why a run lacks its data, in one line: ``"<dataset> was refused (<message>)"`` for a
+    :class:`DatasetIdentityError`, ``"… was not found (…)"`` for absent files, ``"… cannot be read (…)"``
+    for any other error of the data module (a truncated or malformed file)."""
+    if isinstance(error, DatasetIdentityError):
+        what = "was refused"
+    elif isinstance(error, FileNotFoundError):
+        what = "was not found"
+    else:
+        what = "cannot be read"
+    return f"{dataset} {what} ({str(error).splitlines()[0]})"
 
 
 def is_not_run(recorded: object) -> bool:

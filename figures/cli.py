@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from analyses.estimate import TIMED_BATCHES, Estimator, format_seconds
 from analyses.executors import EXECUTORS, LocalExecutor, make_executor
+from analyses.optional_data import NOT_RUN
 from analyses.runner import RunSpec, plan, run_all, status
 from figures.base import FigureInputs, FigureOutput, missing_keys, open_recorded
 from figures.catalogue import EXTRA_ITEMS, ITEMS
@@ -157,7 +159,9 @@ def plan_lines(
     """What ``--plan`` prints: per item the runs to do and to reuse and their estimated cost, then the total.
 
     Nothing runs and nothing is written but the timing cache (``<out>/runs/timings.json``). A run to do is
-    missing, or unfinished (it will resume: its estimate still counts every step). See
+    missing, or unfinished (it will resume: its estimate still counts every step). A run whose data is absent
+    (``optional_data`` runs) or refused is not work: it is listed under its row as "not run" (it will leave a
+    not-run marker) or "fails" (it will stop with the data error), with the reason. See
     :mod:`analyses.estimate` for what the estimate is based on.
     """
     modules = select(only)
@@ -166,12 +170,16 @@ def plan_lines(
     estimator = Estimator(root, data_dir, measure=measure)
     state = {spec: "missing" if force else status(spec.path(root)) for group in specs.values() for spec in group}
     costs = {spec: estimator.cost(spec.params) for spec in tqdm(state, desc="timing models", disable=not progress)}
+    # a run that will not train (its data absent or refused) is listed with the reason, not counted as work
+    blocked = {spec: why for spec in state if state[spec] != "finished" and (why := estimator.not_run(spec.params))}
+
+    def todo(group: list[RunSpec]) -> list[RunSpec]:
+        return [s for s in group if state[s] != "finished" and s not in blocked]
 
     def total(group: list[RunSpec]) -> tuple[int, float, bool]:
-        todo = [s for s in group if state[s] != "finished"]
-        steps = sum(costs[s].steps or 0 for s in todo)
-        seconds = sum(costs[s].seconds or 0.0 for s in todo)
-        unknown = any(costs[s].steps is not None and costs[s].seconds is None for s in todo)
+        steps = sum(costs[s].steps or 0 for s in todo(group))
+        seconds = sum(costs[s].seconds or 0.0 for s in todo(group))
+        unknown = any(costs[s].steps is not None and costs[s].seconds is None for s in todo(group))
         return steps, seconds, unknown
 
     lines = [f"plan: scale {scale}, runs in {root}", "",
@@ -181,19 +189,27 @@ def plan_lines(
         for analysis in module.ANALYSES:
             group = specs[analysis]
             reuse = sum(state[s] == "finished" for s in group)
-            resume = sum(state[s] not in ("finished", "missing", "unreadable") for s in group)
+            resume = sum(state[s] not in ("finished", "missing", "unreadable", NOT_RUN) for s in todo(group))
             steps, seconds, unknown = total(group)
             lines.append(
-                f"{item_id:<20} {analysis:<22} {len(group):>5} {reuse:>5} {resume:>6} {len(group) - reuse:>5} "
+                f"{item_id:<20} {analysis:<22} {len(group):>5} {reuse:>5} {resume:>6} {len(todo(group)):>5} "
                 f"{steps:>11,} {format_seconds(seconds) + ('+' if unknown else ''):>10}"
             )
+            reasons: dict[tuple[str, str], int] = {}
+            for spec in group:
+                if spec in blocked:
+                    verdict = "not run" if spec.params.get("optional_data") else "fails"
+                    reasons[verdict, blocked[spec]] = reasons.get((verdict, blocked[spec]), 0) + 1
+            lines += [f"{'':<20} {verdict} ({n} runs): {why}" for (verdict, why), n in reasons.items()]
     everything = list(state)
     steps, seconds, unknown = total(everything)
-    todo = sum(state[s] != "finished" for s in everything)
+    to_do = len(todo(everything))
+    reused = sum(state[s] == "finished" for s in everything)
+    lacking = f", {len(blocked)} not run for lack of data" if blocked else ""
     bases = sorted({costs[s].basis for s in everything} - {"-"})
     lines += [
         "",
-        f"distinct runs: {len(everything)} ({todo} to do, {len(everything) - todo} to reuse); "
+        f"distinct runs: {len(everything)} ({to_do} to do, {reused} to reuse{lacking}); "
         f"{steps:,} optimizer steps; estimated {format_seconds(seconds)}{'+' if unknown else ''} of compute "
         f"on {estimator.kind}, one run after another",
         "estimate: steps = epochs × ceil(training images / batch) (images from: " + ", ".join(bases) + "); seconds "
@@ -212,12 +228,21 @@ def _executor(args: argparse.Namespace):
                          max_retries=args.max_retries, resources=args.resources or ())
 
 
+def data_dir_arg(values: list[str] | None) -> str | None:
+    """The ``--data-dir`` values (repeatable, each one folder or several separated by ``os.pathsep``) as one
+    ``os.pathsep``-separated string of absolute folders, the form runs and workers receive; None when not given."""
+    if not values:
+        return None
+    folders = [part for value in values for part in value.split(os.pathsep) if part]
+    return os.pathsep.join(str(Path(folder).expanduser().resolve()) for folder in folders)
+
+
 def _command(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(list_items()))
         return 0
     out = Path(args.out or f"gradlens-figures/{args.scale}")
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    data_dir = data_dir_arg(args.data_dir)
     if args.plan:
         lines = plan_lines(args.only, args.scale, out, data_dir=data_dir, force=args.force, progress=not args.quiet)
         print("\n".join(lines))
@@ -281,7 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", choices=SCALES, default="quick",
                         help="smoke, quick, medium or paper (default: quick; medium: up to 2 h per document on a "
                         "2-core CPU, the documents' batch sizes and schedule shapes, see docs/figures.md)")
-    parser.add_argument("--data-dir", help="folder with MNIST/CIFAR files (default: $GRADLENS_DATA)")
+    parser.add_argument("--data-dir", action="append", metavar="DIR",
+                        help="folder with dataset files (MNIST, Fashion-MNIST, CIFAR, EMNIST); repeat it, or separate "
+                        f"folders with {os.pathsep!r}, to name several: each dataset is read from the first folder "
+                        "that holds it and passes the identity checks, then from the operating system's dataset "
+                        "folders (/usr/share/datasets: Debian's dataset-fashion-mnist); default: $GRADLENS_DATA "
+                        "(the same form)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes for independent runs "
                         "(local executor)")
     parser.add_argument("--out", help="output folder (default: gradlens-figures/SCALE)")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.collections import PolyCollection, QuadMesh
+from matplotlib.colors import LogNorm
 from synthetic_runs import LAYERS, STEPS, ProbeData, RunData, grad_probe, healthy_grads, healthy_scalars, write_run
 from torch import nn
 
@@ -51,7 +52,8 @@ def test_gradient_statistics_of_any_name_profile_and_heatmap_equal_the_file(tmp_
     assert [t.get_text() for t in ax.get_xticklabels()] == LAYERS  # layers by name, forward order
     (heatmap,) = sections_of(report, "heatmap")
     mesh = next(c for c in heatmap.figure.axes[0].collections if isinstance(c, QuadMesh))
-    np.testing.assert_allclose(mesh.get_array().reshape(len(LAYERS), len(STEPS)), np.log10(grads["mean_abs"]).T)
+    np.testing.assert_allclose(mesh.get_array().reshape(len(LAYERS), len(STEPS)), grads["mean_abs"].T)
+    assert isinstance(mesh.norm, LogNorm) and mesh.norm.vmin == grads["mean_abs"].min()  # log colour scale
     (norm,) = [s for s in report.sections if s.title == "Global gradient norm"]
     _, y = line_data(norm.figure.axes[0], "r")
     np.testing.assert_allclose(y, np.sqrt((grads["norm"] ** 2).sum(axis=1)))
@@ -245,10 +247,10 @@ def test_frozen_and_gradient_less_layers_are_listed_with_the_reason(tmp_path):
     report = build([run])
     (profile,) = sections_of(report, "profile")
     assert "Frozen parameters (requires_grad False, not measured, not drawn): emb.weight." in profile.caption
-    hollow = [line for line in profile.figure.axes[0].get_lines() if line.get_label() == "_missing"]
+    hollow = [line for line in profile.figure.axes[0].get_lines() if line.get_label() == "_no_gradient"]
     assert all(list(line.get_xdata()) == [1] for line in hollow) and len(hollow) == 4  # fc1 at each step
     (heatmap,) = sections_of(report, "heatmap")
-    assert "1 layers without a value by design (no gradient, or a ratio over a zero weight norm)" in heatmap.caption
+    assert "no gradient (.grad was None) in 1 layers at some step" in heatmap.caption
     assert [t.get_text() for t in heatmap.figure.axes[0].get_yticklabels()] == LAYERS  # one numbering
     # files without meta["parameters"] say so
     plain = gradlens.load(write_run(tmp_path / "p.h5", RunData([grad_probe(healthy_grads())])))

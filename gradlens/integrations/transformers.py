@@ -1,4 +1,4 @@
-"""``GradlensCallback`` for the Hugging Face ``transformers.Trainer``: probes, the loss and the learning rate.
+"""``GradlensCallback`` for the Hugging Face ``transformers.Trainer``: probes and every number the Trainer logs.
 
 Usage::
 
@@ -14,14 +14,23 @@ At train begin the callback attaches the probes to the model and to the optimize
 writes the file, the other ranks write nothing (see :mod:`gradlens.distributed`). The optimizer's
 ``GradScaler`` (``fp16=True``) is passed on, so steps the scaler skips are recorded (``step_skipped``).
 
-Whenever the Trainer logs (every ``logging_steps`` optimizer steps) the callback records, at the last
-optimizer step of the logging window:
+Whenever the Trainer logs, the callback records every number of that log, as the Trainer appends it to its
+``state.log_history``, at the entry's step (``state.global_step``), under the Trainer's name (``learning_rate``
+as ``lr``):
 
-- ``loss``: the Trainer's logged loss — the mean over the window's steps and over processes, exactly as
-  ``Trainer`` computes it (with ``logging_nan_inf_filter`` on, its default, a NaN/Inf step loss is replaced
-  by the running mean before averaging; ``logging_steps=1`` and the filter off give every step's own loss);
-- ``lr``: the learning rate the last step used;
-- ``grad_norm``: the Trainer's gradient norm before clipping, when it computes one.
+- training logs (every ``logging_steps`` updates): ``loss`` — the mean over the window's steps and over
+  processes, exactly as ``Trainer`` computes it (with ``logging_nan_inf_filter`` on, its default, a NaN/Inf
+  step loss is replaced by the running mean before averaging; ``logging_steps=1`` and the filter off give
+  every step's own loss) —, ``lr`` (the rate the last step used), ``grad_norm`` (before clipping, when the
+  Trainer computes one), ``epoch``;
+- evaluation logs: ``eval_loss``, the ``compute_metrics`` results (``eval_accuracy``, ...), ``eval_runtime``, ...;
+- the final summary: ``train_loss``, ``train_runtime``, ``total_flos``, ...
+
+Step numbers are the Trainer's: its k-th update is step k (``state.global_step`` after it, the step of
+``log_history`` and of ``checkpoint-k``), for the probes too, so a gradient and the loss logged with it share a
+step; a resumed training goes on from the checkpoint's count. (A plain session counts from 0, so without this
+the Trainer's step k was stored as step k − 1.) ``meta["clipping"]`` holds ``max_grad_norm`` and
+``meta["accumulation_steps"]`` ``gradient_accumulation_steps`` (see :mod:`gradlens.integrations`).
 
 The file is closed with status ``finished`` at train end. The Trainer has no exception callback: use the
 callback as a context manager around ``trainer.train()`` to close the file with status ``failed`` when training
@@ -36,11 +45,11 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import transformers
 
-from gradlens.integrations import AttachSettings
+from gradlens.integrations import AttachSettings, clipping, record_scalars
 from gradlens.probes.base import Probe, Schedule
 from gradlens.session import Session
 
-LOGGED = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm"}
+RENAMED = {"learning_rate": "lr"}  # the Trainer's log name -> the name gradlens records (as the Lightning callback)
 
 
 class GradlensCallback(transformers.TrainerCallback):
@@ -67,6 +76,7 @@ class GradlensCallback(transformers.TrainerCallback):
     ) -> None:
         self.settings = AttachSettings(path, probes, every, probe_batch, loss_fn, dict(attach_kwargs))
         self.session: Session | None = None
+        self._refused: set[str] = set()  # log names the file refused (said once, as an event)
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs) -> None:
         """Attach to the model and its optimizer (every process, same arguments)."""
@@ -83,15 +93,26 @@ class GradlensCallback(transformers.TrainerCallback):
                 "per_device_train_batch_size": int(args.per_device_train_batch_size),
                 "global_step_at_start": int(state.global_step),
             },
+            settings={
+                "clipping": clipping(args.max_grad_norm, "norm", "transformers"),
+                "accumulation_steps": int(args.gradient_accumulation_steps),
+            },
+            first_step=int(state.global_step) + 1,  # the Trainer's number of the coming update
             scaler=getattr(optimizer, "scaler", None),  # accelerate's AcceleratedOptimizer keeps the GradScaler
         )
 
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:
-        """Record the Trainer's loss, learning rate and gradient norm at the last step of the logging window."""
-        if self.session is None or not logs or "loss" not in logs:
-            return  # evaluation logs and the final summary carry no training loss of a step
-        scalars = {name: float(logs[key]) for key, name in LOGGED.items() if key in logs}
-        self.session.log(step=max(self.session.step - 1, 0), **scalars)
+        """Record every number of the log at the Trainer's step (the entry it appends to ``log_history``); a
+        number the file cannot hold is named in a ``warning`` event instead (:func:`record_scalars`)."""
+        if self.session is None or not logs:
+            return
+        scalars = {
+            RENAMED.get(key, key): value
+            for key, value in logs.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        if scalars:
+            record_scalars(self.session, int(state.global_step), scalars, self._refused, "transformers")
 
     def on_train_end(self, args, state, control, **kwargs) -> None:
         """Close the file with status ``finished``."""

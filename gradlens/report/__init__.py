@@ -7,8 +7,9 @@ chosen by its class and the axes of its quantities (:mod:`gradlens.report.views`
 """
 
 from gradlens.report.common import chosen_steps, describe, run_label, short_names
-from gradlens.report.page import Report, build, group_runs, missing_lines, render, write_report
+from gradlens.report.page import Report, build, group_runs, render, write_report
 from gradlens.report.views import Section
+from gradlens.report.views.findings import missing_lines
 
 __all__ = [
     "Report",

@@ -20,21 +20,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gradlens.loader import Run  # noqa: E402
-from gradlens.report.common import (  # noqa: E402
-    describe,
-    first_nonfinite,
-    frozen_parameters,
-    layer_array,
-    probe_class,
-    run_label,
-)
-from gradlens.report.views import Section, probe_sections, scalar_sections  # noqa: E402
+from gradlens.report.common import describe, probe_class, run_label  # noqa: E402
+from gradlens.report.views import PAGE_WIDTH_PX, PNG_DPI, Section, probe_sections, scalar_sections  # noqa: E402
+from gradlens.report.views.findings import findings_html, missing_html  # noqa: E402
 
-STYLE = """body{font-family:sans-serif;max-width:1280px;margin:2em auto;color:#222}
-img{max-width:100%} table{border-collapse:collapse;margin:0.5em 0} td,th{border:1px solid #ccc;padding:3px 8px}
-.severe{color:#b00;font-weight:bold} .warning{color:#a60;font-weight:bold} .info{color:#467}
-.caption{color:#444;font-size:0.92em;max-width:1100px} li{margin:0.2em 0} .rule{color:#666;font-size:0.9em}
-.banner{background:#fee;border:1px solid #c99;padding:0.5em 1em}"""
+STYLE = f"""body{{font-family:sans-serif;max-width:{PAGE_WIDTH_PX}px;margin:2em auto;color:#222}}
+img{{max-width:100%}} table{{border-collapse:collapse;margin:0.5em 0}} td,th{{border:1px solid #ccc;padding:3px 8px}}
+.severe{{color:#b00;font-weight:bold}} .warning{{color:#a60;font-weight:bold}} .info{{color:#467}}
+.caption{{color:#444;font-size:0.92em;max-width:1100px}} li{{margin:0.2em 0}} .rule{{color:#666;font-size:0.9em}}
+.banner{{background:#fee;border:1px solid #c99;padding:0.5em 1em}}"""
 
 
 @dataclass
@@ -75,98 +69,16 @@ def build(runs: Sequence[Run]) -> Report:
     return Report(groups, {run.path: diagnose(run) for run in runs}, sections, undrawn)
 
 
-def _png(fig: plt.Figure) -> str:
+def png_bytes(fig: plt.Figure) -> bytes:
+    """``fig`` as the page embeds it: a PNG at ``PNG_DPI``, cropped to its content; closes the figure."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=PNG_DPI, bbox_inches="tight")
     plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
 
 
-def _findings_html(report: Report) -> str:
-    parts = []
-    for runs in report.groups.values():
-        for run in runs:
-            findings = report.findings[run.path]
-            verdict = (
-                "healthy (no warning or severe finding)"
-                if all(f.severity == "info" for f in findings)
-                else ", ".join(
-                    f"{sum(f.severity == s for f in findings)} {s}"
-                    for s in ("severe", "warning")
-                    if any(f.severity == s for f in findings)
-                )
-            )
-            items = "".join(
-                f"<li><span class='{f.severity}'>{f.severity}</span> {html.escape(f.title)}<br>"
-                f"evidence: {html.escape(f.evidence)}<br><span class='rule'>rule: {html.escape(f.threshold)}"
-                "</span></li>"
-                for f in findings
-            )
-            parts.append(f"<h3>{html.escape(run_label(run))}: {verdict}</h3><ul>{items}</ul>")
-    return (
-        "<h2>Diagnosis</h2>"
-        + "".join(parts)
-        + ("<p class='rule'>Rules and thresholds: docs/doctor.md (`gradlens doctor RUN.h5` prints the same).</p>")
-    )
-
-
-def missing_lines(run: Run) -> list[str]:
-    """What the run does not show, with the reason: frozen parameters, parameters without gradients, the first
-    non-finite value, probes whose class is not stored."""
-    lines = []
-    frozen = frozen_parameters(run)
-    if frozen is None:
-        lines.append("frozen parameters: not listed in this file (it has no meta['parameters'])")
-    elif frozen:
-        names = ", ".join(str(p.get("name")) for p in frozen)
-        lines.append(f"frozen parameters (requires_grad False, not trained, not measured): {names}")
-    else:
-        lines.append("frozen parameters: none")
-    for probe in run.probes:
-        quantities = run.quantities(probe)
-        if "nonfinite" not in quantities or quantities["nonfinite"].axes != ("layer",):
-            continue
-        array = layer_array(run, probe, "nonfinite")
-        if not array.no_grad.any():
-            continue
-        counts = array.no_grad.sum(axis=0)
-        names = [
-            f"{name} ({int(c)} of {len(array.steps)} records)"
-            for name, c in zip(array.layers, counts, strict=True)
-            if c
-        ]
-        lines.append(
-            f"without a gradient in {probe} (.grad was None: unused in the forward or detached; drawn grey, "
-            f"statistics not recorded): {', '.join(names)}"
-        )
-    cell, scalar = first_nonfinite(run)
-    if cell is None and scalar is None:
-        lines.append("non-finite values: none recorded")
-    if cell is not None:
-        lines.append(f"first non-finite record: {cell} (drawn red from there on)")
-    if scalar is not None:
-        lines.append(f"first non-finite scalar: {scalar}")
-    unknown = [p for p in run.probes if probe_class(run, p) == "?"]
-    if unknown:
-        lines.append(f"probes without a stored class (drawn by their quantities' axes): {', '.join(unknown)}")
-    return lines
-
-
-def _missing_html(report: Report) -> str:
-    parts = []
-    for runs in report.groups.values():
-        for run in runs:
-            items = "".join(f"<li>{html.escape(line)}</li>" for line in missing_lines(run))
-            parts.append(
-                f"<h3>{html.escape(run_label(run))} — <code>{html.escape(run.path)}</code></h3><ul>{items}</ul>"
-            )
-    if report.undrawn:
-        parts.append(
-            "<p>Recorded but not drawn (no view for these axes; see `gradlens export`): "
-            + html.escape(", ".join(report.undrawn))
-            + "</p>"
-        )
-    return "<h2>Not shown, and why</h2>" + "".join(parts)
+def _data_uri(fig: plt.Figure) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(fig)).decode("ascii")
 
 
 def _summary_html(report: Report) -> str:
@@ -197,7 +109,7 @@ def render(report: Report, title: str, refresh: float | None = None, banner: str
     )
     body = "".join(
         f"<h2>{html.escape(section.title)}</h2>"
-        f"<img alt='{html.escape(section.title)}' src='data:image/png;base64,{_png(section.figure)}'>"
+        f"<img alt='{html.escape(section.title)}' src='{_data_uri(section.figure)}'>"
         f"<p class='caption'>{html.escape(section.caption)}</p>"
         for section in report.sections
     )
@@ -208,8 +120,8 @@ def render(report: Report, title: str, refresh: float | None = None, banner: str
 <html><head><meta charset="utf-8">{head_refresh}<title>{html.escape(title)}</title>
 <style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{banner_html}
 <p>Written {made}. Runs:</p><ul>{runs_list}</ul>
-{_findings_html(report)}
-{_missing_html(report)}
+{findings_html(report.groups, report.findings)}
+{missing_html(report.groups, report.undrawn)}
 {_summary_html(report)}
 {body or "<p>No probe records and no logged scalars in these runs.</p>"}
 </body></html>

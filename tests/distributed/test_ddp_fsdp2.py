@@ -12,18 +12,26 @@ from tests.distributed.harness import check, run_ranks
 STEPS = 4
 
 
+# A value that can cancel to rounding noise is compared on the scale of a companion quantity of the same step and
+# layer: GradStats' signed mean on mean |g|; a cushion's std over the probe batch on the cushions' mean (when every
+# sample's cushion is the same, the std is rounding noise of size eps * mean, e.g. 4e-16 against 4.1e-16).
+COMPANION_SCALE = {"mean": "mean_abs", "std": "mean"}
+
+
 def frames_equal(got: pd.DataFrame, expected: pd.DataFrame, rtol: float) -> None:
-    """Same rows; values within ``rtol``. A signed mean can cancel to rounding noise, so it is compared on the
-    scale of mean |g| of the same step and parameter."""
+    """Same rows; values within ``rtol`` of their scale: their own magnitude, or at least that of the companion
+    quantity in ``COMPANION_SCALE`` when the frame records it."""
     keys = ["step", "layer", "quantity"]
     assert got[keys].equals(expected[keys])
     a, b = got.value.to_numpy(), expected.value.to_numpy()
     scale = np.abs(b)
-    is_mean = (expected.quantity == "mean").to_numpy()
-    if is_mean.any() and (expected.quantity == "mean_abs").any():  # GradStats' signed mean
-        mean_abs = expected[expected.quantity == "mean_abs"].set_index(["step", "layer"]).value
-        rows = pd.MultiIndex.from_frame(expected.loc[is_mean, ["step", "layer"]])
-        scale[is_mean] = mean_abs.reindex(rows).to_numpy()
+    recorded = set(expected.quantity)
+    for quantity, companion in COMPANION_SCALE.items():
+        rows = (expected.quantity == quantity).to_numpy()
+        if rows.any() and companion in recorded:
+            values = expected[expected.quantity == companion].set_index(["step", "layer"]).value
+            index = pd.MultiIndex.from_frame(expected.loc[rows, ["step", "layer"]])
+            scale[rows] = np.maximum(scale[rows], np.abs(values.reindex(index).to_numpy()))
     bad = ~(np.abs(a - b) <= rtol * scale)
     assert not bad.any(), f"{bad.sum()} values differ:\n{got[bad].assign(expected=b[bad]).head(10)}"
 

@@ -231,3 +231,152 @@ def test_layers_are_discovered_when_training_step_calls_submodules(tmp_path):
     run = gradlens.load(path)
     assert run.layers.name.tolist() == ["net.0", "net.2"]
     assert sorted(recorded(run.frame("grad_stats"))) == list(range(STEPS))
+
+
+# ------------------------------------------------------------------------------ what Lightning logged (23.6)
+
+
+class Logging(Tiny):
+    """Logs as Lightning users do: step and epoch metrics in training, epoch metrics in validation, and a
+    name ("loss") the callback records itself."""
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        self.log("train_loss", loss, on_step=True, on_epoch=True)
+        self.log("train_acc", (logits.argmax(1) == y).double().mean())
+        self.log("loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self(x), y))
+
+
+def lightning_csv(folder) -> list[tuple[int, str, float]]:
+    """Every (step, name, value) Lightning's own CSVLogger wrote."""
+    import csv
+
+    (path,) = folder.rglob("metrics.csv")
+    rows = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            step = int(row.pop("step"))
+            rows += [(step, name, float(value)) for name, value in row.items() if value != ""]
+    return rows
+
+
+def test_self_log_metrics_are_recorded_at_lightning_steps_with_lightning_names(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    path = tmp_path / "run.h5"
+    callback = GradlensCallback(path, probes=[GradStats()])
+    csv_logger = CSVLogger(tmp_path / "csv")
+    fit = trainer(callback, logger=csv_logger, log_every_n_steps=1, max_epochs=2, limit_val_batches=2)
+    fit.fit(Logging(), loader(), loader())
+    assert fit.loggers == [csv_logger]  # the trainer is left with the user's loggers
+
+    run = gradlens.load(path)
+    logged = lightning_csv(tmp_path / "csv")
+    renamed = {"loss": "lightning/loss"}  # a name the callback records itself keeps Lightning's value apart
+    scalars = run.scalars()
+    got = {(int(s), n, v) for s, n, v in zip(scalars.step, scalars.name, scalars.value, strict=True)}
+    for step, name, value in logged:
+        matches = [v for s, n, v in got if s == step and n == renamed.get(name, name)]
+        assert matches == [pytest.approx(value, rel=1e-12)], (step, name)
+    names = {n for _, n, _ in got}
+    assert names == {renamed.get(n, n) for _, n, _ in logged} | {"loss", "lr"}
+    assert {"train_loss_step", "train_loss_epoch", "train_acc", "val_loss", "epoch"} <= names
+    # Lightning's steps are gradlens steps: the metrics of optimizer step s sit beside its gradients
+    steps = 2 * STEPS
+    assert sorted(recorded(run.frame("grad_stats"))) == list(range(steps))
+    at = {name: sorted(int(s) for s in scalars[scalars.name == name].step) for name in names}
+    assert at["train_loss_step"] == at["loss"] == list(range(steps))
+    assert at["val_loss"] == at["train_loss_epoch"] == [STEPS - 1, steps - 1]  # the last step of each epoch
+    assert run.events().query("kind == 'warning'").empty
+
+
+def test_without_a_lightning_logger_the_file_says_that_no_self_log_metric_is_recorded(tmp_path):
+    path = tmp_path / "run.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning warns that self.log has no logger
+        trainer(GradlensCallback(path, probes=[GradStats()])).fit(Logging(), loader())
+    run = gradlens.load(path)
+    assert set(run.scalars().name) == {"loss", "lr"}
+    (message,) = run.events().query("kind == 'warning' and source == 'lightning'").message
+    assert message.startswith("Trainer(logger=False) sends self.log metrics to no logger: none are recorded")
+
+
+@pytest.mark.parametrize(
+    ("options", "clipping"),
+    [
+        ({}, {"max_norm": None, "norm_type": 2.0, "algorithm": None, "source": "lightning"}),
+        ({"gradient_clip_val": 0.5}, {"max_norm": 0.5, "norm_type": 2.0, "algorithm": "norm", "source": "lightning"}),
+        (
+            {"gradient_clip_val": 0.01, "gradient_clip_algorithm": "value"},
+            {"max_norm": 0.01, "norm_type": 2.0, "algorithm": "value", "source": "lightning"},
+        ),
+        ({"gradient_clip_val": 0}, {"max_norm": None, "norm_type": 2.0, "algorithm": None, "source": "lightning"}),
+    ],
+)
+def test_clip_settings_and_accumulation_are_in_the_metadata(tmp_path, options, clipping):
+    path = tmp_path / "run.h5"
+    trainer(GradlensCallback(path, probes=[GradStats()]), **options).fit(Tiny(), loader())
+    config = gradlens.load(path).meta["config"]
+    assert config["clipping"] == clipping
+    assert config["accumulation_steps"] == ACCUMULATE and isinstance(config["accumulation_steps"], int)
+
+
+def test_a_resumed_fit_continues_lightning_step_numbers(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    callback = GradlensCallback(tmp_path / "first.h5", probes=[GradStats()])
+    first = trainer(callback, enable_checkpointing=True, callbacks=[callback, ModelCheckpoint(tmp_path / "ck")])
+    first.fit(Logging(), loader())
+    (checkpoint,) = (tmp_path / "ck").glob("*.ckpt")
+    second = trainer(
+        GradlensCallback(tmp_path / "second.h5", probes=[GradStats()]),
+        max_epochs=2,
+        logger=CSVLogger(tmp_path / "csv"),
+        log_every_n_steps=1,
+    )
+    second.fit(Logging(), loader(), ckpt_path=checkpoint)
+    run = gradlens.load(tmp_path / "second.h5")
+    assert sorted(recorded(run.frame("grad_stats"))) == list(range(STEPS, 2 * STEPS))
+    csv_steps = sorted({s for s, name, _ in lightning_csv(tmp_path / "csv") if name == "train_loss_step"})
+    assert csv_steps == sorted(run.scalars().query("name == 'train_loss_step'").step) == list(range(STEPS, 2 * STEPS))
+
+
+def test_a_metric_the_file_cannot_hold_is_named_in_an_event_and_the_others_are_recorded(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    long_name = "a_metric_name_" + "x" * 60  # over the recorder's 64 bytes
+
+    class LongName(Logging):
+        def training_step(self, batch, batch_idx):
+            self.log(long_name, 1.0)
+            return super().training_step(batch, batch_idx)
+
+    path = tmp_path / "run.h5"
+    fit = trainer(GradlensCallback(path, probes=[GradStats()]), logger=CSVLogger(tmp_path / "csv"), log_every_n_steps=1)
+    fit.fit(LongName(), loader())
+    run = gradlens.load(path)
+    assert run.status == "finished" and long_name not in set(run.scalars().name)
+    assert run.scalars().query("name == 'train_acc'").step.tolist() == list(range(STEPS))
+    (message,) = run.events().query("kind == 'warning'").message
+    assert message.startswith(f"logged metric {long_name!r} is not recorded: scalar name")
+
+
+def test_the_callback_logger_alone_records_what_lightning_logs(tmp_path):
+    path = tmp_path / "run.h5"
+    callback = GradlensCallback(path, probes=[GradStats()])
+    fit = trainer(callback, logger=callback.logger, log_every_n_steps=1, max_epochs=2, limit_val_batches=2)
+    fit.fit(Logging(), loader(), loader())
+    assert fit.loggers == [callback.logger]  # the user's choice stays
+    run = gradlens.load(path)
+    scalars = run.scalars()
+    assert sorted(scalars.query("name == 'val_loss'").step) == [STEPS - 1, 2 * STEPS - 1]
+    assert scalars.query("name == 'train_loss_step'").step.tolist() == list(range(2 * STEPS))
+    assert run.events().query("kind == 'warning'").empty

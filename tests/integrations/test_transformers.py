@@ -83,15 +83,17 @@ def test_callback_records_what_a_plain_loop_computes(tmp_path):
     assert run.status == "finished"
     expected_stats, expected_loss, expected_lr = plain_loop()
     got = recorded(run.frame("grad_stats"))
-    assert sorted(got) == list(range(STEPS))
-    for step in range(STEPS):
+    # the Trainer's numbering: its k-th update is step k (state.global_step after it), gradients included
+    assert sorted(got) == list(range(1, STEPS + 1))
+    for k in range(1, STEPS + 1):
         # the pooler and classifier get gradients; every parameter of this BERT is trainable
-        present = {name: stats for name, stats in got[step].items() if name in expected_stats[step]}
-        assert len(present) == len(got[step]) == len(expected_stats[step])
-        assert_stats_close(present, expected_stats[step], rtol=2e-5, atol=1e-10, where=f"step {step}")
+        present = {name: stats for name, stats in got[k].items() if name in expected_stats[k - 1]}
+        assert len(present) == len(got[k]) == len(expected_stats[k - 1])
+        assert_stats_close(present, expected_stats[k - 1], rtol=2e-5, atol=1e-10, where=f"step {k}")
     scalars = run.scalars()
     loss, lr = scalars[scalars.name == "loss"], scalars[scalars.name == "lr"]
-    assert loss.step.tolist() == lr.step.tolist() == list(range(STEPS))
+    history = [entry["step"] for entry in trainer.state.log_history if "loss" in entry]
+    assert loss.step.tolist() == lr.step.tolist() == history == list(range(1, STEPS + 1))
     assert loss.value.tolist() == pytest.approx(expected_loss, rel=1e-5)
     assert lr.value.tolist() == pytest.approx(expected_lr, rel=1e-12)  # 1e-3, 6.67e-4, 3.33e-4
     assert "grad_norm" in set(scalars.name)
@@ -114,7 +116,7 @@ def test_context_manager_closes_a_failed_run(tmp_path):
         trainer.train()
     run = gradlens.load(path)
     assert run.status == "failed"
-    assert sorted(recorded(run.frame("grad_stats"))) == [0, 1]
+    assert sorted(recorded(run.frame("grad_stats"))) == [1, 2]  # the two updates before the failure
 
 
 def test_accelerate_grad_scaler_skipped_steps_are_recorded(tmp_path):
@@ -144,6 +146,7 @@ def test_accelerate_grad_scaler_skipped_steps_are_recorded(tmp_path):
             )
         scaler.scale(loss).backward()
         optimizer.step()  # AcceleratedOptimizer.step: scaler.step(inner optimizer), scaler.update()
+        state.global_step += 1  # as the Trainer counts its updates, skipped ones included
         skipped.append(optimizer.step_was_skipped)
         callback.on_log(args, state, control, logs={"loss": loss.item(), "learning_rate": 0.01})
     callback.on_train_end(args, state, control)
@@ -151,8 +154,96 @@ def test_accelerate_grad_scaler_skipped_steps_are_recorded(tmp_path):
     assert any(skipped) and not all(skipped)
     run = gradlens.load(tmp_path / "amp.h5")
     events = run.events()
-    assert events[events.kind == "step_skipped"].step.tolist() == [i for i, s in enumerate(skipped) if s]
+    assert events[events.kind == "step_skipped"].step.tolist() == [i + 1 for i, s in enumerate(skipped) if s]
     nonfinite = run.frame("grad_stats").query("quantity == 'nonfinite'").groupby("step").value.sum()
-    assert [bool(v > 0) for v in nonfinite] == skipped
-    assert run.scalars().query("name == 'loss'").step.tolist() == list(range(8))
+    assert [bool(v > 0) for v in nonfinite] == skipped and nonfinite.index.tolist() == list(range(1, 9))
+    assert run.scalars().query("name == 'loss'").step.tolist() == list(range(1, 9))
     assert "step" not in vars(scaler)
+
+
+def test_every_scalar_of_the_log_history_is_recorded_at_its_step(tmp_path):
+    """Train and eval logs and the final summary, with accumulation: each numeric entry of the Trainer's own
+    ``log_history`` is in the file at the entry's step (``learning_rate`` as ``lr``), and nothing else is."""
+    path = tmp_path / "run.h5"
+    callback = GradlensCallback(path, probes=[GradStats()])
+    args = arguments(tmp_path, max_steps=4, gradient_accumulation_steps=2, eval_strategy="steps", eval_steps=2)
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=args, train_dataset=dataset(), eval_dataset=dataset()[:8], callbacks=[callback]
+    )
+    trainer.train()
+
+    run = gradlens.load(path)
+    expected = set()
+    for entry in trainer.state.log_history:
+        for key, value in entry.items():
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                expected.add((entry["step"], "lr" if key == "learning_rate" else key, float(value)))
+    scalars = run.scalars()
+    got = {(int(s), n, float(v)) for s, n, v in zip(scalars.step, scalars.name, scalars.value, strict=True)}
+    assert got == expected
+    names = {name for _, name, _ in got}
+    assert {"loss", "lr", "grad_norm", "eval_loss", "epoch", "train_loss"} <= names
+    assert sorted(s for s, n, _ in got if n == "eval_loss") == [2, 4]
+    assert sorted(recorded(run.frame("grad_stats"))) == [1, 2, 3, 4]  # one record per update, 2 micro-batches
+    config = run.meta["config"]
+    assert config["accumulation_steps"] == 2
+    assert config["clipping"] == {"max_norm": 1.0, "norm_type": 2.0, "algorithm": "norm", "source": "transformers"}
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.0, None])
+def test_no_clipping_is_said_in_the_metadata(tmp_path, max_grad_norm):
+    args, state, control = arguments(tmp_path, max_grad_norm=max_grad_norm), transformers.TrainerState(), None
+    model = torch.nn.Linear(3, 2)
+    callback = GradlensCallback(tmp_path / "run.h5", probes=[GradStats()])
+    callback.on_train_begin(args, state, control, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    callback.close()
+    config = gradlens.load(tmp_path / "run.h5").meta["config"]
+    assert config["clipping"] == {"max_norm": None, "norm_type": 2.0, "algorithm": None, "source": "transformers"}
+    assert config["accumulation_steps"] == 1
+
+
+def test_a_resumed_training_goes_on_with_the_trainer_step_numbers(tmp_path):
+    first = transformers.Trainer(
+        model=tiny_bert(),
+        args=arguments(tmp_path, max_steps=4, save_strategy="steps", save_steps=2),
+        train_dataset=dataset(),
+        callbacks=[GradlensCallback(tmp_path / "first.h5", probes=[GradStats()])],
+    )
+    first.train()
+    callback = GradlensCallback(tmp_path / "second.h5", probes=[GradStats()])
+    second = transformers.Trainer(
+        model=tiny_bert(), args=arguments(tmp_path, max_steps=4), train_dataset=dataset(), callbacks=[callback]
+    )
+    second.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    run = gradlens.load(tmp_path / "second.h5")
+    assert sorted(recorded(run.frame("grad_stats"))) == [3, 4]
+    assert run.scalars().query("name == 'loss'").step.tolist() == [3, 4]
+    assert run.meta["config"]["transformers"]["global_step_at_start"] == 2
+
+
+def test_a_meta_key_of_the_callback_is_refused(tmp_path):
+    args, state = arguments(tmp_path), transformers.TrainerState()
+    model = torch.nn.Linear(3, 2)
+    callback = GradlensCallback(tmp_path / "run.h5", probes=[GradStats()], meta={"clipping": "mine"})
+    with pytest.raises(ValueError, match=r"meta keys \['clipping'\] are written by the transformers callback"):
+        callback.on_train_begin(args, state, None, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert not (tmp_path / "run.h5").exists()
+
+
+def test_a_logged_number_the_file_cannot_hold_is_named_and_the_rest_recorded(tmp_path):
+    args, state = arguments(tmp_path), transformers.TrainerState()
+    model = torch.nn.Linear(3, 2)
+    callback = GradlensCallback(tmp_path / "run.h5", probes=[GradStats()])
+    callback.on_train_begin(args, state, None, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    long_name = "eval_" + "x" * 70
+    state.global_step = 5
+    logs = {"eval_loss": 0.5, long_name: 1.0, "step": 5, "note": "not a number", "flag": True}
+    callback.on_log(args, state, None, logs=logs)
+    callback.on_log(args, state, None, logs=logs)  # refused again: said once
+    callback.close()
+    run = gradlens.load(tmp_path / "run.h5")
+    assert run.scalars().query("name == 'eval_loss'").step.tolist() == [5, 5]
+    messages = run.events().query("kind == 'warning'").message.tolist()
+    assert len(messages) == 2
+    assert messages[0].startswith(f"logged metric {long_name!r} is not recorded: scalar name")
+    assert messages[1].startswith("logged metric 'step' is not recorded")

@@ -12,7 +12,7 @@ import datetime
 import json
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -23,10 +23,12 @@ from gradlens.naming import uncompiled
 from gradlens.probes.base import PROBE_BATCH, Probe, Schedule, as_schedule
 from gradlens.probes.context import LossFn, ProbeContext
 from gradlens.recorder import Recorder
+from gradlens.schema import STATUS_STOPPED
 from gradlens.session.clipping import ClipRecord
 from gradlens.session.discovery import LayerDiscovery
 from gradlens.session.firing import ProbeFiring
 from gradlens.session.hooks import StepHooks
+from gradlens.session.live import Engine, LiveDoctoring, LiveSettings, TrainingStopped
 from gradlens.session.ranks import distributed_checks, distributed_mode, failure_note
 from gradlens.session.scalars import ScalarLog
 from gradlens.spec import ModelSpec
@@ -36,7 +38,7 @@ class ParameterGroupWarning(UserWarning):
     """A trainable parameter (``requires_grad=True``) is in none of the optimizer's param groups."""
 
 
-class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
+class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog, LiveDoctoring):
     """A recording session; create it with :func:`attach`.
 
     Probes fire inside ``optimizer.step()``, so a training loop needs no extra calls except optional
@@ -92,6 +94,7 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         scaler: object | None = None,
         writer_rank: int = 0,
         collective_timeout: datetime.timedelta | float = DEFAULT_TIMEOUT,
+        live: LiveSettings | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -133,6 +136,7 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         for probe in self.probes:
             probe.validate(model, self._spec)
         self._in_optimizer = optimized_parameters(self._parameters, optimizer)
+        self._setup_live(live or LiveSettings())
         if self._spec is None:
             self._trace_forward_order()
 
@@ -140,12 +144,13 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         try:
             if scaler is not None:
                 self._watch_scaler(scaler)
+            self._meta_written = self._meta(meta)
             if not self.topology.is_writer:  # the other ranks never create, open or lock the file
                 self.recorder = NullRecorder(self.path, self.topology.rank)
             else:
                 self.recorder = Recorder(
                     path,
-                    meta=self._meta(meta),
+                    meta=self._meta_written,
                     mode=mode,
                     resume_step=resume_step,
                     flush_every=flush_every,
@@ -247,12 +252,17 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         self._guard_recorder(self.recorder.flush)
 
     def close(self, status: str = "finished") -> None:
-        """Remove every hook, flush and close the file. Idempotent; a failing file is warned, not raised."""
+        """Remove every hook, write the flight recorder, flush and close the file. Idempotent; a failing file is
+        warned, not raised. A run the live doctor stopped (``stop_on``) closes as ``stopped`` instead of
+        ``finished``."""
         if self._closed:
             return
         self._closed = True
         self._remove_hooks()
         self._log_clips(force=True)
+        self._write_flight("the run failed" if status == "failed" else "the run closed")
+        if status == "finished" and self.stop_reason is not None:
+            status = STATUS_STOPPED
         if self.recording:
             self.recording = False
             try:
@@ -265,11 +275,15 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, TrainingStopped):  # the live doctor ended training: a clean end, not a crash
+            self.close(status=STATUS_STOPPED)
+            return True
         if exc is not None:
             self.fail(exc)
         else:
             self.close(status="finished")
+        return False
 
     def fail(self, error: BaseException | None = None) -> None:
         """Close the file with status ``failed``; in a run of several processes, add a note to ``error`` saying
@@ -331,6 +345,13 @@ def attach(
     scaler: object | None = None,
     writer_rank: int = 0,
     collective_timeout: datetime.timedelta | float = DEFAULT_TIMEOUT,
+    live: int | None = None,
+    on_finding: Callable[[object], None] | None = None,
+    stop_on: str | None = None,
+    detail: Sequence[str] | None = None,
+    detail_steps: int = 20,
+    flight_steps: int = 0,
+    engine: Engine | None = None,
 ) -> Session:
     """Attach probes to a training run and record them into the HDF5 file at ``path``.
 
@@ -357,6 +378,19 @@ def attach(
             Call ``attach`` on every rank with the same arguments.
         collective_timeout: how long gradlens's own all-reduce (FSDP2) waits for the other ranks before it
             raises :class:`gradlens.distributed.RankFailure` (a ``timedelta`` or seconds).
+        live: run the doctor's rules every ``live`` steps while training (:mod:`gradlens.session.live`):
+            findings become ``finding`` events in the file at once and :class:`FindingWarning` s; None: off.
+        on_finding: called with each new finding of the live doctor (its errors are recorded, never raised).
+        stop_on: ``"severe"``: a severe finding ends training (:class:`TrainingStopped`, status ``stopped``).
+        detail: the probes that fire at every step for ``detail_steps`` steps after a trigger (a spike,
+            non-finite values, a severe finding); default: activation and gradient-only probes.
+        detail_steps: how long a triggered window lasts (0: no triggered detail).
+        flight_steps: keep the gradient-only probes' values of the last ``flight_steps`` steps even where their
+            schedule records nothing, and write them when a trigger fires or the run fails or closes (0: off;
+            costs one probe computation per step).
+        engine: the live doctor to use instead of :class:`gradlens.doctor.LiveDoctor` (an object with
+            ``observe``, ``observe_scalars``, ``observe_event`` and ``check``, or a factory
+            ``(meta, layers) -> engine``).
 
     Returns:
         A :class:`Session`; use it as a context manager.
@@ -379,4 +413,5 @@ def attach(
         scaler,
         writer_rank,
         collective_timeout,
+        LiveSettings(live, engine, on_finding, stop_on, detail, detail_steps, flight_steps),
     )

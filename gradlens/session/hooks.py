@@ -115,7 +115,7 @@ class StepHooks:
             self._scaler_watch.optimizer_stepped()
         if not self.recording:
             return None
-        if self._ctx is not None and not any(self._due(p) for p in self.probes):
+        if self._ctx is not None and not self._flight and not any(self._due(p) for p in self.probes):
             return None  # a skipped step: nothing fires, so the closure needs no wrapper either
         self._closure_fired = False
         # args are those of step(): (optimizer, closure?) — the bound optimizer comes first
@@ -155,6 +155,7 @@ class StepHooks:
             self.step += 1
             self._arm_activations()
             self._log_clips()
+        self._live_after_step()  # may raise TrainingStopped (stop_on): the step itself is complete
 
     def _on_skipped(self, scale: float) -> None:
         """``scaler.step`` skipped the optimizer step (Inf/NaN gradients): the gradient probes fire anyway, on the
@@ -169,9 +170,10 @@ class StepHooks:
                         if reads_grads and probe.name in self._declared and probe.name not in self._disabled:
                             self._run_probe(probe, ctx, probe.compute)
                 message = f"Inf/NaN gradients at loss scale {scale:g}: the scaler skipped optimizer.step()"
-                self._guard_recorder(self.recorder.log_event, self.step, "step_skipped", "GradScaler", message)
+                self._event(self.step, "step_skipped", "GradScaler", message)
         finally:
             self._forward_since_step = False
             self.step += 1
             self._arm_activations()
             self._log_clips()
+        self._live_after_step()

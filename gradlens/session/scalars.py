@@ -56,6 +56,8 @@ class ScalarLog:
             raise
         except Exception as error:
             self._recorder_failed(error)
+            return
+        self._fed_scalars(at, values)
 
     def _log_clips(self, force: bool = False) -> None:
         """Log the pending clipping calls (``clip/preclip_norm``, ``clip/max_norm`` at the step each preceded)
@@ -67,3 +69,4 @@ class ScalarLog:
             scalars = {PRECLIP: norm, MAX_NORM: max_norm}
             if not self._guard_recorder(lambda: self.recorder.log_scalars(step, **scalars)):  # noqa: B023
                 return
+            self._fed_scalars(step, scalars)

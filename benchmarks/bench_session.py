@@ -16,8 +16,8 @@ Variants:
   difference to ``bare`` is the session's cost of a skipped step (issue 23.2: ~0);
 - ``grad100``: ``GradStats(every=100)``, the schedule of issue 23.2, firings included;
 - ``act10`` / ``act1``: ``ActivationStats(every=10)`` / ``(every=1)`` (issue 21.2: <= 5 % at every 10th step);
-- ``live``: ``GradStats(every=10)`` with the live doctor checking every 10 steps (only when the doctor package
-  provides ``LiveDoctor``).
+- ``grad10`` / ``live``: ``GradStats(every=10)`` without and with the live doctor checking every 10 steps (only
+  when the doctor package provides ``LiveDoctor``); the CPU time of each check is printed too.
 
 The load average is printed at the start and the end of each case: above 2.5 the machine was busy.
 """
@@ -59,13 +59,33 @@ def _variants(folder: str) -> dict[str, Callable[[nn.Module, torch.optim.Optimiz
         "act1": session("act1", [ActivationStats(every=1)]),
     }
     try:
-        import inspect
-
-        if "live" in inspect.signature(attach).parameters:
-            variants["live"] = session("live", [GradStats(every=10)], live=10)
-    except (TypeError, ValueError):
-        pass
+        from gradlens.doctor import LiveDoctor  # noqa: F401
+    except ImportError:
+        return variants
+    variants["grad10"] = session("grad10", [GradStats(every=10)])
+    variants["live"] = _timed_checks(session("live", [GradStats(every=10)], live=10))
     return variants
+
+
+CHECKS: list[float] = []  # CPU seconds of each live check
+
+
+def _timed_checks(setup: Callable) -> Callable:
+    def timed(model: nn.Module, optimizer: torch.optim.Optimizer):
+        session = setup(model, optimizer)
+        check = session._live_check
+
+        def timed_check():
+            start = time.process_time()
+            try:
+                return check()
+            finally:
+                CHECKS.append(time.process_time() - start)
+
+        session._live_check = timed_check
+        return session
+
+    return timed
 
 
 class Runner:
@@ -137,6 +157,10 @@ def run_case(key: str, rounds: int, steps: int | None, only: list[str] | None) -
             f"mean {statistics.mean(extra_cpu):+8.1f} us)",
             flush=True,
         )
+    if CHECKS:
+        print(f"  live checks: {len(CHECKS)}, CPU per check median {1e6 * statistics.median(CHECKS):.0f} us "
+              f"(max {1e6 * max(CHECKS):.0f} us)", flush=True)
+        CHECKS.clear()
     print(f"  load at the end {'/'.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
 
 

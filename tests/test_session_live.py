@@ -348,3 +348,84 @@ def test_live_settings_are_checked_at_attach(tmp_path, kwargs, message):
             model, torch.optim.SGD(model.parameters(), lr=0.1), tmp_path / "run.h5", probes=[GradStats()], **kwargs
         )
     assert not (tmp_path / "run.h5").exists()
+
+
+def test_stop_on_ends_a_lightning_fit_through_trainer_should_stop(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from gradlens.integrations.lightning import GradlensCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _net()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    x = torch.cat([_batch(step)[0] for step in range(20)])
+    y = torch.cat([_batch(step)[1] for step in range(20)])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    engine = Scripted({4: [Found("dead_layer", "severe", "layer 0 is dead")]})
+    callback = GradlensCallback(tmp_path / "run.h5", probes=[GradStats()], live=5, engine=engine, stop_on="severe")
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    with pytest.warns(FindingWarning):
+        trainer.fit(Module(), loader)  # no exception reaches the caller
+    assert trainer.global_step == 5  # the fit stopped after the step whose check found it
+    run = gradlens.load(tmp_path / "run.h5")
+    assert run.status == "stopped"
+    assert list(run.events()[run.events().kind == "stopped"].source) == ["dead_layer"]
+
+
+def test_stop_on_ends_a_hugging_face_training_through_its_control(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from gradlens.integrations.transformers import GradlensCallback
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 160
+
+        def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+            x, y = _batch(index // 8)
+            return {"x": x[index % 8], "labels": y[index % 8]}
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _net()
+
+        def forward(self, x, labels=None):
+            logits = self.net(x)
+            return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        max_steps=20,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    engine = Scripted({4: [Found("dead_layer", "severe", "layer 0 is dead")]})
+    callback = GradlensCallback(tmp_path / "run.h5", probes=[GradStats()], live=5, engine=engine, stop_on="severe")
+    trainer = transformers.Trainer(model=Classifier(), args=args, train_dataset=Rows(), callbacks=[callback])
+    with pytest.warns(FindingWarning):
+        trainer.train()
+    assert trainer.state.global_step == 4  # the Trainer numbers its steps from 1: its 4th update found it
+    run = gradlens.load(tmp_path / "run.h5")
+    assert run.status == "stopped"
+    assert sorted(run.frame("grad_stats").step.unique()) == [1, 2, 3, 4]

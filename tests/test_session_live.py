@@ -429,3 +429,23 @@ def test_stop_on_ends_a_hugging_face_training_through_its_control(tmp_path):
     run = gradlens.load(tmp_path / "run.h5")
     assert run.status == "stopped"
     assert sorted(run.frame("grad_stats").step.unique()) == [1, 2, 3, 4]
+
+
+def test_a_trigger_between_forward_and_step_starts_activations_at_the_next_step(tmp_path):
+    """A NaN loss logged before optimizer.step() opens the detail window at this step; the activation probe was
+    not hooked for this step's forward, so it starts at the next one instead of failing."""
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ProbeFailureWarning
+        with gradlens.attach(
+            model, optimizer, tmp_path / "run.h5", probes=[ActivationStats(every=100)], detail_steps=2
+        ) as session:
+            for step in range(5):
+                loss = model(_batch(step)[0]).sum()
+                loss.backward()
+                session.log(loss=float("inf") if step == 2 else loss.item())  # before the step
+                optimizer.step()
+    run = gradlens.load(tmp_path / "run.h5")
+    assert list(run.array("activation_stats", "dead_fraction")[0]) == [0, 3]  # window 2..3; step 2 not hooked
+    assert (run.events().kind == "probe_error").sum() == 0

@@ -118,6 +118,11 @@ class ActivationCapture:
 
         return hook
 
+    def measures(self, probe: Probe) -> bool:
+        """Whether ``probe`` was armed for this step's forward (a probe that became due later, e.g. by a trigger
+        logged between the forward and the step, has nothing to record yet)."""
+        return probe in self._due
+
     def second_forward(self) -> None:
         """A second training forward began in this step: measure no more."""
         self.armed = False

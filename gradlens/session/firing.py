@@ -71,9 +71,12 @@ class ProbeFiring:
             if probe.measures_update or probe.name not in self._declared:
                 continue
             if self._due(probe):
-                if ACTIVATIONS in probe.needs and probe.name in hook_errors:
-                    self._probe_failed(probe, hook_errors.pop(probe.name))  # raised inside its forward hook
-                    continue
+                if ACTIVATIONS in probe.needs:
+                    if probe.name in hook_errors:
+                        self._probe_failed(probe, hook_errors.pop(probe.name))  # raised inside its forward hook
+                        continue
+                    if not self._activations.measures(probe):
+                        continue  # due since the forward ran (a trigger): its window starts at the next step
                 self._run_probe(probe, ctx, probe.compute)
             elif probe.name in self._flight and probe.name not in self._disabled:
                 self._run_probe(probe, ctx, probe.compute, keep=self._flight_keep)  # the flight recorder

@@ -372,7 +372,8 @@ class LiveDoctoring:
                 "session",
                 f"{names} at every step {self.step}..{self._detail_until - 1}: {reason}",
             )
-            self._arm_activations()
+            if not self._forward_since_step and not self._in_step:  # this step's forward has not run yet
+                self._arm_activations()
         self._write_flight(reason)
 
     def _in_detail(self, probe: Probe) -> bool:

@@ -219,8 +219,8 @@ class LiveDoctoring:
 
     @property
     def live(self) -> bool:
-        """Whether the live doctor is on (and this rank runs it)."""
-        return self._live_every is not None and self.topology.is_writer
+        """Whether the live doctor is on (this rank runs it, and the run is still recording)."""
+        return self._live_every is not None and self.topology.is_writer and self.recording
 
     # --- what the session tells the live doctor ---------------------------------------------------------
 

@@ -287,59 +287,100 @@ def call_stats(
     return CallStats(label, _flat(alive), None if tail is None else _flat(tail), y.numel(), total, norm)
 
 
-def summarize(calls: list[CallStats], kinds: list[ActivationKind]) -> torch.Tensor:
+@dataclass(frozen=True)
+class Layout:
+    """Where each call's per-unit values sit once concatenated, as index tensors: built once per structure of a
+    firing (which labels were called, how many units each call had) and reused while it repeats, so a firing
+    costs a fixed number of tensor operations however many modules it measured."""
+
+    count: int  # labels
+    per_unit: torch.Tensor  # label of each unit of cat(alive)
+    units: torch.Tensor  # [L] units per label (float64)
+    entries: torch.Tensor  # [L] entries per label (float64)
+    call_labels: torch.Tensor  # label of each call
+    summed: torch.Tensor  # per unit of cat(alive): 1.0 where the call's Σy is the sum of its per-unit sums
+    totals: tuple[int, ...]  # calls whose Σy was taken apart (signed outputs)
+    tailed: tuple[int, ...]  # calls with a tail value
+    tail_units: torch.Tensor  # position in cat(alive) of each unit of cat(tail)
+    tail_labels: torch.Tensor  # label of each unit of cat(tail)
+    bounds: torch.Tensor  # float64 tail bound of each unit of cat(tail)
+
+    @staticmethod
+    def key(calls: list[CallStats]) -> tuple:
+        """What the layout depends on."""
+        return tuple((c.label, c.alive.numel(), c.tail is not None, c.total is None, c.entries) for c in calls)
+
+    @classmethod
+    def of(cls, calls: list[CallStats], kinds: list[ActivationKind]) -> Layout:
+        device = calls[0].alive.device
+        sizes = [c.alive.numel() for c in calls]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        labels = [c.label for c in calls]
+        count = len(kinds)
+
+        def per_label(values: list[float]) -> torch.Tensor:
+            out = torch.zeros(count, dtype=torch.float64)
+            return out.index_add_(0, torch.tensor(labels), torch.tensor(values, dtype=torch.float64)).to(device)
+
+        tailed = tuple(i for i, c in enumerate(calls) if c.tail is not None)
+        positions = [starts[i] + u for i in tailed for u in range(sizes[i])]
+        return cls(
+            count=count,
+            per_unit=torch.tensor(
+                [c.label for c, n in zip(calls, sizes, strict=True) for _ in range(n)], device=device
+            ),
+            units=per_label([float(n) for n in sizes]),
+            entries=per_label([float(c.entries) for c in calls]),
+            call_labels=torch.tensor(labels, device=device),
+            summed=torch.tensor(
+                [float(c.total is None) for c, n in zip(calls, sizes, strict=True) for _ in range(n)],
+                dtype=torch.float64,
+                device=device,
+            ),
+            totals=tuple(i for i, c in enumerate(calls) if c.total is not None),
+            tailed=tailed,
+            tail_units=torch.tensor(positions, dtype=torch.int64, device=device),
+            tail_labels=torch.tensor([labels[i] for i in tailed for _ in range(sizes[i])], device=device),
+            bounds=torch.tensor(
+                [tail_bound(kinds[labels[i]]) for i in tailed for _ in range(sizes[i])],
+                dtype=torch.float64,
+                device=device,
+            ),
+        )
+
+
+def summarize(calls: list[CallStats], kinds: list[ActivationKind], layout: Layout | None = None) -> torch.Tensor:
     """``[L, 4]`` float64: dead fraction, saturated fraction, mean, std per label, from every call of one firing
-    (NaN for a label without a call).
+    (NaN for a label without a call). ``layout``: :meth:`Layout.of` these calls, when kept from an earlier firing.
 
     Units and entries of a label's calls are pooled: fractions = Σ counts / Σ units; mean = Σ_i Σy_i / N;
     std = sqrt(Σ_i Σy²_i / N - mean²) in float64 (its relative error is about 1e-7·(1 + mean²/std²), from the
     float32 sums). A unit is dead when its ``alive`` value is 0, saturated when its tail value passes
     :func:`tail_bound` and it is not dead.
     """
-    count = len(kinds)
-    device = calls[0].alive.device
+    layout = layout or Layout.of(calls, kinds)
+    alive = torch.cat([c.alive for c in calls]).double()
 
     def per_label(index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(count, dtype=torch.float64, device=device).index_add_(0, index, values.double())
+        return torch.zeros(layout.count, dtype=torch.float64, device=alive.device).index_add_(0, index, values)
 
-    def expand(values: list, sizes: list[int], dtype: torch.dtype = torch.int64) -> torch.Tensor:
-        """Each value repeated for its call's units (``output_size``: no device synchronisation)."""
-        repeats = torch.tensor(sizes, device=device)
-        return torch.repeat_interleave(
-            torch.tensor(values, dtype=dtype, device=device), repeats, output_size=sum(sizes)
+    dead = per_label(layout.per_unit, (alive == 0).double())
+    saturated = torch.zeros_like(dead)
+    if layout.tailed:
+        passed = torch.cat([calls[i].tail for i in layout.tailed]).double() > layout.bounds
+        living = alive.index_select(0, layout.tail_units) != 0
+        saturated = per_label(layout.tail_labels, (passed & living).double())
+    totals = per_label(layout.per_unit, alive * layout.summed)  # non-negative outputs: Σy = Σ per-unit sums
+    if layout.totals:
+        signed = torch.stack([calls[i].total for i in layout.totals]).double()
+        totals = totals.index_add_(
+            0, layout.call_labels.index_select(0, torch.tensor(layout.totals, device=alive.device)), signed
         )
-
-    labels = torch.tensor([c.label for c in calls], device=device)
-    sizes = [c.alive.numel() for c in calls]
-    units = per_label(labels, torch.tensor(sizes, device=device))
-    dead = per_label(expand([c.label for c in calls], sizes), torch.cat([c.alive for c in calls]) == 0)
-    saturated = torch.zeros(count, dtype=torch.float64, device=device)
-    tailed = [c for c in calls if c.tail is not None]
-    if tailed:
-        tail_sizes = [c.tail.numel() for c in tailed]
-        bounds = expand([tail_bound(kinds[c.label]) for c in tailed], tail_sizes, torch.float64)
-        passed = torch.cat([c.tail.double() for c in tailed]) > bounds
-        alive = torch.cat([c.alive for c in tailed]) != 0
-        saturated = per_label(expand([c.label for c in tailed], tail_sizes), passed & alive)
-    entries = per_label(labels, torch.tensor([float(c.entries) for c in calls], device=device))
-    summed = [c for c in calls if c.total is None]  # non-negative outputs: Σ y is the sum of the per-unit sums
-    totals = (
-        per_label(
-            expand([c.label for c in summed], [c.alive.numel() for c in summed]), torch.cat([c.alive for c in summed])
-        )
-        if summed
-        else torch.zeros(count, dtype=torch.float64, device=device)
-    )
-    others = [c for c in calls if c.total is not None]
-    if others:
-        totals = totals + per_label(
-            torch.tensor([c.label for c in others], device=device), torch.stack([c.total for c in others])
-        )
-    mean = totals / entries
-    second = per_label(labels, torch.stack([c.norm for c in calls]).double().square()) / entries
+    mean = totals / layout.entries
+    second = per_label(layout.call_labels, torch.stack([c.norm for c in calls]).double().square()) / layout.entries
     std = (second - mean**2).clamp_(min=0).sqrt()
     # labels without a call: 0/0 = NaN in every column
-    return torch.stack([dead / units, saturated / units, mean, std], dim=1)
+    return torch.stack([dead / layout.units, saturated / layout.units, mean, std], dim=1)
 
 
 class ActivationStats(Probe):
@@ -381,6 +422,7 @@ class ActivationStats(Probe):
         self._calls: dict[str, list[CallStats]] = {}
         self._inputs: dict[str, torch.Tensor] = {}  # label -> flat-tail mask of the input of the running call
         self._producer: str | None = None  # the last owner whose forward finished
+        self._layout: tuple[tuple, Layout] | None = None  # the last firing's layout, reused while it repeats
 
     # --- configuration (attach) ------------------------------------------------------------------------
 
@@ -519,7 +561,10 @@ class ActivationStats(Probe):
                 "without grad, before attach(), or inside a graph compiled without gradlens's hooks "
                 "(torch.compile before attach: attach first, or call torch.compiler.reset())"
             )
-        values = summarize(calls, list(self.kinds.values())).to(torch.float32)
+        key = Layout.key(calls)
+        if self._layout is None or self._layout[0] != key:
+            self._layout = (key, Layout.of(calls, list(self.kinds.values())))
+        values = summarize(calls, list(self.kinds.values()), self._layout[1]).to(torch.float32)
         out = {quantity: values[:, i].contiguous() for i, quantity in enumerate(QUANTITIES)}
         out["unit_axis"] = torch.tensor([self._axes.get(label, -1) for label in self.kinds], dtype=torch.int8)
         return out

@@ -3,7 +3,9 @@
 ``attach`` checks everything that can be checked (probes, names, layers, distributed mode) before the recorder
 (and so any file) exists, then creates the recorder and installs the hooks. The session resolves the
 :class:`~gradlens.probes.context.ProbeContext` at the first optimizer step (or at attach when layers are
-declared), and closes the file on exit: ``finished``, or ``failed`` when an exception leaves the ``with`` block.
+declared), and closes the file on exit: ``finished``, ``failed`` when an exception leaves the ``with`` block, or
+``stopped`` when the live doctor ended training (``stop_on``). At attach it also says which trainable parameters
+are in none of the optimizer's param groups (``meta["parameters"][i]["in_optimizer"]``, a warning).
 """
 
 from __future__ import annotations
@@ -65,14 +67,21 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog, LiveDoctoring):
     probes (on the unscaled gradients) and records a ``step_skipped`` event; skipped steps are counted by
     ``step`` like any other.
 
+    Clipping: ``clip_grad_norm_`` calls on the session's parameters are recorded as ``clip/preclip_norm`` and
+    ``clip/max_norm`` (:mod:`~gradlens.session.clipping`). Activation probes get forward hooks on the steps where
+    they are due (:mod:`~gradlens.session.activations`). With ``live=N`` the doctor's rules run every N steps;
+    findings become events and warnings, and may stop training (``stop_on``), switch heavier probes on and write
+    the flight recorder (:mod:`~gradlens.session.live`).
+
     Its parts live beside this module: hooks (:mod:`~gradlens.session.hooks`), firing and failures
-    (:mod:`~gradlens.session.firing`), the layer table (:mod:`~gradlens.session.discovery`) and the logging rule
-    (:mod:`~gradlens.session.scalars`).
+    (:mod:`~gradlens.session.firing`), the layer table (:mod:`~gradlens.session.discovery`), the logging rule
+    (:mod:`~gradlens.session.scalars`) and the live doctor (:mod:`~gradlens.session.live`).
 
     Attributes:
         step: the 0-based index of the next optimizer step (during ``optimizer.step()``: the step being taken).
         topology: this process's rank, the world size, the backend and the writer rank.
         recording: False once the recorder failed or the session was closed.
+        stop_reason: the severe finding that stopped training (``stop_on``), else None.
     """
 
     def __init__(

@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench doctor-bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 # GradStats and its peers per step (1 and 2 threads, 79 M-parameter memory), then the science probes' whole-run cost.
 bench: $(STAMP)
 	$(BIN)/python -m gradlens.bench; status=$$?; $(BIN)/python benchmarks/bench_probes.py && exit $$status
+
+# The doctor's labelled benchmark: 43 tiny runs, per-symptom precision/recall, detection delay, time (docs/doctor.md).
+doctor-bench: $(STAMP)
+	$(BIN)/python -m benchmarks.doctor
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -68,7 +68,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from gradlens.doctor import doctor
 
-    text, status = doctor(args.runs)
+    text, status = doctor(args.runs, as_json=args.json, loss=args.loss, num_classes=args.classes)
     print(text)
     return status
 
@@ -215,11 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser(
         "doctor",
         help="say what is wrong with runs, with evidence; exit 0 healthy, 1 severe finding, 2 bad input",
-        description="Applies the rules of docs/doctor.md (vanishing/exploding gradients, dead, frozen and "
-        "gradient-less layers, first non-finite value, gradient-norm spikes, update-to-weight ratios, probe "
-        "errors, skipped AMP steps, ...) and prints each finding with its evidence and its rule.",
+        description="Applies the rules of docs/doctor.md (vanishing/exploding gradients by depth and size, "
+        "non-finite values, dead and saturated units, frozen, gradient-less and never-updated parameters, a loss "
+        "not decreasing, unstable, at chance level or overfitting, dominating clipping, learning rate from "
+        "update ratios, AMP skips, probe errors, crashed/killed runs) and prints each finding with its first "
+        "step, layers, evidence, rule and ranked fixes.",
     )
     doctor.add_argument("runs", nargs="+", help="gradlens HDF5 files")
+    doctor.add_argument(
+        "--json", action="store_true", help="print the findings as JSON (schema in docs/doctor.md) instead of text"
+    )
+    doctor.add_argument("--loss", metavar="NAME", help="the logged scalar that is the training loss (default: names "
+                        "like loss, nll, xent)")
+    doctor.add_argument("--classes", type=int, metavar="K", help="number of classes of a classifier: its chance "
+                        "loss is ln K (default: meta num_classes, or the last layer's outputs)")
     doctor.set_defaults(func=_cmd_doctor)
 
     watch = commands.add_parser("watch", help="keep a run's HTML report current while it trains")

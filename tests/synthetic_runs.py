@@ -37,6 +37,8 @@ class RunData:
     parameters: list[dict] | None = None
     events: list[tuple[int, str, str, str]] = field(default_factory=list)
     label: str | None = None
+    meta: dict = field(default_factory=dict)  # further meta keys (num_classes, clipping, ...)
+    layers: list[dict] | None = None  # the layer table (default: one [4, 4] linear layer per probe label)
 
 
 def healthy_grads(layers=LAYERS, steps=STEPS, seed: int = 0) -> dict[str, np.ndarray]:
@@ -85,6 +87,7 @@ def write_run(path, data: RunData) -> str:
     }
     if data.parameters is not None:
         meta["parameters"] = data.parameters
+    meta.update(data.meta)
     layer_names = list(
         dict.fromkeys(
             label.rsplit(".", 1)[0]
@@ -93,7 +96,7 @@ def write_run(path, data: RunData) -> str:
             for label in q.labels.get("layer", [])
         )
     ) or ["fc0"]
-    layers = [{"name": name, "kind": "linear", "shape": [4, 4], "params": 16} for name in layer_names]
+    layers = data.layers or [{"name": name, "kind": "linear", "shape": [4, 4], "params": 16} for name in layer_names]
     recorder = Recorder(path, meta=meta, flush_every=10_000, flush_seconds=3600)
     recorder.start(layers, {p.name: p.quantities for p in data.probes})
     all_steps = sorted(

@@ -1,0 +1,312 @@
+"""What the rules read: one :class:`Evidence` per run, filled from a recorded file (:func:`from_run`) or from
+the live stream of records (:class:`gradlens.doctor.live.LiveDoctor`), so one rule code serves both.
+
+This is the doctor's only data-access seam: rules never open files. Per-layer records are
+:class:`LayerSeries` ``values[N, L]`` (float64) with ``missing[N, L]`` marking cells that have no value by design
+(GradStats ``nonfinite == -1``: the parameter had no ``.grad``; an UpdateRatio ratio over a zero weight norm).
+Which probe feeds what: the first probe of class ``GradStats`` recording ``mean_abs`` or ``norm`` (gradients),
+the first ``UpdateRatio`` probe (``ratio``, ``update_norm``, ``weight_norm``), the first probe recording
+``dead_fraction`` per layer (activations, the ``activation_stats`` contract), ``DominantFlow``/cushion probes
+(``science``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+GRADIENT_CLASSES = ("GradStats",)
+RATIO_CLASSES = ("UpdateRatio",)
+SCIENCE = {"DominantFlow": ("sigma",), "LayerCushion": ("min",), "InterlayerCushion": ("min",)}
+GRADIENT_QUANTITIES = ("mean_abs", "norm", "max_abs", "nonfinite")
+RATIO_QUANTITIES = ("ratio", "update_norm", "weight_norm")
+ACTIVATION_QUANTITIES = ("dead_fraction", "saturated_fraction", "mean", "std")
+NO_GRADIENT = -1.0  # GradStats' nonfinite value of a parameter that had no .grad at a firing
+
+
+@dataclass
+class LayerSeries:
+    """One per-layer quantity: ``values[step, layer]`` and the cells that have no value by design.
+
+    Attributes:
+        steps: recorded steps ``[N]`` (int64, increasing).
+        layers: labels ``[L]`` in forward order.
+        values: ``[N, L]`` float64.
+        missing: ``[N, L]`` bool, True where the cell has no value by design (no gradient, ratio over 0).
+    """
+
+    steps: np.ndarray
+    layers: list[str]
+    values: np.ndarray
+    missing: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.steps = np.asarray(self.steps, dtype=np.int64)
+        self.values = np.asarray(self.values, dtype=np.float64).reshape(len(self.steps), len(self.layers))
+        if self.missing is None:
+            self.missing = np.zeros(self.values.shape, dtype=bool)
+
+    @property
+    def nonfinite(self) -> np.ndarray:
+        """``[N, L]`` bool: NaN/±Inf cells that are not missing by design."""
+        return ~np.isfinite(self.values) & ~self.missing
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass
+class Scalar:
+    """One logged scalar: ``steps[N]`` and ``values[N]`` in logging order."""
+
+    steps: np.ndarray
+    values: np.ndarray
+
+
+class Event(NamedTuple):
+    """One run event (``Run.events()`` row)."""
+
+    step: int
+    kind: str
+    source: str
+    message: str
+
+
+@dataclass
+class Writer:
+    """Who writes a run whose status is ``running``: whether the lock's holder is alive, and who it was.
+
+    Attributes:
+        alive: True when a process holds the run's lock, False when the lock file is left by a writer that is
+            gone (killed), None when there is no lock file to tell (a copied file, another machine).
+        holder: the lock file's details (pid, host, time), when there is one.
+    """
+
+    alive: bool | None
+    holder: dict | None = None
+
+
+@dataclass
+class Evidence:
+    """Everything the rules may read about one run.
+
+    Attributes:
+        path, label: the run file and its short label ("" for a live run).
+        meta: the run metadata (``config``, ``parameters``, ``probes``, ``clipping``, ``num_classes``, ...).
+        layers: the layer table rows (name, kind, shape, params, ...), forward order.
+        probes: probe name -> class.
+        grads, grad_probe: gradient statistics by quantity (``mean_abs``, ``norm``, ``max_abs``,
+            ``nonfinite``), and the probe they come from (None: none recorded).
+        ratios, ratio_probe: UpdateRatio quantities by name.
+        activations, activation_probe: activation statistics by quantity.
+        science: ``(probe class, quantity)`` -> series, for σ and cushions.
+        scalars: name -> :class:`Scalar`.
+        events: run events, or None when they cannot be read.
+        status: ``running``/``finished``/``failed``/``interrupted`` (None for a live run).
+        writer: for a ``running`` file, whether its writer lives.
+        last_flush, now: unix times of the last committed flush and of the diagnosis.
+        loss: the scalar the user named as the training loss (None: guessed from names).
+        num_classes: the class count the user stated (None: from meta or the last layer).
+        live: True while training (the live engine): rules about the finished run are not applied.
+        memo: per-step values a rule may keep between live checks (a record never changes once observed).
+    """
+
+    path: str = ""
+    label: str = ""
+    meta: dict = field(default_factory=dict)
+    layers: list[dict] = field(default_factory=list)
+    probes: dict[str, str] = field(default_factory=dict)
+    grads: dict[str, LayerSeries] = field(default_factory=dict)
+    grad_probe: str | None = None
+    ratios: dict[str, LayerSeries] = field(default_factory=dict)
+    ratio_probe: str | None = None
+    activations: dict[str, LayerSeries] = field(default_factory=dict)
+    activation_probe: str | None = None
+    science: dict[tuple[str, str], LayerSeries] = field(default_factory=dict)
+    scalars: dict[str, Scalar] = field(default_factory=dict)
+    events: list[Event] | None = field(default_factory=list)
+    status: str | None = None
+    writer: Writer | None = None
+    last_flush: float | None = None
+    now: float | None = None
+    loss: str | None = None
+    num_classes: int | None = None
+    live: bool = False
+    memo: dict = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def parameters(self) -> list[dict] | None:
+        """``meta["parameters"]`` (name, shape, numel, trainable, in_optimizer, ...), None when not stored."""
+        parameters = self.meta.get("parameters")
+        return [p for p in parameters if isinstance(p, dict)] if isinstance(parameters, list) else None
+
+    @property
+    def activation_kinds(self) -> dict[str, str]:
+        """Activation label -> kind (``relu``, ``tanh``, ...) from ``meta["probes"]["activation_stats"]``."""
+        probes = self.meta.get("probes")
+        entry = None
+        if isinstance(probes, Mapping):
+            entry = probes.get(self.activation_probe or "activation_stats")
+        elif isinstance(probes, list):
+            entry = next((p for p in probes if isinstance(p, dict) and p.get("name") == self.activation_probe), None)
+        kinds = entry.get("kinds") if isinstance(entry, Mapping) else None
+        return {str(k): str(v) for k, v in kinds.items()} if isinstance(kinds, Mapping) else {}
+
+    def setting(self, key: str) -> object:
+        """A run setting: ``meta[key]``, else ``meta["config"][key]`` (where the integrations store ``clipping`` and
+        ``accumulation_steps``, and users put ``num_classes``); None when neither has it."""
+        if key in self.meta:
+            return self.meta[key]
+        config = self.meta.get("config")
+        return config.get(key) if isinstance(config, Mapping) else None
+
+    def skipped_steps(self) -> set[int]:
+        """Steps the AMP gradient scaler skipped (``step_skipped`` events): their gradients overflowed."""
+        return {e.step for e in self.events or () if e.kind == "step_skipped"}
+
+    def global_norm(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(steps, G)``, G(t) = √(Σ_ℓ ‖g_ℓ(t)‖²) over the recorded parameters (a missing gradient counts 0);
+        NaN where a norm is not finite and at steps the AMP scaler skipped. None without GradStats norm."""
+        if "global_norm" not in self._cache:
+            norm = self.grads.get("norm")
+            found = None
+            if norm is not None and len(norm):
+                values = np.where(norm.missing, 0.0, norm.values)
+                total = np.sqrt((np.where(np.isfinite(values), values, 0.0) ** 2).sum(axis=1))
+                bad = norm.nonfinite.any(axis=1) | np.isin(norm.steps, list(self.skipped_steps()))
+                found = (norm.steps, np.where(bad, np.nan, total))
+            self._cache["global_norm"] = found
+        return self._cache["global_norm"]
+
+    def last_step(self) -> int | None:
+        """The largest step of any record, scalar or event (None when nothing is recorded)."""
+        ends = [int(s.steps[-1]) for s in (*self.grads.values(), *self.ratios.values(), *self.activations.values())
+                if len(s)]
+        ends += [int(s.steps.max()) for s in self.scalars.values() if len(s.steps)]
+        ends += [e.step for e in self.events or ()]
+        return max(ends) if ends else None
+
+    def first_step(self) -> int:
+        """The smallest recorded step (0 when nothing is recorded)."""
+        starts = [int(s.steps[0]) for s in (*self.grads.values(), *self.ratios.values()) if len(s)]
+        starts += [int(s.steps.min()) for s in self.scalars.values() if len(s.steps)]
+        return min(starts) if starts else 0
+
+
+def probe_classes(meta: dict) -> dict[str, str]:
+    """Probe name -> class from ``meta["probes"]`` (a list of {name, class, ...})."""
+    entries = meta.get("probes", [])
+    if isinstance(entries, Mapping):
+        entries = [{"name": k, **v} if isinstance(v, Mapping) else {"name": k} for k, v in entries.items()]
+    return {str(e["name"]): str(e.get("class", "?")) for e in entries or [] if isinstance(e, Mapping) and "name" in e}
+
+
+def _read(run, probe: str, quantity: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    declared = run.quantities(probe).get(quantity)
+    if declared is None or tuple(declared.axes) != ("layer",):
+        return None
+    steps, values, _, labels = run.array(probe, quantity)
+    layers = list(labels.get("layer", [str(i) for i in range(values.shape[1])]))
+    return np.asarray(steps), np.asarray(values, dtype=np.float64), layers
+
+
+def _series(run, probe: str, names: tuple[str, ...], missing_from=None) -> dict[str, LayerSeries]:
+    out: dict[str, LayerSeries] = {}
+    read = {name: _read(run, probe, name) for name in names}
+    missing = None if missing_from is None else missing_from(read)
+    for name, got in read.items():
+        if got is not None:
+            steps, values, layers = got
+            cells = missing if missing is not None and missing.shape == values.shape else None
+            out[name] = LayerSeries(steps, layers, values, cells)
+    return out
+
+
+def _no_gradient(read: dict) -> np.ndarray | None:
+    got = read.get("nonfinite")
+    return None if got is None else got[1] == NO_GRADIENT
+
+
+def _zero_weight(read: dict) -> np.ndarray | None:
+    got = read.get("weight_norm")
+    return None if got is None else got[1] == 0
+
+
+def _scalars(run) -> dict[str, Scalar]:
+    frame = run.scalars()
+    names = frame["name"].to_numpy()
+    steps, values = frame["step"].to_numpy(), frame["value"].to_numpy()
+    out = {}
+    for name in dict.fromkeys(names):
+        chosen = names == name
+        out[str(name)] = Scalar(steps[chosen].astype(np.int64), values[chosen].astype(np.float64))
+    return out
+
+
+def _events(run) -> list[Event] | None:
+    reader = getattr(run, "events", None)
+    if reader is None:
+        return None
+    frame = reader()
+    return [Event(int(s), str(k), str(src), str(m)) for s, k, src, m in
+            zip(frame["step"], frame["kind"], frame["source"], frame["message"], strict=True)]
+
+
+def _writer(path: str) -> Writer:
+    from gradlens.lock import read_holder, writer
+
+    holder = read_holder(path)
+    live = writer(path)
+    if live is not None:
+        return Writer(True, live or holder)
+    return Writer(False if holder is not None else None, holder)
+
+
+def run_label(run) -> str:
+    """A short label: the run's ``label`` in its config, else the file name without extension."""
+    config = run.meta.get("config") if isinstance(run.meta.get("config"), dict) else {}
+    return str(config.get("label") or os.path.splitext(os.path.basename(str(run.path)))[0])
+
+
+def from_run(run, *, loss: str | None = None, num_classes: int | None = None, now: float | None = None) -> Evidence:
+    """Read what the rules need from a recorded run (:class:`gradlens.loader.Run`), once per quantity."""
+    meta = dict(run.meta)
+    classes = probe_classes(meta)
+    evidence = Evidence(
+        path=str(run.path),
+        label=run_label(run),
+        meta=meta,
+        layers=run.layers.to_dict("records") if len(run.layers) else [],
+        probes={p: classes.get(p, "?") for p in run.probes},
+        loss=loss,
+        num_classes=num_classes,
+        now=time.time() if now is None else now,
+    )
+    for probe in run.probes:
+        cls, quantities = evidence.probes[probe], run.quantities(probe)
+        if evidence.grad_probe is None and cls in GRADIENT_CLASSES and {"mean_abs", "norm"} & set(quantities):
+            evidence.grad_probe = probe
+            evidence.grads = _series(run, probe, GRADIENT_QUANTITIES, _no_gradient)
+        elif evidence.ratio_probe is None and cls in RATIO_CLASSES and "ratio" in quantities:
+            evidence.ratio_probe = probe
+            evidence.ratios = _series(run, probe, RATIO_QUANTITIES, _zero_weight)
+        elif evidence.activation_probe is None and "dead_fraction" in quantities:
+            evidence.activation_probe = probe
+            evidence.activations = _series(run, probe, ACTIVATION_QUANTITIES)
+        for quantity in SCIENCE.get(cls, ()):
+            if (cls, quantity) not in evidence.science and quantity in quantities:
+                evidence.science[(cls, quantity)] = _series(run, probe, (quantity,)).get(quantity)
+    evidence.science = {k: v for k, v in evidence.science.items() if v is not None}
+    evidence.scalars = _scalars(run)
+    evidence.events = _events(run)
+    evidence.status = run.status
+    evidence.last_flush = run.last_flush
+    if evidence.status == "running":
+        evidence.writer = _writer(run.path)
+    return evidence

@@ -15,12 +15,9 @@ import torch
 from torch import nn
 
 import gradlens
+from gradlens import doctor
 from gradlens.probes import ActivationStats, GradStats
 from gradlens.session import FindingWarning
-
-doctor = pytest.importorskip("gradlens.doctor")
-if not hasattr(doctor, "LiveDoctor"):
-    pytest.skip("this tree's gradlens.doctor has no LiveDoctor yet", allow_module_level=True)
 
 
 def _batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -135,13 +135,13 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"layers:  {len(run.layers)}")
     for row in run.layers.itertuples():
         print(f"  {row.name:<32} {row.kind:<8} {str(list(row.shape)):<20} {row.params}")
-    for probe in run.probes:
-        steps = run.frame(probe)["step"].unique()
-        span = f"steps {steps.min()}..{steps.max()}" if len(steps) else "no records"
-        print(f"probe:   {probe} ({len(steps)} records, {span})")
-    scalars = run.scalars()
-    if not scalars.empty:
-        print(f"scalars: {', '.join(sorted(scalars['name'].unique()))}")
+    for probe in run.probes:  # counters and two step reads: the cost does not grow with the run
+        span = run.span(probe)
+        steps = f"steps {span[0]}..{span[1]}" if span else "no records"
+        print(f"probe:   {probe} ({run.n_records(probe)} records, {steps})")
+    names = run.scalar_names()
+    if names:
+        print(f"scalars: {', '.join(sorted(names))}")
     events = run.events()
     if not events.empty:
         counts = events["kind"].value_counts(sort=False)

@@ -7,14 +7,17 @@ and no import cycle.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 FORMAT = "gradlens"  # root attribute ``format``: how the loader recognises its files
-# 2 adds the required /events table; files of version 1 (no /events) stay readable.
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 2 adds the required /events table; 3 stores whole chunks compressed (the rows of a run being written that
+# do not fill a chunk yet wait in each table's /tail), float32 GradStats statistics, int32 counts, and the
+# multi-resolution summary. Files of versions 1 and 2 stay readable.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 # Oldest format that supports SWMR (HDF5 1.10), so files stay readable by any HDF5 >= 1.10.
 LIBVER = ("v110", "latest")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -35,9 +38,13 @@ LAYERS = "layers"
 PROBES = "probes"
 SCALARS = "scalars"
 EVENTS = "events"
+NAMES = "scalars/names"  # version 3: each logged scalar name once, in first-logged order
 STEP = "step"  # every table: the optimizer step of each row
 N_ROWS = "n_rows"  # every table: committed rows; readers stop there
-RESERVED_DATASETS = frozenset({STEP, N_ROWS})
+TAIL = "tail"  # version 3, every table: the rows of the unfinished chunk of each column while the file is written
+SUMMARY = "summary"  # version 3: probes/<probe>/summary/<block>/ and scalars/summary/<block>/ (block tables)
+LAST_STEP = "last_step"  # block tables: the step of the block's last record (``step`` holds its first)
+RESERVED_DATASETS = frozenset({STEP, N_ROWS, TAIL, SUMMARY})
 LAYER_FIELDS = ("name", "kind", "shape", "params")
 
 # Table columns: name -> fixed-length byte-string width (UTF-8, longer values are cut at a character).
@@ -46,25 +53,39 @@ EVENT_COLUMNS = {"kind": 32, "source": 256, "message": 1024}
 # Event kinds the library writes (others may be added; a kind is any short identifier).
 EVENT_KINDS = ("probe_error", "probe_disabled", "step_skipped", "warning")
 
+_REQUIRED_1 = (RUN_STATUS, RUN_LAST_FLUSH, PROBES, "scalars/step", "scalars/name", "scalars/value")
+_REQUIRED_2 = (*_REQUIRED_1, "events/step", "events/kind", "events/source", "events/message")
 REQUIRED = {
-    1: (RUN_STATUS, RUN_LAST_FLUSH, PROBES, "scalars/step", "scalars/name", "scalars/value"),
-    2: (
-        RUN_STATUS,
-        RUN_LAST_FLUSH,
-        PROBES,
-        "scalars/step",
-        "scalars/name",
-        "scalars/value",
-        "events/step",
-        "events/kind",
-        "events/source",
-        "events/message",
-    ),
+    1: _REQUIRED_1,
+    2: _REQUIRED_2,
+    3: (*_REQUIRED_2, "scalars/tail", "scalars/summary", NAMES),
 }
 
 # Rows per chunk aim at this many bytes; every row dataset carries a Fletcher-32 checksum per chunk, so a
 # damaged chunk is an error on reading, never a silently wrong number.
 CHUNK_BYTES = 64 * 1024
+# Version 3: a record whose first axis is "layer" is chunked by groups of this many layers, so reading one
+# parameter's history decompresses 8 layers' worth, not the whole model's (150 parameters: 1/19 of it).
+LAYER_GROUP = 8
+MAX_CHUNK_ROWS = 4096
+# Version 3: the unfinished chunk of a column (in memory and in its tail, dead space once the run is closed)
+# holds at most this many bytes of records: 436 rows of 150 float32 values.
+TAIL_BYTES = 256 * 1024
+MIN_CHUNK_ROWS = 16
+# Version 3 tail datasets (rewritten at every flush) are chunked at about this many bytes.
+TAIL_CHUNK_BYTES = 16 * 1024
+# Multi-resolution summary: min / max / mean / last per block of this many consecutive records of a
+# probe quantity (or of one scalar). The finest block, 32 records, costs 4 values per 32 (12 % of the rows,
+# 17 % with every coarser level, about 1.9 of the 13 bytes a GradStats parameter costs per step once
+# compressed); factors of 4 keep the levels' total at 4/3 of the finest while a screen that asks for P points
+# gets between P and 4P blocks. A finer first block would cost more storage than it saves reading (16: 3.7
+# bytes); runs shorter than 32 * P records are summarised from their records (<= 64 000 rows at P = 2000).
+# Eight levels, up to 32 * 4**7 = 524 288 records per block, give >= 1900 blocks for runs of 10**9 records.
+SUMMARY_BLOCKS = tuple(32 * 4**level for level in range(8))
+SUMMARY_STATS = ("min", "max", "mean", "last")  # the last axis of a stored block
+# Block tables are chunked by 32 blocks of whole records (a screen reads every layer at once); the writer keeps
+# the unfinished chunk of each in memory: 32 x 150 layers x 4 stats x 4 bytes = 77 KB per quantity and size.
+SUMMARY_ROWS = 32
 # Metadata reads of a file opened for SWMR reading are retried while a checksum fails (the writer may be
 # rewriting that entry), with a back-off that doubles from 1 ns. HDF5's default of 100 attempts turns a
 # truncated or damaged file into a sleep of days; 26 attempts wait at most 2**26 ns ~ 67 ms in total.
@@ -95,6 +116,44 @@ class Quantity:
     def __post_init__(self) -> None:
         if len(self.shape) != len(self.axes):
             raise ValueError(f"Quantity shape {self.shape} and axes {self.axes} differ in length")
+
+
+def chunk_shape(shape: tuple[int, ...], axes: tuple[str, ...], dtype: np.dtype) -> tuple[int, ...]:
+    """Version 3 chunk of a column of records ``[N, *shape]``: ``(R, g, *shape[1:])``.
+
+    ``g`` = ``LAYER_GROUP`` layers when the first axis is ``layer`` (else the whole axis); ``R`` rows so that a
+    chunk holds about ``CHUNK_BYTES`` and ``R`` whole records at most ``TAIL_BYTES`` unless that leaves fewer
+    than ``MIN_CHUNK_ROWS`` (at least 1, at most ``MAX_CHUNK_ROWS``).
+    """
+    itemsize = np.dtype(dtype).itemsize
+    record = tuple(int(d) for d in shape)
+    row_bytes = max(1, math.prod(record) * itemsize)
+    if record and axes and axes[0] == "layer":
+        record = (min(record[0], LAYER_GROUP), *record[1:])
+    by_chunk = max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // max(1, math.prod(record) * itemsize)))
+    # The tail's cap yields to 16 rows for wide records (150 x 40-bin histograms: 48 KB a row), so that a flush
+    # of a few dozen records crosses few chunk boundaries (each one a commit of its own).
+    rows = max(min(by_chunk, TAIL_BYTES // row_bytes), min(by_chunk, MIN_CHUNK_ROWS))
+    return (int(rows), *record)
+
+
+def tail_chunk_rows(shape: tuple[int, ...], dtype: np.dtype, rows: int) -> int:
+    """Rows per chunk of a version 3 tail dataset (``2 * rows`` rows of full records): about ``TAIL_CHUNK_BYTES``."""
+    row_bytes = max(1, math.prod(shape) * np.dtype(dtype).itemsize)
+    return int(min(rows, max(1, TAIL_CHUNK_BYTES // row_bytes)))
+
+
+def summary_dtype(dtype: np.dtype | str) -> np.dtype:
+    """The stored dtype of a quantity's summary blocks: float32 for float32/float16 values, else float64 (exact
+    for int32 counts and float64 values)."""
+    return np.dtype(np.float32) if np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float16)) else np.dtype(
+        np.float64
+    )
+
+
+def summarised(quantity: Quantity) -> bool:
+    """Whether version 3 keeps summary blocks of ``quantity``: per-layer (``("layer",)``) and scalar (``()``) ones."""
+    return quantity.axes in (("layer",), ())
 
 
 def event_dtypes() -> dict[str, np.dtype]:

@@ -126,3 +126,68 @@ def test_tables_read_back(run, tmp_path, fmt):
 def test_export_needs_a_target(run, capsys):
     assert main(["export", run.path]) == 2
     assert "--tensorboard" in capsys.readouterr().err
+
+
+def test_every_scalar_tag_reads_back_exactly_from_slabs_of_events(run, tmp_path, monkeypatch):
+    """The events are written for many steps at once, in slabs: every tag's steps and float32 values equal
+    gradlens.load's, whatever the slab size (here 3 records per slab)."""
+    import gradlens.export.tensorboard as tensorboard
+
+    monkeypatch.setattr(tensorboard, "SLAB_VALUES", 3 * len(LAYERS))
+    counts = tensorboard.export_tensorboard(run, tmp_path / "tb")
+    events = accumulator(tmp_path / "tb")
+    expected = {}
+    for probe in run.probes:
+        for name, q in run.quantities(probe).items():
+            if q.axes == ("layer",):
+                steps, values, _, labels = run.array(probe, name)
+                for j, layer in enumerate(labels["layer"]):
+                    expected[f"{probe}/{name}/{layer}"] = (steps, values[:, j])
+            elif q.axes == ():
+                steps, values, _, _ = run.array(probe, name)
+                expected[f"{probe}/{name}"] = (steps, values)
+    for name in run.scalar_names():
+        expected[name] = run.scalar(name)
+    assert set(events.Tags()["scalars"]) == set(expected)
+    assert counts["scalars"] == sum(len(steps) for steps, _ in expected.values())
+    for tag, (steps, values) in expected.items():
+        read = events.Scalars(tag)
+        assert [e.step for e in read] == steps.tolist(), tag
+        np.testing.assert_array_equal([e.value for e in read], np.asarray(values, dtype=np.float32), err_msg=tag)
+
+
+def test_the_event_encoder_matches_tensorboard_s_reader_for_large_steps(tmp_path):
+    """CRC-32C (the check value of '123456789' is 0xe3069283) and padded step varints up to 2**35 - 1."""
+    from gradlens.export.events import EventFile, ScalarLayout, crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283
+    out = EventFile(tmp_path)
+    steps = np.array([0, 1, 127, 128, 2**21, 2**28 + 5, 2**35 - 1])
+    values = np.array([[1.5, -np.inf], [np.nan, 0.0], [1e-30, 3.0], [2.0, 2.0], [7.0, 8.0], [9.0, 1e30], [0.25, -0.5]])
+    out.write(ScalarLayout(["a", "b/ünï"], out.wall_time).encode(steps, values))
+    out.close()
+    events = accumulator(tmp_path)
+    for j, tag in enumerate(["a", "b/ünï"]):
+        read = events.Scalars(tag)
+        assert [e.step for e in read] == steps.tolist()
+        np.testing.assert_array_equal([e.value for e in read], values[:, j].astype(np.float32))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_tables_are_written_slab_by_slab_and_equal_the_loaded_run(run, tmp_path, monkeypatch, fmt):
+    import gradlens.export.tensorboard as tensorboard
+    from gradlens.export import tables
+
+    monkeypatch.setattr(tensorboard, "SLAB_VALUES", 2 * len(LAYERS))  # 2 records of a [layer] quantity per slab
+    out = tmp_path / fmt
+    assert main(["export", run.path, f"--{fmt}", str(out)]) == 0
+    read = pd.read_csv if fmt == "csv" else pd.read_parquet
+    expected = tables(run)
+    tidy = read(out / f"grads_every_step.{fmt}")
+    pd.testing.assert_frame_equal(tidy, run.frame("grads_every_step"), check_dtype=False)
+    hist = read(out / f"grads_every_step.hist.{fmt}")
+    pd.testing.assert_frame_equal(hist, expected["grads_every_step.hist"], check_dtype=False)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        assert pq.ParquetFile(out / "grads_every_step.parquet").num_row_groups == 5 * 3  # 5 quantities x 3 slabs

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -139,3 +141,162 @@ def test_a_truncated_copy_of_a_running_file_is_detected(tmp_path):
     ) as raised:
         load(copy).array("grad", "big")
     assert "\n" not in str(raised.value)
+
+
+# -- the read API: ranges, strides, layers, summaries (issue 23.3) --------------------------------------------
+
+LONG_LAYERS = [{"name": f"l{i}", "kind": "Linear", "shape": [2, 2], "params": 6} for i in range(3)]
+LONG_STEPS = np.arange(0, 2 * 300, 2)  # 300 records, one every 2 steps
+
+
+def long_norm(step: int) -> np.ndarray:
+    step = int(step)
+    values = np.array([np.sin(step / 9.0), 10.0 ** -(step % 7), step / 3.0])
+    if step == 100:
+        values[0] = np.nan  # a NaN record: every block holding it has a NaN mean
+    if step == 202:
+        values[2] = np.inf
+    return values
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("long") / "run.h5"
+    quantities = {
+        "g": {
+            "norm": Quantity((3,), ("layer",)),
+            "count": Quantity((3,), ("layer",), dtype="int32"),
+            "total": Quantity((), ()),
+        }
+    }
+    with Recorder(path, meta={}, flush_every=7) as recorder:
+        recorder.start(LONG_LAYERS, quantities)
+        for k, step in enumerate(LONG_STEPS.tolist()):
+            recorder.record("g", step, {"norm": long_norm(step), "count": np.array([k % 5, 0, k]), "total": k / 2})
+            recorder.log_scalars(step, loss=1.0 / (k + 1.0))
+            if k % 3 == 0:
+                recorder.log_scalars(step, accuracy=k / 300)
+    return load(path)
+
+
+def brute_summary(steps, values, first_record, block):
+    """Blocks by record index, one record at a time: the definition of Run.summary's arrays."""
+    blocks: dict[int, list[int]] = {}
+    for i in range(len(steps)):
+        blocks.setdefault((first_record + i) // block, []).append(i)
+    rows = list(blocks.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmin/nanmax of an all-NaN block: NaN, as intended
+        return {
+            "first_step": [steps[r[0]] for r in rows],
+            "last_step": [steps[r[-1]] for r in rows],
+            "count": [len(r) for r in rows],
+            "min": np.array([np.nanmin(values[r], axis=0) for r in rows]),
+            "max": np.array([np.nanmax(values[r], axis=0) for r in rows]),
+            "mean": np.array([np.sum(values[r].astype(np.float64), axis=0) / len(r) for r in rows]),
+            "last": np.array([values[r[-1]] for r in rows]),
+        }
+
+
+def test_array_reads_a_step_range_a_stride_and_chosen_layers(long_run):
+    run = long_run
+    assert run.n_records("g") == 300 and run.span("g") == (0, 598)
+    steps, values, axes, labels = run.array("g", "norm", start=101, stop=121)
+    assert steps.tolist() == list(range(102, 121, 2)) and axes == ("step", "layer")
+    np.testing.assert_array_equal(values, np.stack([long_norm(s) for s in steps]))
+    steps, values, _, labels = run.array("g", "norm", start=10, stride=7, layers=["l2", 0])
+    assert steps.tolist() == LONG_STEPS[5::7].tolist() and labels["layer"] == ["l2", "l0"]
+    np.testing.assert_array_equal(values, np.stack([long_norm(s)[[2, 0]] for s in steps]))
+    assert run.steps("g", stop=7).tolist() == [0, 2, 4, 6] and run.steps("g", 590, stride=2).tolist() == [590, 594, 598]
+    assert run.array("g", "norm", start=1000)[1].shape == (0, 3)
+    frame = run.frame("g", start=4, stop=8, layers=["l1"])
+    assert frame.values.tolist() == [
+        [4, "l1", "norm", long_norm(4)[1]],
+        [6, "l1", "norm", long_norm(6)[1]],
+        [4, "l1", "count", 0.0],
+        [6, "l1", "count", 0.0],
+        [4, "", "total", 1.0],
+        [6, "", "total", 1.5],
+    ]
+    with pytest.raises(KeyError, match="no layer 'nope'"):
+        run.array("g", "norm", layers=["nope"])
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        run.array("g", "norm", stride=0)
+    with pytest.raises(ValueError, match="selects along a 'layer' axis"):
+        run.array("g", "total", layers=[0])
+
+
+@pytest.mark.parametrize(
+    "quantity, points, start, stop, block",
+    [("norm", 4, None, None, 32), ("norm", 2, None, None, 128), ("norm", 2000, None, None, 1),
+     ("norm", 3, 77, 401, 32), ("count", 3, 77, 401, 32), ("total", 9, 5, None, 32)],
+)
+def test_summary_is_min_max_mean_last_per_block_of_records(long_run, quantity, points, start, stop, block):
+    summary = long_run.summary("g", quantity, points=points, start=start, stop=stop)
+    steps, values, _, _ = long_run.array("g", quantity, start=start, stop=stop)
+    first = int(np.searchsorted(LONG_STEPS, start or 0))
+    expected = brute_summary(steps, values, first, block)
+    assert summary.block == block and len(summary.count) >= min(points, len(steps))
+    for field in ("first_step", "last_step", "count"):
+        assert getattr(summary, field).tolist() == expected[field], field
+    for field in ("min", "max", "last"):
+        np.testing.assert_array_equal(getattr(summary, field), expected[field], err_msg=field)
+        assert getattr(summary, field).dtype == values.dtype
+    np.testing.assert_allclose(summary.mean, expected["mean"], rtol=1e-12)  # NaN/Inf in the same places
+
+
+def test_summary_of_layers_and_of_scalars(long_run):
+    run = long_run
+    summary = run.summary("g", "norm", points=4, layers=["l2"])
+    np.testing.assert_array_equal(summary.max, run.summary("g", "norm", points=4).max[:, [2]])
+    assert run.scalar_names() == ["loss", "accuracy"]
+    steps, values = run.scalar("loss", start=11, stop=31, stride=3)
+    assert steps.tolist() == [12, 18, 24, 30] and values.tolist() == [1 / 7, 1 / 10, 1 / 13, 1 / 16]
+    steps, values = run.scalar("accuracy")
+    assert steps.tolist() == LONG_STEPS[::3].tolist()
+    summary = run.scalar_summary("accuracy", points=2)
+    expected = brute_summary(steps, values, 0, 32)
+    assert summary.block == 32 and summary.count.tolist() == expected["count"] == [32, 32, 32, 4]
+    np.testing.assert_array_equal(summary.last, expected["last"])
+    np.testing.assert_allclose(summary.mean, expected["mean"], rtol=1e-12)
+    with pytest.raises(KeyError, match="no scalar 'nope'; logged scalars: \\['loss', 'accuracy'\\]"):
+        run.scalar("nope")
+    with pytest.raises(ValueError, match="points must be >= 1"):
+        run.summary("g", "norm", points=0)
+
+
+# -- files of older schema versions ----------------------------------------------------------------------------
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_a_version_2_file_made_by_the_old_recorder_loads_identically():
+    """tests/data/v2_run.h5 was written by gradlens at schema version 2 (tests/data/make_v2_run.py), with what
+    that version's loader returned saved beside it: today's loader returns the same arrays, dtypes included."""
+    expected = np.load(DATA / "v2_run_expected.npz")
+    run = load(DATA / "v2_run.h5")
+    assert run.schema_version == 2 and run.probes == ["grad_stats", "update_ratio"] and run.status == "finished"
+    for probe in run.probes:
+        for quantity in run.quantities(probe):
+            steps, values, _, _ = run.array(probe, quantity)
+            np.testing.assert_array_equal(steps, expected[f"{probe}/{quantity}/steps"])
+            np.testing.assert_array_equal(values, expected[f"{probe}/{quantity}/values"])
+            assert values.dtype == expected[f"{probe}/{quantity}/values"].dtype, (probe, quantity)
+    scalars = run.scalars()
+    np.testing.assert_array_equal(scalars["step"], expected["scalars/step"])
+    assert scalars["name"].tolist() == expected["scalars/name"].tolist()
+    np.testing.assert_array_equal(scalars["value"], expected["scalars/value"])
+    events = run.events()
+    assert events.values.tolist() == [
+        [int(expected["events/step"][0]), *(str(expected[f"events/{c}"][0]) for c in ("kind", "source", "message"))]
+    ]
+    # the new reads work on it too, computed from the records
+    assert run.n_records("grad_stats") == 12 and run.span("update_ratio") == (0, 9)
+    np.testing.assert_array_equal(
+        run.array("grad_stats", "norm", start=3, stop=9, stride=2, layers=[1])[1],
+        expected["grad_stats/norm/values"][3:9:2, [1]],
+    )
+    summary = run.summary("grad_stats", "max_abs", points=12)
+    assert summary.block == 1 and summary.count.tolist() == [1] * 12
+    np.testing.assert_array_equal(summary.max, expected["grad_stats/max_abs/values"])
+    assert run.scalar_names() == ["loss", "lr"]

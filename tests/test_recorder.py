@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -102,7 +103,7 @@ def test_round_trip_is_exact_and_follows_the_documented_layout(tmp_path):
 
     # The same file read with plain h5py, as docs/schema.md describes it.
     with h5py.File(path, "r") as f:
-        assert f.attrs["format"] == "gradlens" and f.attrs["schema_version"] == 2
+        assert f.attrs["format"] == "gradlens" and f.attrs["schema_version"] == 3
         assert json.loads(f.attrs["meta"])["config"] == {"lr": 0.1}
         assert f["run/status"][()] == b"finished" and f["run/last_flush"][()] > 0
         assert f["layers"]["name"].tolist() == [b"fc1", b"fc2"] and f["layers"]["params"].tolist() == [16, 10]
@@ -391,7 +392,7 @@ def test_schema_version_1_files_stay_readable_with_no_events(tmp_path):
         recorder.start(LAYERS, QUANTITIES)
         recorder.log_event(3, "warning", "resumed", "now with events")
     run = load(path)
-    assert run.schema_version == 2 and run.events()["message"].tolist() == ["now with events"]
+    assert run.schema_version == 3 and run.events()["message"].tolist() == ["now with events"]
 
 
 def test_values_left_on_an_accelerator_cross_to_the_host_in_one_transfer_per_flush(tmp_path, monkeypatch):
@@ -403,9 +404,9 @@ def test_values_left_on_an_accelerator_cross_to_the_host_in_one_transfer_per_flu
     """
     from torch.overrides import TorchFunctionMode
 
-    import gradlens.recorder as recorder_module
+    import gradlens.recorder.buffers as buffers
 
-    monkeypatch.setattr(recorder_module, "_on_accelerator", lambda value: isinstance(value, torch.Tensor))
+    monkeypatch.setattr(buffers, "on_accelerator", lambda value: isinstance(value, torch.Tensor))
 
     class CountCopies(TorchFunctionMode):
         copies = 0
@@ -446,3 +447,211 @@ def test_a_record_is_copied_unless_the_probe_declares_its_values_fresh(tmp_path,
     buffer.fill_(99.0)  # a reused buffer changes after its records were taken
     recorder.close()
     np.testing.assert_array_equal(load(path).array("probe", "norm")[1][:, 0], [0.0, 1.0, 2.0])
+
+
+# -- storage that scales (issue 23.2, 23.3) -------------------------------------------------------------------
+
+WIDE = [{"name": f"p{i}", "kind": "Linear", "shape": [2, 2], "params": 6} for i in range(150)]
+
+
+def wide_norm(step: int) -> np.ndarray:
+    """150 float32 statistics that change slowly with the layer and the step, as gradient norms do."""
+    return (np.exp(-np.arange(150) / 40.0) * (1.0 + 0.3 * np.sin(step / 50.0 + np.arange(150)))).astype(np.float32)
+
+
+def test_whole_chunks_are_compressed_once_and_the_rest_waits_in_the_tail(tmp_path):
+    """Version 3 layout: a [layer] column is chunked by 8 layers and R rows; complete chunks are shuffled +
+    deflated + checksummed, the rows of the unfinished chunk are in tail/<column> while the file is written."""
+    path = tmp_path / "run.h5"
+    quantities = {"g": {"norm": Quantity((150,), ("layer",), dtype="float32")}}
+    recorder = Recorder(path, meta={}, flush_every=10)
+    recorder.start(WIDE, quantities)
+    for step in range(1000):
+        recorder.record("g", step, {"norm": wide_norm(step)})
+    recorder.flush()
+    with h5py.File(path, "r", swmr=True) as f:  # the writer is live
+        norm = f["probes/g/norm"]
+        rows = norm.chunks[0]
+        assert norm.chunks == (436, 8) and norm.compression == "gzip" and norm.shuffle and norm.fletcher32
+        assert norm.shape[0] == rows * (1000 // rows) == 872  # whole chunks only ...
+        tail = f["probes/g/tail/norm"]
+        assert tail.shape == (rows, 150) and tail.compression is None and tail.fletcher32
+        expected = np.stack([wide_norm(s) for s in range(1000)])
+        np.testing.assert_array_equal(norm[:], expected[:872])
+        np.testing.assert_array_equal(tail[: 1000 - 872], expected[872:])  # ... the rest in the tail
+        assert {norm.id.get_chunk_info(i).filter_mask for i in range(norm.id.get_num_chunks())} == {0}
+    assert load(path).array("g", "norm")[1].tobytes() == expected.tobytes()
+    recorder.close()
+    with h5py.File(path, "r") as f:  # closed: the column holds every row; what any HDF5 tool reads
+        np.testing.assert_array_equal(f["probes/g/norm"][:], expected)
+        assert f["probes/g/n_rows"][()] == 1000
+    stored = sum(
+        info.size
+        for info in (lambda d: [d.id.get_chunk_info(i) for i in range(d.id.get_num_chunks())])(
+            h5py.File(path, "r")["probes/g/norm"]
+        )
+    )
+    assert stored < 0.8 * expected.nbytes  # statistics that change smoothly compress (random bits would not)
+
+
+def test_the_summary_blocks_are_written_as_the_run_records(tmp_path):
+    """Blocks of 32, 128, 512 records: min / max / mean / last of every [layer] and [] quantity, written when
+    complete (whole chunks of 32 blocks while the file is written, every complete block once it is closed)."""
+    from gradlens.loader import summarise
+
+    path = tmp_path / "run.h5"
+    quantities = {
+        "g": {
+            "norm": Quantity((3,), ("layer",), dtype="float32"),
+            "count": Quantity((3,), ("layer",), dtype="int32"),
+            "hist": Quantity((3, 2), ("layer", "bin"), dtype="int32"),
+        }
+    }
+    rng = np.random.default_rng(0)
+    norms = rng.lognormal(size=(1100, 3)).astype(np.float32)
+    norms[40, 1], norms[700, 2] = np.nan, np.inf
+    counts = rng.integers(-1, 3, (1100, 3)).astype(np.int32)
+    recorder = Recorder(path, meta={}, flush_every=50)
+    recorder.start(LAYERS + [dict(LAYERS[0], name="fc3")], quantities)
+    for step in range(1100):
+        recorder.record("g", 3 * step, {"norm": norms[step], "count": counts[step], "hist": np.zeros((3, 2))})
+    recorder.flush()
+
+    def blocks(f, size):
+        group = f[f"probes/g/summary/{size}"]
+        n = group["n_rows"][()]
+        return n, group["step"][:n], group["last_step"][:n], group["norm"][:n], group["count"][:n]
+
+    with h5py.File(path, "r", swmr=True) as f:
+        assert "hist" not in f["probes/g/summary/32"]  # [layer, bin]: read by range, not summarised
+        assert list(f["probes/g/summary"].attrs["stats"]) == ["min", "max", "mean", "last"]
+        assert [blocks(f, size)[0] for size in (32, 128, 512)] == [32, 0, 0]  # whole chunks of 32 blocks
+    recorder.close()
+    steps = 3 * np.arange(1100)
+    with h5py.File(path, "r") as f:
+        for size in (32, 128, 512, 2048):
+            n, first, last, norm, count = blocks(f, size)
+            assert n == 1100 // size
+            reference = summarise(steps, norms, 0, size)
+            np.testing.assert_array_equal(first, reference.first_step[:n])
+            np.testing.assert_array_equal(last, reference.last_step[:n])
+            for k, stat in enumerate(("min", "max", "mean", "last")):
+                np.testing.assert_array_equal(norm[..., k], getattr(reference, stat)[:n].astype(np.float32))
+            assert norm.dtype == np.float32 and count.dtype == np.float64  # int32 counts: exact in float64
+            np.testing.assert_array_equal(count[..., 0], summarise(steps, counts, 0, size).min[:n])
+        assert np.isnan(f["probes/g/summary/32/norm"][1, 1, 2])  # the block holding the NaN has a NaN mean
+
+
+def test_nothing_in_memory_grows_with_the_number_of_steps(tmp_path):
+    """Python and numpy memory held while recording (tracemalloc) is the same after 2 000 and 12 000 more steps:
+    the unfinished chunks and summary blocks are fixed in size (HDF5's own caches are bounded by HDF5)."""
+    import gc
+    import tracemalloc
+
+    layers = WIDE[:40]
+    quantities = {"g": {q: Quantity((40,), ("layer",), dtype="float32") for q in ("a", "b")}}
+    row = {"a": np.ones(40, np.float32), "b": np.ones(40, np.float32)}
+    tracemalloc.start()
+    try:
+        with Recorder(tmp_path / "run.h5", meta={}, flush_every=64) as recorder:
+            recorder.start(layers, quantities)
+            held = []
+            for chunk in range(3):
+                for step in range(chunk * 6000, (chunk + 1) * 6000):
+                    recorder.record("g", step, row)
+                    recorder.log_scalars(step, loss=1.0)
+                recorder.flush()
+                gc.collect()
+                held.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert held[2] - held[1] < 64 * 1024, held  # after the levels filled once, nothing more is kept
+
+
+def test_a_value_that_does_not_fit_its_dtype_is_stored_at_the_bound_with_a_warning_event(tmp_path):
+    path = tmp_path / "run.h5"
+    quantities = {"g": {"norm": Quantity((2,), ("layer",), dtype="float32"), "n": Quantity((), (), dtype="int32")}}
+    with Recorder(path, meta={}) as recorder:
+        recorder.start(LAYERS, quantities)
+        recorder.record("g", 0, {"norm": np.array([1e39, -1e39]), "n": np.int64(2**40)})
+        recorder.record("g", 1, {"norm": np.array([1e40, 2.0]), "n": np.int64(3)})
+    run = load(path)
+    np.testing.assert_array_equal(run.array("g", "norm")[1], [[np.inf, -np.inf], [np.inf, 2.0]])
+    assert run.array("g", "n")[1].tolist() == [2**31 - 1, 3]
+    events = run.events()
+    assert events["kind"].tolist() == ["warning", "warning"] and set(events["source"]) == {"recorder"}
+    assert "g/norm: 1e+39 is beyond float32's range; stored as ±inf" in events["message"][0]
+    assert "g/n: 1099511627776 does not fit int32" in events["message"][1]
+
+
+def test_resuming_a_version_2_file_keeps_its_float64_statistics(tmp_path):
+    from pathlib import Path
+
+    path = tmp_path / "run.h5"
+    path.write_bytes((Path(__file__).parent / "data" / "v2_run.h5").read_bytes())
+    expected = np.load(Path(__file__).parent / "data" / "v2_run_expected.npz")
+    old = load(path)
+    quantities = {probe: old.quantities(probe) for probe in old.probes}
+    today = {"mean": "float32", "mean_abs": "float32", "norm": "float32", "max_abs": "float32", "nonfinite": "int32"}
+    quantities["grad_stats"] = {  # what GradStats declares today
+        name: dataclasses.replace(q, dtype=today.get(name, q.dtype)) for name, q in quantities["grad_stats"].items()
+    }
+    layers = [dict(row) for row in old.layers.to_dict("records")]
+    with Recorder(path, meta={}, mode="resume", resume_step=7) as recorder:
+        recorder.start(layers, quantities)
+        values = {name: np.full(q.shape, 0.5, q.dtype) for name, q in quantities["grad_stats"].items()}
+        recorder.record("grad_stats", 8, values)
+    run = load(path)
+    steps, norm, _, _ = run.array("grad_stats", "norm")
+    assert run.schema_version == 3 and steps.tolist() == list(range(9)) and norm.dtype == np.float64
+    np.testing.assert_array_equal(norm[:8], expected["grad_stats/norm/values"][:8])
+    assert norm[8].tolist() == [0.5] * 4
+    assert run.summary("grad_stats", "norm", points=1).max.tolist() == [norm.max(axis=0).tolist()]
+
+
+RACER = r"""
+import sys, time
+import numpy as np
+from gradlens.recorder import Recorder
+from gradlens.schema import Quantity
+
+path, steps = sys.argv[1], int(sys.argv[2])
+layers = [{"name": f"l{i}", "kind": "Linear", "shape": [1, 1], "params": 1} for i in range(20)]
+quantities = {"g": {"wide": Quantity((600,), ("x",)), "norm": Quantity((20,), ("layer",), dtype="float32")}}
+with Recorder(path, meta={}, flush_every=3, flush_seconds=3600) as recorder:
+    recorder.start(layers, quantities)
+    for step in range(steps):
+        norm = (np.arange(20) + step).astype(np.float32)
+        recorder.record("g", step, {"wide": np.full(600, float(step)), "norm": norm})
+        time.sleep(0.002)  # a run of >= 6 s, so that readers race it however busy the machine is
+"""
+
+
+def test_readers_racing_a_live_writer_always_read_committed_exact_rows(tmp_path):
+    """A writer commits every 3 records; chunks of the 600-wide column hold 54 rows, so its tail is overwritten
+    every 18 commits. A reader reading all the while only ever gets a prefix of exact rows and summaries."""
+    from gradlens.loader import summarise
+
+    path = tmp_path / "run.h5"
+    writer = subprocess.Popen([sys.executable, "-c", RACER, str(path), "3000"], stderr=subprocess.PIPE, text=True)
+    reads, deadline = 0, time.monotonic() + 120
+    try:
+        while writer.poll() is None and time.monotonic() < deadline:
+            if not path.exists():
+                time.sleep(0.01)
+                continue
+            run = load(path)
+            steps, wide, _, _ = run.array("g", "wide")
+            np.testing.assert_array_equal(steps, np.arange(len(steps)))
+            np.testing.assert_array_equal(wide, np.repeat(steps[:, None].astype(float), 600, axis=1))
+            steps, norm, _, _ = run.array("g", "norm", stop=len(steps))
+            summary = run.summary("g", "norm", points=3, stop=len(steps))
+            expected = summarise(steps, norm, 0, summary.block)
+            np.testing.assert_array_equal(summary.max, expected.max)
+            np.testing.assert_array_equal(summary.last, expected.last)
+            reads += 1
+        assert writer.wait(timeout=120) == 0, writer.stderr.read()
+    finally:
+        writer.kill()
+        writer.stderr.close()
+    assert reads >= 3 and load(path).n_records("g") == 3000

@@ -63,7 +63,8 @@ def test_gradstats_values_match_brute_force(tmp_path):
         for layer, g in (("early", g_early), ("late", g_late)):
             g = g.double()
             got = frame[(frame.step == step) & (frame.layer == layer)].set_index("quantity")["value"]
-            assert got["mean"] == pytest.approx(float(g.mean()), rel=1e-12, abs=1e-15)
+            # GradStats stores its float64-accumulated statistics as float32 (schema 3): relative 6e-8
+            assert got["mean"] == pytest.approx(float(g.mean()), rel=1e-7, abs=1e-15)
             assert got["mean_abs"] == pytest.approx(float(g.abs().mean()), rel=1e-6)
             assert got["norm"] == pytest.approx(float(g.norm()), rel=1e-6)
             assert got["max_abs"] == pytest.approx(float(g.abs().max()), rel=1e-6)
@@ -202,7 +203,8 @@ def test_gradstats_covers_every_trainable_parameter_by_name(tmp_path):
     frame = run.frame("grad_stats").set_index(["layer", "quantity"])["value"]
     for name, g in expected.items():
         assert frame[(name, "norm")] == pytest.approx(float(g.norm()), rel=1e-6)
-        assert frame[(name, "mean")] == pytest.approx(float(g.mean()), rel=1e-12)
+        # GradStats stores its float64-accumulated statistics as float32 (schema 3): relative 6e-8
+        assert frame[(name, "mean")] == pytest.approx(float(g.mean()), rel=1e-7)
         assert frame[(name, "max_abs")] == pytest.approx(float(g.abs().max()), rel=1e-6)
     rows = {row["name"]: row for row in run.meta["parameters"]}
     assert rows["table.weight"] == {

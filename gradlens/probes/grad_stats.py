@@ -123,7 +123,7 @@ class GradStats(Probe):
         names = [label for label, _ in self._covered(ctx)]
         n = len(names)
         per_row = {"layer": names}
-        out = {q: Quantity((n,), ("layer",), per_row) for q in STATISTICS}
+        out = {q: Quantity((n,), ("layer",), per_row, "int32" if q == "nonfinite" else "float32") for q in STATISTICS}
         if self.n_bins is not None:
             out["hist"] = Quantity((n, self.n_bins), ("layer", "bin"), per_row, dtype="int64")
             out["hist_below"] = Quantity((n,), ("layer",), per_row, dtype="int64")

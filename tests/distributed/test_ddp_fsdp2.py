@@ -68,7 +68,8 @@ def test_ddp_equals_a_single_process_on_the_global_batch(tmp_path):
         "7.bias",
     }
     assert len(stats) == len(expected) == STEPS * 9 * 5
-    frames_equal(stats, expected, rtol=1e-9)
+    # GradStats stores its float64-accumulated statistics as float32 (schema 3): two roundings, 1 ulp apart
+    frames_equal(stats, expected, rtol=2.5e-7)
     # the probe-batch probe ran on rank 0 through the unwrapped module, with nobody waiting for it
     frames_equal(run.frame("layer_cushion"), reference.frame("layer_cushion"), rtol=1e-9)
     assert len(run.frame("layer_cushion")) > 0

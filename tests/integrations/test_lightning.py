@@ -111,7 +111,8 @@ def test_callback_records_what_a_plain_loop_computes(tmp_path):
     got = recorded(run.frame("grad_stats"))
     assert sorted(got) == list(range(STEPS))
     for step in range(STEPS):
-        assert_stats_close(got[step], expected_stats[step], rtol=1e-10, where=f"step {step}")
+        # GradStats stores its float64-accumulated statistics as float32 (schema 3): relative 6e-8
+        assert_stats_close(got[step], expected_stats[step], rtol=1e-7, where=f"step {step}")
     scalars = run.scalars()
     loss = scalars[scalars.name == "loss"]
     lr = scalars[scalars.name == "lr"]
@@ -170,7 +171,8 @@ def test_ddp_strategy_writes_one_file_equal_to_the_global_batch(tmp_path):
     got = recorded(run.frame("grad_stats"))
     assert sorted(got) == list(range(len(grads)))
     for step, named in enumerate(grads):
-        assert_stats_close(got[step], grad_stats_by_hand(named), rtol=1e-9, where=f"step {step}")
+        # GradStats stores its float64-accumulated statistics as float32 (schema 3): relative 6e-8
+        assert_stats_close(got[step], grad_stats_by_hand(named), rtol=1e-7, where=f"step {step}")
     loss = run.scalars().query("name == 'loss'")
     # the logged loss is averaged over ranks: the global batch's mean loss
     assert loss.value.tolist() == pytest.approx(losses, rel=1e-12)

@@ -121,7 +121,8 @@ def test_gradstats_records_the_same_values_with_and_without_the_reader(reader, t
     assert len(calls) == 1 + 4
     for quantity, values in with_reader.items():
         assert values.tobytes() == without[quantity].tobytes(), quantity
-    np.testing.assert_allclose(with_reader["norm"], norms, rtol=1e-12)
+    # GradStats stores its float64-accumulated statistics as float32 (schema 3): relative 6e-8
+    np.testing.assert_allclose(with_reader["norm"], norms, rtol=1e-7)
 
 
 def test_a_cached_reader_is_loaded_without_compiling(reader, monkeypatch):
@@ -141,7 +142,8 @@ def test_a_reader_that_cannot_be_built_leaves_the_python_route(tmp_path, monkeyp
     assert grad_reader.loaded() is None
     assert not any(name.endswith(".so") for name in os.listdir(tmp_path / "cache"))
     records, norms = _run(tmp_path / "run.h5", _trained_mlp())  # exact values through p.grad
-    np.testing.assert_allclose(records["norm"], norms, rtol=1e-12)
+    # GradStats stores its float64-accumulated statistics as float32 (schema 3): relative 6e-8
+    np.testing.assert_allclose(records["norm"], norms, rtol=1e-7)
 
 
 def test_gradlens_kernel_0_starts_no_build(monkeypatch):

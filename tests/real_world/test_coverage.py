@@ -73,7 +73,8 @@ def _check_every_parameter(path, model, grads):
         assert set(by_name) == set(trainable)  # every parameter got a gradient
         for name, g in by_name.items():
             assert frame[(step, name, "norm")] == pytest.approx(float(g.norm()), rel=1e-5), (step, name)
-            assert frame[(step, name, "mean")] == pytest.approx(float(g.mean()), rel=1e-9, abs=1e-15)
+            # GradStats stores its float64-accumulated statistics as float32 (schema 3): relative 6e-8
+            assert frame[(step, name, "mean")] == pytest.approx(float(g.mean()), rel=1e-7, abs=1e-15)
             assert frame[(step, name, "mean_abs")] == pytest.approx(float(g.abs().mean()), rel=1e-5)
             assert frame[(step, name, "max_abs")] == pytest.approx(float(g.abs().max()), rel=1e-6)
             assert frame[(step, name, "nonfinite")] == 0

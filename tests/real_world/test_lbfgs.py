@@ -86,9 +86,10 @@ def test_closure_optimizer_records_the_gradient_at_the_steps_starting_weights(tm
     assert np.isfinite(frame.to_numpy()).all()  # no NaN at step 0
     for step, reference in enumerate(references):
         for name, g in reference.items():
-            assert frame[(step, name, "norm")] == pytest.approx(float(g.norm()), rel=1e-12), (step, name)
-            assert frame[(step, name, "mean")] == pytest.approx(float(g.mean()), rel=1e-10, abs=1e-16)
-            assert frame[(step, name, "max_abs")] == pytest.approx(float(g.abs().max()), rel=1e-12)
+            # GradStats stores its float64-accumulated statistics as float32 (schema 3): relative 6e-8
+            assert frame[(step, name, "norm")] == pytest.approx(float(g.norm()), rel=1e-7), (step, name)
+            assert frame[(step, name, "mean")] == pytest.approx(float(g.mean()), rel=1e-7, abs=1e-16)
+            assert frame[(step, name, "max_abs")] == pytest.approx(float(g.abs().max()), rel=1e-7)
     # not the gradient of the step's last evaluation (stale for LBFGS, whose last closure call is elsewhere)
     updates = run.frame("update_ratio").set_index(["step", "layer", "quantity"])["value"]
     for step in range(STEPS):
@@ -118,5 +119,6 @@ def test_lbfgs_gradients_differ_from_the_last_closure_evaluation(tmp_path):
         last = {n: p.grad.clone() for n, p in model.named_parameters()}
     frame = gradlens.load(tmp_path / "run.h5").frame("grad_stats").set_index(["layer", "quantity"])["value"]
     name = "0.weight"
-    assert frame[(name, "norm")] == pytest.approx(float(reference[name].norm()), rel=1e-12)
+    # GradStats stores its float64-accumulated statistics as float32 (schema 3): relative 6e-8
+    assert frame[(name, "norm")] == pytest.approx(float(reference[name].norm()), rel=1e-7)
     assert frame[(name, "norm")] != pytest.approx(float(last[name].norm()), rel=1e-6)

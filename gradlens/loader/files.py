@@ -1,8 +1,4 @@
-"""Read gradlens runs: ``load(path) -> Run`` with tidy pandas frames ready for seaborn.
-
-The file layout is defined in :mod:`gradlens.schema` and documented in ``docs/schema.md``. Only committed rows
-(``n_rows``) are returned. Each read opens the file afresh, so a ``Run`` of a live file sees the records
-committed since ``load``.
+"""Open a gradlens run file safely: check it is one, never hang on a damaged one, decode its layer table.
 
 Opening never hangs on a damaged file. Before HDF5 sees a file, its superblock is checked here (signature,
 end-of-file address, root object address, the "open for write" flags). A closed file is opened normally, so a
@@ -27,25 +23,18 @@ from typing import NamedTuple
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from gradlens.schema import (
-    EVENT_COLUMNS,
-    EVENTS,
     FORMAT,
     HDF5_SIGNATURE,
-    N_ROWS,
     READABLE_VERSIONS,
     REQUIRED,
-    RUN_LAST_FLUSH,
-    RUN_STATUS,
     SWMR_READ_ATTEMPTS,
     Quantity,
 )
 
 SUPERBLOCK_BYTES = 48  # a version 2/3 superblock with 8-byte addresses: what gradlens writes
 LIVE_GROWTH_SECONDS = 0.5  # how long a file open for write may stay shorter than its recorded end
-READ_RETRIES = 3  # a live reader may catch a chunk while the writer rewrites it: its checksum then fails
 
 
 class RunFileError(ValueError):
@@ -249,26 +238,6 @@ def open_run_file(path: str | os.PathLike) -> Iterator[h5py.File]:
         file.close()
 
 
-def check_committed(path: str | os.PathLike, dataset: h5py.Dataset, count: int, size: int) -> None:
-    """Every chunk that holds one of the first ``count`` rows must exist and lie inside the file's ``size``.
-
-    Raises:
-        RunFileError: a chunk is missing or lies past the end (a truncated file: HDF5 would read fill values).
-    """
-    if dataset.chunks is None or count == 0:
-        return
-    missing = set(range(0, count, dataset.chunks[0]))
-    for index in range(dataset.id.get_num_chunks()):
-        info = dataset.id.get_chunk_info(index)
-        if info.byte_offset + info.size <= size:
-            missing.discard(info.chunk_offset[0])
-    if missing:
-        raise RunFileError(
-            f"{path} is truncated or damaged: {dataset.name} lacks the data of rows "
-            f"{min(missing)} onwards ({count} rows committed)"
-        )
-
-
 def layer_rows(table: np.ndarray) -> list[dict]:
     """Decode the structured layer table into dicts (name, kind, shape tuple, params int, extra fields)."""
     rows = []
@@ -314,199 +283,3 @@ def stored_quantities(file: h5py.File) -> dict[str, dict[str, Quantity]]:
             )
         probes[probe] = quantities
     return probes
-
-
-class Run:
-    """One recorded run. Create it with :func:`load`.
-
-    Attributes:
-        path: the HDF5 file.
-        meta: run metadata: what the writer passed (config, model summary, ...) plus ``versions``
-            (gradlens, torch, numpy, h5py, hdf5, python), ``created`` (ISO 8601, UTC) and ``resumed``
-            (one entry per resume: step, time, versions, the meta passed then).
-        schema_version: version of the file layout.
-        layers: the layer table, one row per layer in forward order: name, kind, shape (tuple), params, and
-            any extra columns the writer stored.
-        probes: names of the recorded probes, in declaration order.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = str(path)
-        with self._open() as file:
-            self.meta: dict = json.loads(file.attrs["meta"])
-            self.schema_version = int(file.attrs["schema_version"])
-            rows = read_layers(file)
-            self._quantities = stored_quantities(file)
-        columns = list(dict.fromkeys(key for row in rows for key in row)) or [
-            "name",
-            "kind",
-            "shape",
-            "params",
-        ]
-        self.layers = pd.DataFrame(rows, columns=columns)
-        self.probes: list[str] = list(self._quantities)
-
-    @contextmanager
-    def _open(self) -> Iterator[h5py.File]:
-        try:
-            with open_run_file(self.path) as file:
-                yield file
-        except (FileNotFoundError, RunFileError):
-            raise  # raised on purpose, one line naming the file
-        except Exception as error:  # HDF5 reports a damaged file in many ways
-            raise damaged(self.path, error) from None
-
-    def _rows(self, group: h5py.Group, names: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Committed steps and committed rows of ``names`` in a table group, checked against truncation."""
-        count = int(group[N_ROWS][()])
-        size = os.path.getsize(self.path)  # after reading n_rows: committed chunks were written before it
-        live = bool(group.file.swmr_mode)
-        arrays = {}
-        for name in ["step", *names]:
-            dataset = group[name]
-            if dataset.shape[0] < count:
-                dataset.refresh()
-            if dataset.shape[0] < count:
-                raise RunFileError(
-                    f"{self.path} is damaged: {dataset.name} holds {dataset.shape[0]} rows, {count} committed"
-                )
-            check_committed(self.path, dataset, count, size)
-            arrays[name] = self._read(dataset, count, retries=READ_RETRIES if live else 1)
-        return arrays.pop("step"), arrays
-
-    def _read(self, dataset: h5py.Dataset, count: int, retries: int) -> np.ndarray:
-        """Rows ``[:count]``; a chunk whose checksum fails is damaged, unless the live writer was rewriting it."""
-        for attempt in range(retries):
-            try:
-                return dataset[:count]
-            except OSError as error:
-                if attempt + 1 == retries:
-                    raise RunFileError(
-                        f"{self.path} is damaged: {dataset.name} fails its checksum ({_first_line(error)})"
-                    ) from None
-                time.sleep(0.05)
-                dataset.refresh()
-        raise AssertionError("unreachable")
-
-    def _probe(self, probe: str) -> dict[str, Quantity]:
-        if probe not in self._quantities:
-            raise KeyError(f"{self.path} has no probe {probe!r}; recorded probes: {self.probes}")
-        return self._quantities[probe]
-
-    def _labels(self, quantity: Quantity) -> dict[str, list[str]]:
-        """Stored labels; a ``layer`` axis without labels gets the layer names when the lengths agree."""
-        labels = dict(quantity.labels)
-        if "layer" in quantity.axes and "layer" not in labels:
-            length = quantity.shape[quantity.axes.index("layer")]
-            names = list(self.layers["name"])
-            labels["layer"] = names if len(names) == length else [str(i) for i in range(length)]
-        return labels
-
-    @property
-    def status(self) -> str:
-        """``running`` while written (or after its writer was killed); ``finished``/``failed`` once closed."""
-        with self._open() as file:
-            return file[RUN_STATUS][()].decode()
-
-    @property
-    def last_flush(self) -> float | None:
-        """Unix time of the last committed flush (None before the first); tells a live run from a dead one."""
-        with self._open() as file:
-            value = float(file[RUN_LAST_FLUSH][()])
-        return None if np.isnan(value) else value
-
-    def quantities(self, probe: str) -> dict[str, Quantity]:
-        """What ``probe`` records: quantity name -> Quantity (shape, axes, labels, dtype of one record)."""
-        return dict(self._probe(probe))
-
-    def frame(self, probe: str) -> pd.DataFrame:
-        """Tidy records of ``probe``: columns step, layer, quantity, value.
-
-        Covers every quantity whose axes are ``("layer",)`` (one row per layer) or ``()`` (layer ``""``).
-        Rows are ordered by quantity (declaration order), step, then layer in forward order; ``value`` is
-        float64. Other quantities (histograms, per-sample arrays) are read with :meth:`array`.
-        """
-        quantities = {n: q for n, q in self._probe(probe).items() if q.axes in (("layer",), ())}
-        with self._open() as file:
-            steps, arrays = self._rows(file["probes"][probe], list(quantities))
-        parts = []
-        for name, quantity in quantities.items():
-            labels = np.asarray(self._labels(quantity).get("layer", [""]), dtype=object)
-            values = arrays[name].reshape(len(steps), len(labels))
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "step": np.repeat(steps, len(labels)),
-                        "layer": np.tile(labels, len(steps)),
-                        "quantity": name,
-                        "value": values.ravel().astype(np.float64),
-                    }
-                )
-            )
-        if not parts or not len(steps):
-            return pd.DataFrame(
-                {
-                    "step": np.zeros(0, np.int64),
-                    "layer": np.zeros(0, object),
-                    "quantity": np.zeros(0, object),
-                    "value": np.zeros(0),
-                }
-            )
-        return pd.concat(parts, ignore_index=True)
-
-    def array(
-        self, probe: str, quantity: str
-    ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], dict[str, list[str]]]:
-        """Every record of one quantity, whatever its axes.
-
-        Returns:
-            ``(steps, values, axes, labels)``: steps ``[N]`` int64; values ``[N, *shape]`` in the stored
-            dtype; axes names every dimension of ``values``, starting with ``"step"``; labels maps
-            axis -> labels.
-        """
-        declared = self._probe(probe)
-        if quantity not in declared:
-            raise KeyError(
-                f"probe {probe!r} of {self.path} has no quantity {quantity!r}; it has {list(declared)}"
-            )
-        with self._open() as file:
-            steps, arrays = self._rows(file["probes"][probe], [quantity])
-        return steps, arrays[quantity], ("step", *declared[quantity].axes), self._labels(declared[quantity])
-
-    def scalars(self) -> pd.DataFrame:
-        """Tidy scalars (loss, accuracy, lr, ...): columns step, name, value, in logging order."""
-        with self._open() as file:
-            steps, arrays = self._rows(file["scalars"], ["name", "value"])
-        names = np.array([name.decode() for name in arrays["name"]], dtype=object)
-        return pd.DataFrame({"step": steps, "name": names, "value": arrays["value"].astype(np.float64)})
-
-    def events(self) -> pd.DataFrame:
-        """What happened during the run besides records: columns step, kind, source, message, in order.
-
-        Kinds: ``probe_error`` (source: the probe; message: ``"ExcType: first line"``), ``probe_disabled``,
-        ``step_skipped`` (source ``GradScaler``), ``warning``. Files of schema version 1 have none (empty frame).
-        """
-        columns = list(EVENT_COLUMNS)
-        with self._open() as file:
-            if EVENTS not in file:
-                steps, arrays = np.zeros(0, np.int64), {name: np.zeros(0, "S1") for name in columns}
-            else:
-                steps, arrays = self._rows(file[EVENTS], columns)
-        frame = {"step": steps.astype(np.int64)}
-        for name in columns:
-            frame[name] = np.array([value.decode(errors="replace") for value in arrays[name]], dtype=object)
-        return pd.DataFrame(frame)
-
-    def __repr__(self) -> str:
-        return f"Run({self.path!r}, probes={self.probes}, layers={len(self.layers)})"
-
-
-def load(path: str | os.PathLike) -> Run:
-    """Open a gradlens run (finished, still being written, or left by a killed writer).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: ``path`` is not HDF5, not a gradlens run, from a newer gradlens, truncated or damaged
-            (a one-line ``RunFileError``, within a fraction of a second even for a damaged file).
-    """
-    return Run(path)

@@ -75,8 +75,8 @@ def test_clipping_at_1e3_of_a_natural_norm_of_0_25_is_recorded_before_and_after(
     assert _scalars(run, "clip/max_norm") == ([0, 1, 2], [1e-3] * 3)
     frame = run.frame("grad_stats")
     norms = frame[frame.quantity == "norm"].groupby("step").value.apply(lambda v: float((v**2).sum() ** 0.5))
-    # what the optimizer saw: the clipped gradient, 1e-3 · 0.25 / (0.25 + 1e-6)
-    assert list(norms) == pytest.approx([1e-3 * 0.25 / (0.25 + 1e-6)] * 3, rel=1e-9)
+    # what the optimizer saw: the clipped gradient, 1e-3 · 0.25 / (0.25 + 1e-6) (statistics stored as float32)
+    assert list(norms) == pytest.approx([1e-3 * 0.25 / (0.25 + 1e-6)] * 3, rel=1e-6)
     assert _unwrapped()  # removed at close
 
 
@@ -241,7 +241,7 @@ def test_lightning_gradient_clip_val_is_recorded_through_torch_nn_utils(tmp_path
     assert steps == [0, 1, 2] and _scalars(run, "clip/max_norm") == ([0, 1, 2], [1e-3] * 3)
     assert min(preclip) > 1e-2  # the natural norm, far above the threshold ...
     clipped = [1e-3 * norm / (norm + 1e-6) for norm in preclip]
-    assert _total_norms(run) == pytest.approx(clipped, rel=1e-9)  # ... and what the optimizer saw
+    assert _total_norms(run) == pytest.approx(clipped, rel=1e-6)  # ... and what the optimizer saw (float32)
 
 
 def test_hugging_face_trainer_max_grad_norm_is_recorded_and_equals_its_grad_norm(tmp_path):

@@ -17,7 +17,7 @@ documented in ``docs/schema.md``. The package's rooms, from the file up:
 
 from gradlens.recorder.buffers import Value
 from gradlens.recorder.repair import Repaired, repair
-from gradlens.recorder.writer import MODES, STATUSES, Recorder
+from gradlens.recorder.writer import MODES, RESERVED_META, STATUSES, Recorder
 from gradlens.schema import Quantity
 
-__all__ = ["MODES", "STATUSES", "Quantity", "Recorder", "Repaired", "Value", "repair"]
+__all__ = ["MODES", "RESERVED_META", "STATUSES", "Quantity", "Recorder", "Repaired", "Value", "repair"]

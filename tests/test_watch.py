@@ -1,12 +1,16 @@
-"""gradlens watch keeps a report current while a real training subprocess writes the run (SWMR), says when
-the run stopped flushing, and stops with a final report when the run finishes."""
+"""gradlens watch (file mode) keeps a page current while a real training subprocess writes the run (SWMR): led
+by the verdict, with the run's points inline; it says when the run stopped flushing, and stops with the full
+report when the run finishes."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 import time
+
+import numpy as np
 
 import gradlens
 from gradlens.cli import main
@@ -46,11 +50,13 @@ def test_watch_follows_a_training_subprocess(tmp_path):
     script.write_text(TRAINER)
     trainer = subprocess.Popen([sys.executable, str(script), str(path), str(go)])
     lines: list[str] = []
+    pages: list[str] = []
 
     def say(line: str) -> None:
         # the trainer stalls after step 2 until the watcher reports the stall
         refreshed = [item for item in lines if item.startswith("refreshed: ")]
         if line.startswith("the run stopped flushing") and refreshed and refreshed[-1].startswith("refreshed: step 2,"):
+            pages.append(out.read_text())
             go.touch()
         lines.append(line)
 
@@ -75,6 +81,14 @@ def test_watch_follows_a_training_subprocess(tmp_path):
     page = out.read_text()
     assert "run finished; final report" in page and "http-equiv='refresh'" not in page
     assert gradlens.load(path).status == "finished"
+    # the page while the run stalled: led by the verdict at step 2, the points of steps 0..2 inline
+    data = json.loads(pages[0].split("const EMBEDDED = ", 1)[1].split(", EVERY_MS = ", 1)[0])
+    assert "http-equiv='refresh' content='0.2'" in pages[0]
+    assert data["step"] == 2 and data["status"] == "running"
+    assert data["headline"]["text"].startswith("At step 2, run not finished but stopped flushing: last flush ")
+    steps, loss = gradlens.load(path).scalar("loss", stop=3)
+    assert data["scalars"]["loss"]["first"] == steps.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(data["scalars"]["loss"]["mean"], loss, rtol=1e-15)
 
 
 def test_watch_timeout_on_a_missing_file(tmp_path, capsys):

@@ -150,7 +150,7 @@ def summarise(steps: np.ndarray, values: np.ndarray, first_record: int, block: i
     which has record index ``first_record``; blocks of ``block`` records aligned to the record index."""
     values = np.asarray(values)
     n, shape = len(steps), values.shape[1:]
-    pieces = Pieces.records(steps, values.reshape(n, -1))
+    pieces = Pieces.records(steps, values.reshape(n, int(np.prod(shape))))  # -1 cannot be inferred when n = 0
     if n and block > 1:  # blocks of one record are the records
         pieces = pieces.reduce(aligned_starts(first_record, n, block))
     return pieces.summary(block, shape, values.dtype)

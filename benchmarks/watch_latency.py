@@ -47,6 +47,9 @@ def writer_script(pause: float) -> str:
     return RECORD.replace(LOGGED, LOGGED + f"        time.sleep({pause!r})\n")
 
 
+FINAL = 2**62  # the step a final report "shows"
+
+
 class Flushes:
     """The run file sampled: for each new committed record count, the writer's time of that flush."""
 
@@ -69,9 +72,11 @@ class Flushes:
 
 
 def page_step(page: Path) -> int | None:
-    """The step of the data inside a watch page (None: not a live page, or not readable yet)."""
+    """The step of the data inside a watch page (``FINAL`` for the final report; None: not readable yet)."""
     try:
         text = page.read_text()
+        if "; final report" in text:  # the run ended: the full report shows every step
+            return FINAL
         data = json.loads(text.split("const EMBEDDED = ", 1)[1].split(", EVERY_MS = ", 1)[0])
     except (OSError, IndexError, ValueError):
         return None
@@ -115,7 +120,7 @@ def measure(mode: str, steps: int, pause: float, work: Path) -> tuple[list[tuple
                         shown.append((now, step))
             elif time.monotonic() >= next_poll:
                 next_poll += 1.0
-                step = served_step(url, since)
+                step = served_step(url, None if since is None else since - 1)  # as the page asks
                 if step is not None:
                     shown.append((time.time(), step))
                     since = step

@@ -11,7 +11,7 @@
 Every read goes through :func:`gradlens.loader.load`'s SWMR-safe path (committed rows only) and costs the
 blocks returned, whatever the run's length: a summary reads stored blocks of 2^k records. Each point carries
 ``first`` and ``last`` (the steps of the first and last record of its block), ``count``, ``mean``, ``min`` and
-``max``; a page asks again with ``since`` = the last step it holds and gets new points only.
+``max``; a page asks again with ``since`` = one before the newest step it holds and keeps new points only.
 
 JSON has no NaN or infinity: such a value is sent as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``
 (JavaScript's ``Number()`` reads all three back).
@@ -27,8 +27,8 @@ from gradlens.loader import Run, Summary
 from gradlens.report.common import GRADIENT_CLASSES, NO_GRADIENT, describe, probes_of_class, run_label
 
 SCHEMA = "gradlens.watch/1"  # the JSON layout of /data and of the page's embedded data
-SCALAR_POINTS = 1000  # blocks per scalar curve (the summary returns between this and 4× as many)
-LAYER_POINTS = 250  # columns of the per-layer heat strip (× the number of layers values)
+SCALAR_POINTS = 300  # blocks per curve: between this and 4× as many (every record below 32× as many records)
+LAYER_POINTS = 100  # columns of the per-layer heat strip, as above (× the number of layers values)
 LAYER_QUANTITY = "norm"
 
 
@@ -57,18 +57,19 @@ def numbers(values: np.ndarray) -> list:
     return out
 
 
-def blocks_json(summary: Summary) -> dict:
-    """A summary's blocks: ``first``, ``last`` (steps), ``count``, ``mean``, ``min``, ``max`` (``[B]`` or
-    ``[B, L]``)."""
-    return {
+def blocks_json(summary: Summary, bands: bool = True) -> dict:
+    """A summary's blocks: ``first``, ``last`` (steps), ``count``, ``mean`` and, with ``bands``, ``min`` and
+    ``max`` (``[B]`` or ``[B, L]``; a page takes a missing min or max as the mean)."""
+    out = {
         "block": int(summary.block),
         "first": summary.first_step.astype(np.int64).tolist(),
         "last": summary.last_step.astype(np.int64).tolist(),
         "count": summary.count.astype(np.int64).tolist(),
         "mean": numbers(summary.mean),
-        "min": numbers(summary.min),
-        "max": numbers(summary.max),
     }
+    if bands:
+        out.update(min=numbers(summary.min), max=numbers(summary.max))
+    return out
 
 
 def global_norm(norms: np.ndarray, nonfinite: np.ndarray) -> np.ndarray:
@@ -82,21 +83,35 @@ def _start(since: int | None) -> int | None:
     return None if since is None else int(since) + 1
 
 
-def gradient_series(run: Run, since: int | None) -> tuple[dict | None, dict | None]:
-    """The per-layer norm blocks and the global norm of the first GradStats probe (None, None without one)."""
+def newest_step(run: Run, start: int | None) -> int | None:
+    """The largest step with a committed record (probe record or scalar) at or after ``start``; None if none.
+
+    The recorder writes records in step order (everything of step s before anything of step s + 1), so once a
+    record of step S is committed, every record of the steps before S is too: reads that stop before S agree
+    whenever they are made, and only step S itself may still be partial.
+    """
+    ends = [span[1] for span in map(run.span, run.probes) if span and (start is None or span[1] >= start)]
+    for name in run.scalar_names():
+        last = run.scalar_summary(name, points=1, start=start).last_step
+        ends += [int(last[-1])] if len(last) else []
+    return max(ends, default=None)
+
+
+def gradient_series(run: Run, start: int | None, stop: int | None) -> tuple[dict | None, dict | None]:
+    """The per-layer norm blocks and the global norm of the first GradStats probe over ``start <= step < stop``
+    (None, None without such a probe)."""
     probes = [p for p in probes_of_class(run, GRADIENT_CLASSES) if LAYER_QUANTITY in run.quantities(p)]
     if not probes:
         return None, None
     probe = probes[0]
-    start = _start(since)
-    norms = run.summary(probe, LAYER_QUANTITY, points=LAYER_POINTS, start=start)
-    layers = blocks_json(norms)
+    norms = run.summary(probe, LAYER_QUANTITY, points=LAYER_POINTS, start=start, stop=stop)
+    layers = blocks_json(norms, bands=False)  # the heat strip colours the means
     layers["probe"] = probe
     layers["names"] = list(run.array(probe, LAYER_QUANTITY, stop=-1)[3]["layer"])  # labels only: no record read
     # the global norm at full resolution while it fits SCALAR_POINTS blocks, else at each block's last record
-    flat = run.summary(probe, LAYER_QUANTITY, points=SCALAR_POINTS, start=start)
+    flat = run.summary(probe, LAYER_QUANTITY, points=SCALAR_POINTS, start=start, stop=stop)
     if "nonfinite" in run.quantities(probe):
-        missing = run.summary(probe, "nonfinite", points=SCALAR_POINTS, start=start).last
+        missing = run.summary(probe, "nonfinite", points=SCALAR_POINTS, start=start, stop=stop).last
     else:
         missing = np.zeros_like(flat.last)
     value = global_norm(flat.last, missing)
@@ -114,21 +129,25 @@ def gradient_series(run: Run, since: int | None) -> tuple[dict | None, dict | No
 
 
 def snapshot(run: Run, since: int | None = None, now: float | None = None) -> dict:
-    """The points of ``run`` after step ``since`` (all when None) and the run's state, JSON-ready.
+    """The points of ``run`` after step ``since`` (all when None) up to its newest step S, and its state.
+
+    Every series is read up to the same step S (:func:`newest_step`, found first), so the series agree; the
+    records of S itself may be partial while the run is written: a page asks again with ``since = S - 1`` and
+    keeps, per series, only points after those it holds.
 
     Keys: ``schema``, ``path``, ``label``, ``describe`` (model, dataset, seed... from the stored config),
-    ``status``, ``last_flush`` (unix seconds or None), ``now``, ``since``, ``step`` (the last step seen: the
-    largest of ``since`` and every returned point's last step; None before any record), ``scalars`` (name ->
-    blocks, see :func:`blocks_json`), ``layers`` (the per-layer ``norm`` blocks with ``probe`` and ``names``,
-    or None), ``global_norm`` (blocks of one record each, or None).
+    ``status``, ``last_flush`` (unix seconds or None), ``now``, ``since``, ``step`` (S, or ``since`` when
+    nothing is newer; None before any record), ``scalars`` (name -> blocks, see :func:`blocks_json`),
+    ``layers`` (the per-layer ``norm`` blocks with ``probe`` and ``names``, or None), ``global_norm`` (blocks
+    of one record each, or None).
     """
     status, last_flush = run.status, run.last_flush  # read first: every record read after is at least this new
     start = _start(since)
-    scalars = {name: blocks_json(run.scalar_summary(name, points=SCALAR_POINTS, start=start))
+    newest = newest_step(run, start)
+    stop = (start if start is not None else 0) if newest is None else newest + 1
+    scalars = {name: blocks_json(run.scalar_summary(name, points=SCALAR_POINTS, start=start, stop=stop))
                for name in run.scalar_names()}
-    layers, total = gradient_series(run, since)
-    ends = [since] if since is not None else []
-    ends += [series["last"][-1] for series in (*scalars.values(), layers, total) if series and series["last"]]
+    layers, total = gradient_series(run, start, stop)
     return {
         "schema": SCHEMA,
         "path": run.path,
@@ -138,7 +157,7 @@ def snapshot(run: Run, since: int | None = None, now: float | None = None) -> di
         "last_flush": last_flush,
         "now": time.time() if now is None else now,
         "since": since,
-        "step": max(ends) if ends else None,
+        "step": since if newest is None else newest,
         "scalars": scalars,
         "layers": layers,
         "global_norm": total,

@@ -1,8 +1,9 @@
 """The watch page: one hand-written HTML page whose script draws a run's curves on canvas, no library, no CDN.
 
-Served (:mod:`gradlens.watch.server`), the script asks ``data?since=STEP`` every ``every`` seconds and appends
-the new points only; as a file (:mod:`gradlens.watch.files`), the same page carries its data inline and the
-browser reloads it. What it holds is ``window.gradlens``: ``scalars`` (name -> points), ``globalNorm``,
+Served (:mod:`gradlens.watch.server`), the script asks ``data?since=STEP`` every ``every`` seconds (STEP: one
+before the newest step it holds, which may have been partial) and appends the new points only; as a file
+(:mod:`gradlens.watch.files`), the same page carries its data inline and the browser reloads it. What it
+holds is ``window.gradlens``: ``scalars`` (name -> points), ``globalNorm``,
 ``layers`` (per-layer ‖g‖ blocks), ``state`` (the last answer's status, step, flush), ``headline``,
 ``doctor``, ``live`` (see :mod:`gradlens.watch.verdict`) and ``updates`` (answers taken in). Points are
 ``first``/``last`` steps, ``count``, ``mean``, ``min``, ``max`` per block of records; past ``MAX_POINTS``
@@ -61,7 +62,9 @@ function append(store, blocks, cap) {  // new points only: anything at or before
   for (let i = 0; i < blocks.first.length; i++) {
     if (blocks.first[i] <= end) continue;
     store.first.push(blocks.first[i]); store.last.push(blocks.last[i]); store.count.push(blocks.count[i]);
-    for (const f of ["mean", "min", "max"]) store[f].push(fix(blocks[f][i]));
+    const mean = fix(blocks.mean[i]);
+    store.mean.push(mean);
+    for (const f of ["min", "max"]) store[f].push(blocks[f] ? fix(blocks[f][i]) : mean);
   }
   for (const k of ["probe", "names"]) if (blocks[k] !== undefined) store[k] = blocks[k];
   while (store.first.length > cap) decimate(store);
@@ -197,7 +200,8 @@ function render() {
 }
 async function poll() {
   try {
-    const r = await fetch("data" + (G.since === null ? "" : "?since=" + G.since), {cache: "no-store"});
+    // the newest step may have been partial (records of one step land in one or two flushes): ask for it again
+    const r = await fetch("data" + (G.since === null ? "" : "?since=" + (G.since - 1)), {cache: "no-store"});
     if (!r.ok) throw new Error("HTTP " + r.status + ": " + (await r.text()));
     ingest(await r.json()); G.error = null;
   } catch (e) {

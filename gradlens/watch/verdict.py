@@ -50,8 +50,9 @@ def doctor_json(run: Run) -> dict:
 class DoctorThread:
     """Keeps :func:`doctor_json` of the run at ``path`` current in a background thread.
 
-    :meth:`poke` says new records were committed; the thread diagnoses again (at most every ``pause``
-    seconds), and :meth:`latest` returns the last result with ``seconds`` (how long it took) and ``at`` (unix
+    :meth:`poke` says new records were committed; the thread diagnoses again, resting between two diagnoses
+    ``pause`` seconds or twice the last one's time, whichever is longer (so it takes at most a third of a CPU
+    from the watcher), and :meth:`latest` returns the last result with ``seconds`` (how long it took) and ``at`` (unix
     time it finished), or None before the first. A diagnosis that raises is kept as ``{"error": "..."}``:
     the page says it, the watcher goes on.
     """
@@ -104,7 +105,7 @@ class DoctorThread:
             result["at"] = time.time()
             with self._lock:
                 self._latest = result
-            self._stop.wait(self.pause)
+            self._stop.wait(max(self.pause, 2 * result["seconds"]))
 
 
 def _clock(stamp: float) -> str:

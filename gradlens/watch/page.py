@@ -89,14 +89,14 @@ function axes(ctx, w, h, m, x0, x1, y0, y1, log, ylabel) {
     const y = m.t + (h - m.t - m.b) * (1 - k / 4), v = y0 + (y1 - y0) * k / 4;
     ctx.fillText(log ? "1e" + v.toFixed(1) : fmt(v), 2, y + 4);
     const x = m.l + (w - m.l - m.r) * k / 4;
-    ctx.fillText(String(Math.round(x0 + (x1 - x0) * k / 4)), x - 10, h - m.b + 14);
+    ctx.fillText(String(Math.round(x0 + (x1 - x0) * k / 4)), x - 16, h - m.b + 14);
   }
   ctx.fillText("optimizer step", w / 2 - 40, h - 3);
   ctx.save(); ctx.translate(12, m.t + 4); ctx.fillText(ylabel, 50, -2); ctx.restore();
 }
 function curve(id, s, log, ylabel) {
   const c = document.getElementById(id); if (!c || !s || !s.first.length) return;
-  const ctx = c.getContext("2d"), w = c.width, h = c.height, m = {l: 70, r: 10, t: 18, b: 34};
+  const ctx = c.getContext("2d"), w = c.width, h = c.height, m = {l: 70, r: 40, t: 18, b: 34};
   ctx.clearRect(0, 0, w, h);
   const tf = v => log ? (v > 0 ? Math.log10(v) : NaN) : v;
   const xs = s.first.map((f, i) => (f + s.last[i]) / 2);
@@ -134,7 +134,7 @@ function cell(v, lo, span) {  // grey: NaN (no gradient or non-finite), blue: ex
 function strip(id, s) {
   const c = document.getElementById(id); if (!c || !s || !s.first.length) return;
   const L = s.mean[0].length, row = Math.max(2, Math.min(10, Math.floor(360 / L)));
-  const m = {l: 70, r: 10, t: 6, b: 34}; c.height = L * row + m.t + m.b;
+  const m = {l: 70, r: 40, t: 6, b: 34}; c.height = L * row + m.t + m.b;
   const ctx = c.getContext("2d"), w = c.width, h = c.height; ctx.clearRect(0, 0, w, h);
   const [lo, hi] = extent(s.mean.flat().map(v => v > 0 ? Math.log10(v) : NaN)), span = Math.max(hi - lo, 1e-9);
   const x0 = s.first[0], x1 = Math.max(x0 + 1, s.last[s.last.length - 1] + 1);
@@ -146,7 +146,7 @@ function strip(id, s) {
   ctx.fillStyle = "#333"; ctx.font = "12px sans-serif";
   ctx.fillText("first", 2, m.t + 10); ctx.fillText("last", 2, h - m.b);
   for (let k = 0; k <= 4; k++) {
-    ctx.fillText(String(Math.round(x0 + (x1 - x0) * k / 4)), m.l + (w - m.l - m.r) * k / 4 - 10, h - m.b + 14);
+    ctx.fillText(String(Math.round(x0 + (x1 - x0) * k / 4)), m.l + (w - m.l - m.r) * k / 4 - 16, h - m.b + 14);
   }
   ctx.fillText("optimizer step", w / 2 - 40, h - 3);
   const ends = s.names ? s.names[0] + " on top, " + s.names[L - 1] + " at the bottom" : "";

@@ -93,7 +93,8 @@ def watch(
     out = os.fspath(out) if out is not None else os.path.splitext(path)[0] + ".html"
     started = time.monotonic()
     doctor = DoctorThread(path)
-    seen: tuple | None = None
+    shown_flush: float | None = None  # the last flush and diagnosis the page on disk shows
+    shown_diagnosis: dict | None = None
     announced_wait = announced_stale = False
     try:
         while True:
@@ -110,23 +111,25 @@ def watch(
                     step = answer(run, None, None, stale)["step"]
                     say(f"run {status} at step {step}; final report: {os.path.abspath(out)}")
                     return 0 if status == "finished" else 1
-                if flushed != (seen or (None,))[0]:
+                if flushed != shown_flush:
                     doctor.poke()
-                    announced_stale = False
                 diagnosis = doctor.latest()
-                if (flushed, diagnosis) != seen:
-                    seen = (flushed, diagnosis)
-                    data = answer(run, None, diagnosis, stale)
-                    write_atomically(out, page_html(run_label(run), every, data))
-                    where = "no step recorded yet" if data["step"] is None else f"step {data['step']}"
-                    say(f"refreshed: {where}, last flush {_clock(flushed) if flushed else 'none'}")
                 age = None if flushed is None else time.time() - flushed
-                if age is not None and age > stale and not announced_stale:
-                    data = answer(run, None, diagnosis, stale)
+                stalled = age is not None and age > stale and not announced_stale
+                if flushed != shown_flush or diagnosis is not shown_diagnosis or stalled:
+                    data = answer(run, None, diagnosis, stale)  # reads the file again: maybe a newer flush
                     write_atomically(out, page_html(run_label(run), every, data))
-                    say(f"the run stopped flushing: status still running, last flush {age:.0f} s ago at "
-                        f"{_clock(flushed)} (writer stuck or killed?)")
-                    announced_stale = True
+                    fresh = data["last_flush"]
+                    if fresh != shown_flush or diagnosis is not shown_diagnosis:
+                        where = "no step recorded yet" if data["step"] is None else f"step {data['step']}"
+                        say(f"refreshed: {where}, last flush {_clock(fresh) if fresh else 'none'}")
+                        announced_stale = announced_stale and fresh == shown_flush
+                    shown_flush, shown_diagnosis = fresh, diagnosis
+                    age = None if fresh is None else time.time() - fresh
+                    if age is not None and age > stale and not announced_stale:  # the page just written says so
+                        say(f"the run stopped flushing: status still running, last flush {age:.0f} s ago at "
+                            f"{_clock(fresh)} (writer stuck or killed?)")
+                        announced_stale = True
             if timeout is not None and time.monotonic() - started >= timeout:
                 say(f"stopped watching after {timeout:g} s (--timeout); page: {os.path.abspath(out)}")
                 return 1 if announced_stale or not os.path.exists(path) else 0

@@ -85,10 +85,9 @@ def _summary_html(report: Report) -> str:
     rows = []
     for runs in report.groups.values():
         for run in runs:
-            scalars = run.scalars()
             last = {}
-            for name in dict.fromkeys(scalars["name"]):
-                value = scalars[scalars["name"] == name]["value"].iloc[-1]
+            for name in run.scalar_names():  # each scalar's last stored block: its last value
+                value = float(run.scalar_summary(name, points=1).last[-1])
                 last[name] = f"{value:.4g}" if np.isfinite(value) else f"{value} (non-finite)"
             shown = ", ".join(f"{k} {v}" for k, v in list(last.items())[:8]) or "—"
             probes = ", ".join(f"{p} ({probe_class(run, p)})" for p in run.probes) or "none"

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gradlens.report.blocks import Stream, block_for
 from gradlens.report.common import GRADIENT_CLASSES, frozen_parameters
 from gradlens.report.views.drawing import Groups, Section, matched_probe, probe_keys
 from gradlens.report.views.heatmap import heatmap_section
@@ -134,12 +135,14 @@ def generic_views(groups: Groups, key, heading: str, quantities: dict, skip: set
 
 
 def _all_positive(groups: Groups, key, quantity: str) -> bool:
+    """Whether every finite value of ``quantity`` in every run is > 0 (read from blocks: their minima)."""
     for runs in groups.values():
         for run in runs:
             probe = matched_probe(run, key)
             if probe is not None and quantity in run.quantities(probe):
-                values = run.array(probe, quantity)[1]
-                finite = values[np.isfinite(values)]
+                stream = Stream(run, probe, quantity)
+                low = np.asarray(stream.blocks(block_for(stream.count())).min, dtype=np.float64)
+                finite = low[np.isfinite(low)]
                 if finite.size == 0 or (finite <= 0).any():
                     return False
     return True

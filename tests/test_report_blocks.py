@@ -94,7 +94,8 @@ def test_resolution_words_and_counts_of_a_marker(tmp_path):
     flags[:20, 0] = -1
     flags[40, 1] = -1
     flags[41, 1] = 3
-    probe = ProbeData("n", "Thing", {"f": Quantity((2,), ("layer",), {"layer": ["x", "y"]})}, list(range(64)), {"f": flags})
+    quantity = Quantity((2,), ("layer",), {"layer": ["x", "y"]})
+    probe = ProbeData("n", "Thing", {"f": quantity}, list(range(64)), {"f": flags})
     summary = Stream(gradlens.load(write_run(tmp_path / "f.h5", RunData([probe]))), "n", "f").blocks(32)
     counts, exact = count_in_blocks(summary, -1.0)
     np.testing.assert_array_equal(counts, [[20, 0], [0, 1]])

@@ -269,16 +269,16 @@ def total_norm_section(groups: Groups, key, quantity: str = "norm") -> Section |
         totals, bad = _global_norms(arrays, steps, stacked)
         mean = np.where(bad, np.nan, totals.mean(axis=0))
         ax.plot(steps, mean, lw=1, color=f"C{index}", label=panel_title(name, runs))
+        low, high = totals.min(axis=0), totals.max(axis=0)
         if block > 1:
             low = _global_norms(arrays, steps, align(arrays, what="low")[2])[0].min(axis=0)
             high = _global_norms(arrays, steps, align(arrays, what="high")[2])[0].max(axis=0)
+        if block > 1 or len(runs) > 1:
             ax.fill_between(steps, low, high, color=f"C{index}", alpha=0.2, lw=0)
-        elif len(runs) > 1:
-            ax.fill_between(steps, totals.min(axis=0), totals.max(axis=0), color=f"C{index}", alpha=0.2, lw=0)
         spans = mark_nonfinite_steps(ax, steps, bad)
         if spans:
             notes.append(f"{name}: not finite at steps {describe_spans(spans)} (red)")
-        data[name] = {"steps": steps, "values": mean}
+        data[name] = {"steps": steps, "values": mean, "low": low, "high": high}
     drawn = np.concatenate([d["values"][np.isfinite(d["values"])] for d in data.values()])
     log = bool(drawn.size and drawn.min() > 0 and drawn.max() / drawn.min() > 10)
     if log:

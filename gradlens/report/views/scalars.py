@@ -75,6 +75,11 @@ def stack_series(series: Sequence[Summary]) -> Stacked:
     return Stacked(steps, values, low[0], high[1], bad, mean, series[0].block, rows[0, :, 3].astype(np.int64))
 
 
+def drawn_data(stacked: Stacked) -> dict:
+    """What a curve draws, for tests and exports: each point's first step, the mean line, the band."""
+    return {"steps": stacked.steps, "values": stacked.mean, "low": stacked.low, "high": stacked.high}
+
+
 def draw_series(ax: plt.Axes, stacked: Stacked, colour, label: str, **style) -> list[tuple[int, int]]:
     """The mean line, the band (min–max over runs and blocks) when there is one, red bands where not finite
     (returns those spans)."""
@@ -119,7 +124,7 @@ def series_section(groups: Groups, key, quantities: Sequence[str], title: str) -
             spans = draw_series(ax, stacked, f"C{index}", panel_title(name, runs), marker=".", ms=3)
             if spans:
                 notes.append(f"{quantity} ({name}) not finite at steps {describe_spans(spans)} (red)")
-            data[(quantity, name)] = {"steps": stacked.steps, "values": stacked.mean}
+            data[(quantity, name)] = drawn_data(stacked)
             drawn.append(stacked)
         integer_steps(ax)
         ax.set_title(quantity, fontsize=TITLE_PT)
@@ -195,7 +200,7 @@ def _scalar_figure(titles: list[str], lines: dict, log: bool, groups: list[str],
             spans = draw_series(ax, stacked, colour, text, **style)
             if spans:
                 notes.append(f"{text} not finite at steps {describe_spans(spans)} (red band)")
-            data[(title, label, name)] = {"steps": stacked.steps, "values": stacked.mean}
+            data[(title, label, name)] = drawn_data(stacked)
         if log:
             ax.set_yscale("log")
         integer_steps(ax)

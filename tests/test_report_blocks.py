@@ -100,3 +100,22 @@ def test_resolution_words_and_counts_of_a_marker(tmp_path):
     counts, exact = count_in_blocks(summary, -1.0)
     np.testing.assert_array_equal(counts, [[20, 0], [0, 1]])
     np.testing.assert_array_equal(exact, [[True, True], [True, False]])  # block 2 of y: 1 is a lower bound
+
+
+def test_scalar_count_follows_a_file_being_written(tmp_path):
+    from gradlens.recorder import Recorder
+    from gradlens.report.blocks import scalar_count
+
+    path = tmp_path / "live.h5"
+    recorder = Recorder(path, meta={"probes": []}, flush_every=10_000, flush_seconds=3600)
+    recorder.start([{"name": "fc0", "kind": "linear", "shape": [4, 4], "params": 16}], {})
+    for step in range(50):
+        recorder.log_scalars(step, loss=1.0)
+    recorder.flush()
+    assert scalar_count(gradlens.load(path), "loss") == 50
+    for step in range(50, 120):
+        recorder.log_scalars(step, loss=1.0)
+    recorder.flush()
+    assert scalar_count(gradlens.load(path), "loss") == 120  # a new flush: counted again, not remembered
+    recorder.close()
+    assert scalar_count(gradlens.load(path), "loss") == 120

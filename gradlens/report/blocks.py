@@ -30,6 +30,8 @@ MAX_POINTS = 1024  # blocks per stream on a screen: a heat map's step columns, a
 FINE_BLOCKS = (1, 2, 4, 8, 16)  # made in memory from records (at most 16 × MAX_POINTS of them)
 LADDER = FINE_BLOCKS + tuple(SUMMARY_BLOCKS)  # every block size a view uses, finest first
 READ_TRIES = 4  # a live file grows while it is read: a summary request is retried with the new record count
+COUNTS_KEPT = 512  # scalar record counts remembered (``scalar_count``), oldest dropped first
+_SCALAR_COUNTS: dict[tuple, int] = {}
 
 
 def block_for(n_records: int, max_points: int = MAX_POINTS) -> int:
@@ -68,10 +70,11 @@ class Stream:
     layers: tuple | None = None
 
     def count(self) -> int:
-        """Committed records of the stream (a probe: one counter read; a scalar: its coarsest stored blocks)."""
+        """Committed records of the stream (a probe: one counter read; a scalar: its coarsest stored blocks,
+        remembered per file state: :func:`scalar_count`)."""
         if self.probe is not None:
             return self.run.n_records(self.probe)
-        return int(self.run.scalar_summary(self.quantity, points=1).count.sum())
+        return scalar_count(self.run, self.quantity)
 
     def blocks(self, block: int, start_record: int = 0, start_step: int | None = None) -> Summary:
         """The records from ``start_record`` on (the first at step ``start_step``; None: from the first record) in
@@ -116,6 +119,17 @@ class Stream:
 
     def _layers(self) -> list | None:
         return None if self.layers is None else list(self.layers)
+
+
+def scalar_count(run: Run, name: str) -> int:
+    """Records of the logged scalar ``name``, remembered for the file's state (path, last flush, status): a
+    page asks for it once per view, and each ask reads the scalars' name column (``Run.scalar_summary``)."""
+    key = (str(run.path), run.last_flush, run.status, name)
+    if key not in _SCALAR_COUNTS:
+        if len(_SCALAR_COUNTS) >= COUNTS_KEPT:
+            _SCALAR_COUNTS.pop(next(iter(_SCALAR_COUNTS)))  # the oldest
+        _SCALAR_COUNTS[key] = int(run.scalar_summary(name, points=1).count.sum())
+    return _SCALAR_COUNTS[key]
 
 
 def _cut_into(summary: Summary, block: int) -> bool:

@@ -21,6 +21,8 @@ from gradlens.report.blocks import Stream, block_for
 GRADIENT_CLASSES = ("GradStats",)
 RATIO_CLASSES = ("UpdateRatio",)  # records ratio = update_norm / weight_norm per parameter (contract 5)
 NO_GRADIENT = -1.0  # GradStats' nonfinite value of a parameter that had no .grad at a firing
+# Blocks per stream when searching the first non-finite value: a coarse look, then the records of one block.
+FIND_POINTS = 64
 
 # Long module-name words and their short forms (transformer names: encoder.layer.0.attention.self.query).
 ABBREVIATIONS = {
@@ -353,12 +355,13 @@ def first_nonfinite(run: Run) -> tuple[NonFinite | None, NonFinite | None]:
 
     A probe cell counts when its value is NaN/Inf without being a missing gradient, or when a probe's
     ``nonfinite`` count is positive (the gradient had NaN/Inf entries). Ties at one step go to the first
-    probe in declaration order, then the first layer in forward order. The search reads blocks
-    (:mod:`gradlens.report.blocks`), then the records of the first block that holds a non-finite value.
+    probe in declaration order, then the first layer in forward order. The search reads at most
+    ``FIND_POINTS`` blocks per stream (:mod:`gradlens.report.blocks`), then the records of the first block that
+    holds a non-finite value.
     """
     best: NonFinite | None = None
     for probe in run.probes:
-        block = block_for(run.n_records(probe))
+        block = block_for(run.n_records(probe), FIND_POINTS)
         for name, quantity in run.quantities(probe).items():
             if quantity.axes != ("layer",):
                 continue
@@ -369,7 +372,7 @@ def first_nonfinite(run: Run) -> tuple[NonFinite | None, NonFinite | None]:
     scalar = None
     for name in run.scalar_names():
         stream = Stream(run, None, name)
-        summary = stream.blocks(block_for(stream.count()))
+        summary = stream.blocks(block_for(stream.count(), FIND_POINTS))
         bad = np.flatnonzero(~np.isfinite(summary.mean))
         if not len(bad):
             continue

@@ -108,3 +108,11 @@ def test_long_report_reads_summaries_and_bands_equal_the_records(long_file, coun
     text = out.read_text()
     assert "doctor verdict at step 19 999 of a finished run, from its summary (blocks of 32 records" in text
     assert out.stat().st_size < 5e6
+
+
+def test_step_ticks_of_long_runs_are_short():
+    from gradlens.report.views.drawing import step_text
+
+    assert [step_text(v) for v in (0, 950, 9999, 10_000, 36_000, 1_250_000)] == [
+        "0", "950", "9999", "10k", "36k", "1.25M"
+    ]

@@ -171,8 +171,8 @@ class Diagnosis:
         }
 
     def html(self) -> str:
-        """The verdict block as HTML: the heading, the verdict line in its level's colour, each warning and
-        severe finding's one line (where, first fix), what was not checked."""
+        """The verdict block as HTML: the heading, the verdict line in its level's colour (it names what was
+        not checked), each warning and severe finding's one line (where, first fix)."""
         data = self.as_dict()
         items = []
         for f in data["findings"]:
@@ -185,13 +185,11 @@ class Diagnosis:
                 f"<li><span class='{f['severity']}'>{f['severity']}</span> {html.escape(f['summary'])}"
                 f"{html.escape(' (' + ' '.join(where) + ')') if where else ''}{fix}</li>"
             )
-        unchecked = "; ".join(item["what"] for item in data["not_checked"])
         level = {"running": "info", "healthy": "healthy"}.get(data["level"], data["level"])
         return (
-            f"<div class='verdict'><p class='rule'>{html.escape(data['label'])}: {html.escape(data['heading'])}</p>"
+            f"<div class='verdict'><p><b>{html.escape(data['label'])}: {html.escape(data['heading'])}</b></p>"
             f"<p class='{level}'>{html.escape(data['text'])}</p>"
             + (f"<ul>{''.join(items)}</ul>" if items else "")
-            + (f"<p class='rule'>not checked: {html.escape(unchecked)}</p>" if unchecked else "")
             + "</div>"
         )
 

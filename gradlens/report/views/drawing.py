@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from gradlens.loader import Run  # noqa: E402
 from gradlens.report.blocks import block_for  # noqa: E402
@@ -78,7 +78,19 @@ Groups = dict[str, list[Run]]
 
 
 def integer_steps(ax: plt.Axes, axis: str = "x") -> None:
-    (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
+    """Integer step ticks; from 10 000 on written in thousands ("36k"), so long runs' labels never touch."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(MaxNLocator(integer=True))
+    target.set_major_formatter(FuncFormatter(step_text))
+
+
+def step_text(value: float, _position=None) -> str:
+    """A step tick's label: "950", "12k", "1.25M" (thousands and millions from 10 000 on)."""
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:g}M"
+    if abs(value) >= 1e4:
+        return f"{value / 1e3:g}k"
+    return f"{value:g}"
 
 
 def layer_ticks(ax: plt.Axes, layers: Sequence[str], axis: str = "x", length: float | None = None) -> None:

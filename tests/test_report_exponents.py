@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 from synthetic_runs import RunData, grad_probe, healthy_grads, write_run
+from test_report_legibility import rendered_text_px
 
 import gradlens
 from gradlens.probes.base import Quantity
 from gradlens.report import build
 from gradlens.report.views import exponents
-from gradlens.report.views.drawing import NO_GRAD_COLOUR
+from gradlens.report.views.drawing import MIN_TEXT_PX, NO_GRAD_COLOUR
 from gradlens.report.views.exponents import bucket_edges, chosen_layers, exponent_blocks
 
 LAYERS = ["fc0.weight", "fc1.weight", "fc2.weight"]
@@ -137,3 +138,5 @@ def test_compare_draws_each_run_side_by_side(tmp_path):
     assert list(section.data) == ["run0", "run1"]
     assert "run0: 3 of 3 parameters, spread from first to last (weights)" in section.caption
     assert "run1: 3 of 3 parameters" in section.caption
+    small = [(round(px, 1), text) for px, text in rendered_text_px(section) if px < MIN_TEXT_PX]
+    assert small == []  # as the page shows it

@@ -114,3 +114,21 @@ def test_long_run_is_diagnosed_from_its_summary(tmp_path, monkeypatch):
     assert "from its summary (blocks of 32 records" in found.heading()
     assert found.verdict.level == "severe"  # the NaN block is still seen
     assert any(f.rule == "nonfinite" for f in found.findings)
+
+
+def test_report_of_a_live_run_whose_probe_has_no_record_yet(tmp_path):
+    from gradlens.probes.base import Quantity
+
+    path = tmp_path / "young.h5"
+    quantity = {"mean_abs": Quantity((1,), ("layer",), {"layer": ["fc0.weight"]})}
+    meta = {"probes": [{"name": "g", "class": "GradStats", "schedule": "every 100"}]}
+    recorder = Recorder(path, meta=meta, flush_every=1000, flush_seconds=3600)
+    recorder.start([{"name": "fc0", "kind": "linear", "shape": [4, 4], "params": 16}], {"g": quantity})
+    recorder.log_scalars(0, loss=2.3)
+    recorder.flush()
+    run = gradlens.load(path)
+    page = write_report([run], tmp_path / "young.html")
+    text = open(page).read()
+    assert "doctor verdict at step 0, run still being written" in text
+    assert "g (no records committed yet)" in text
+    recorder.close()

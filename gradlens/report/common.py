@@ -361,7 +361,10 @@ def first_nonfinite(run: Run) -> tuple[NonFinite | None, NonFinite | None]:
     """
     best: NonFinite | None = None
     for probe in run.probes:
-        block = block_for(run.n_records(probe), FIND_POINTS)
+        records = run.n_records(probe)
+        if not records:  # declared, nothing committed yet (a live run)
+            continue
+        block = block_for(records, FIND_POINTS)
         for name, quantity in run.quantities(probe).items():
             if quantity.axes != ("layer",):
                 continue

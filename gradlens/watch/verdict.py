@@ -17,11 +17,12 @@ import time
 
 import numpy as np
 
-from gradlens.doctor import SEVERITIES, diagnose, finding_from_event
+from gradlens.doctor import SEVERITIES, finding_from_event
 from gradlens.doctor.finding import EVENT_KIND
 from gradlens.doctor.output import run_json
 from gradlens.loader import Run, load
 from gradlens.report.common import last_step
+from gradlens.report.diagnosis import diagnose_run
 
 LEVELS = ("severe", "warning", "running", "unknown", "healthy")  # worst first ("unknown": no diagnosis yet)
 
@@ -41,8 +42,9 @@ def live_findings(run: Run) -> list[dict]:
 
 def doctor_json(run: Run) -> dict:
     """The post-hoc doctor on ``run`` as JSON: ``gradlens doctor --json``'s object for one run (``verdict``,
-    ``findings``, ``not_checked``, ...) plus ``step``, the last recorded step it diagnosed."""
-    result = run_json(run, diagnose(run))
+    ``findings``, ``not_checked``, ...) plus ``step``, the last recorded step it diagnosed. Read as the report
+    reads it (:func:`gradlens.report.diagnosis.diagnose_run`: a long run from its summary blocks)."""
+    result = run_json(run, diagnose_run(run).findings)
     result["step"] = last_step(run)
     return clean(result)
 

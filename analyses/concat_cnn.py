@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import load_data, probe_batch, train_config, train_recorded
+from analyses.common import load_data, probe_batch, run_device, train_config, train_recorded
 from analyses.van_common import flow_probes
 from gradlens.models import create_model
 
@@ -82,6 +82,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     channels, size, _ = data.input_shape
     torch.manual_seed(params["seed"])
     model = create_model(params["model"], in_channels=channels, image_size=size, num_classes=data.num_classes)
+    model.to(run_device(params))
     config = train_config(params, log_every=0)
     steps_per_epoch = -(-data.n_train // config.batch_size)
     train_recorded(

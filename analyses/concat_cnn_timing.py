@@ -6,6 +6,8 @@ round to round, so that drifts in machine load hit all of them alike. One warm-u
 timed. The result stores seconds per step ``[round, variant]``, the parameter counts, the multiply-accumulates
 of one forward pass per image (convolutions and the linear head, counted from the layers' output shapes) and
 the number of torch threads. Computed with random weights: the cost of a step does not depend on the weights.
+On a GPU (``params["device"]``) each timed stretch ends by waiting for the device, so it times the work, not its
+launch; the configuration stores the device and ``device_name``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analyses.common import load_data
+from analyses.common import load_data, run_device
 from gradlens.models import create_model
 from gradlens.results import save_result
+from gradlens.train import device_name
 
 VARIANTS = ("skip", "reinforced", "vanilla")
 
@@ -81,10 +84,14 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     channels, size, _ = data.input_shape
     torch.manual_seed(params["seed"])
     variants = list(params["variants"])
+    device = run_device(params)
     models = {
         v: create_model(f"concat_cnn_{v}", in_channels=channels, image_size=size, num_classes=data.num_classes)
         for v in variants
     }
+    for model in models.values():
+        model.to(device)
+    wait = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     optimizers = {v: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for v, m in models.items()}
     batch = params["batch_size"]
     x, y = data.x_train[:batch], data.y_train[:batch]
@@ -100,9 +107,11 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     for r in range(params["rounds"]):
         for k in range(len(variants)):
             index = (k + r) % len(variants)
+            wait()
             start = time.perf_counter()
             for _ in range(params["steps"]):
                 step(variants[index])
+            wait()
             seconds[r, index] = (time.perf_counter() - start) / params["steps"]
     arrays = {
         "variants": np.array(variants),
@@ -111,4 +120,5 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         "forward_macs": np.array([forward_macs(models[v], x) for v in variants]),
         "threads": np.array(torch.get_num_threads()),
     }
-    save_result(path, {"config": {**params, "data_source": data.source}}, arrays, overwrite=True)
+    config = {**params, "data_source": data.source, "device_name": device_name(device)}
+    save_result(path, {"config": config}, arrays, overwrite=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import load_data, probe_batch, train_config, train_recorded
+from analyses.common import load_data, probe_batch, run_device, train_config, train_recorded
 from analyses.van_common import flow_probes
 from gradlens.data import Dataset
 from gradlens.models.concat_mlp import DATASETS, ConcatMLP
@@ -147,7 +147,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     """Train one MLP variant."""
     data = validation_split(load_data(params, data_dir), params["n_val"])
     torch.manual_seed(params["seed"])
-    model = build(params, data)
+    model = build(params, data).to(run_device(params))
     config = train_config(params, epochs=params["total_epochs"], weight_decay=params["weight_decay"], log_every=0)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = -(-data.n_train // config.batch_size)

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analyses.common import load_data, train_config, train_recorded
+from analyses.common import load_data, run_device, train_config, train_recorded
 from analyses.simplified_training import initial_metrics
 from gradlens.models import create_model
 from gradlens.models.transforms import decay_penalty, equivalent_plain
@@ -112,7 +112,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     options = {"in_channels": data.input_shape[0], "image_size": data.input_shape[-1],
                "num_classes": data.num_classes}
     torch.manual_seed(params["seed"])
-    model = create_model(f"simplified_resnet_{params['depth']}", **options).to(torch.float64)
+    model = create_model(f"simplified_resnet_{params['depth']}", **options).to(run_device(params), torch.float64)
     if params["kind"] == "plain":
         model = equivalent_plain(model)
     config = train_config(params, milestones=tuple(params["milestones"]), dtype=params["dtype"])

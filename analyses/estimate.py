@@ -10,13 +10,25 @@ be read here, and one marked ``optional_data`` whose data is absent (it leaves a
 :mod:`analyses.optional_data`). A run that needs data absent here is still estimated at the nominal size: the
 plan may be made on a machine other than the ones that run (a cluster's nodes with the data at the same path).
 
-Seconds per step: the run's model (``create_model(params["model"], ...)``) is built with the data's shape and
-one SGD step (forward, cross-entropy, backward, update) is timed on random inputs at each batch size of
-:data:`TIMED_BATCHES` (the faster of two steps) after a warm-up step; the line ``t(b) = t₀ + b·t₁`` through
-them gives the run's batch ``b``. Measured on this machine's CPU with its current torch threads (the analyses
-train on the CPU). Probes, evaluation and data loading are not in it, so the estimate is a lower bound of the
-training cost. Timings are cached in ``<root>/timings.json`` per machine kind (CPU model, torch threads),
-model, input shape and dtype: a second ``--plan`` measures nothing.
+Seconds per step, per device kind:
+
+- **CPU, measured**: the run's model (``create_model(params["model"], ...)``) is built with the data's shape and
+  one SGD step (forward, cross-entropy, backward, update) is timed on random inputs at each batch size of
+  :data:`TIMED_BATCHES` (the faster of two steps) after a warm-up step; the line ``t(b) = t₀ + b·t₁`` through
+  them gives the run's batch ``b``. Timed with the torch threads each run will have (``threads``: a worker of
+  ``--jobs N`` gets ``cpu_count // N``), on this machine's CPU.
+- **CUDA, measured** when this machine has a GPU: the same, on it, waiting for the GPU after each step.
+- **CUDA, modelled** otherwise (an estimate until measured, and labelled so): ``t(b) = n·τ + F(b)/R`` with ``n``
+  the kernels of one step (the aten operations that are not views, counted on the CPU in one SGD step with
+  ``foreach`` updates, as CUDA runs them), τ = :data:`GPU_SECONDS_PER_KERNEL` (eager PyTorch's host cost of
+  one kernel: dispatch and launch, 5–20 µs), ``F(b)`` the step's forward and backward FLOPs
+  (``torch.utils.flop_counter``, linear in ``b``) and R = :data:`GPU_FLOPS` (a quarter of an H100's 67 TFLOP/s
+  float32 peak, for small non-tensor-core convolutions and matmuls). The documents' nets at the quick and medium
+  sizes are bound by ``n·τ``: a GPU helps their steps little, the paper sizes (CIFAR, batch 128) much more.
+
+Probes, evaluation and data loading are not in any of them, so the estimates are lower bounds of the training
+cost. Timings are cached in ``<root>/timings.json`` per device kind (CPU model and torch threads, or GPU name),
+model, input shape and dtype, the kernel and FLOP counts under ``"counts"``: a second ``--plan`` measures nothing.
 Computed results (Monte Carlo, schematics...) have no steps and are listed without an estimate.
 """
 
@@ -26,15 +38,16 @@ import inspect
 import json
 import math
 import os
-import platform
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from analyses.optional_data import unavailable
+from gradlens.train import cpu_model
 
 # images of the training set, input shape, classes (the documents' datasets)
 NOMINAL = {
@@ -46,15 +59,24 @@ NOMINAL = {
     "digits": (1437, (1, 8, 8), 10),
 }
 TIMED_BATCHES = (4, 16)
+GPU_SECONDS_PER_KERNEL = 10e-6
+"""τ of the modelled CUDA step: eager PyTorch's host cost per kernel (dispatch and launch), a stated assumption."""
+GPU_FLOPS = 15e12
+"""R of the modelled CUDA step: float32 FLOP/s reached by the documents' small layers (a quarter of an H100's
+67 TFLOP/s non-tensor-core peak), a stated assumption."""
+MODELLED = (f"modelled: kernels × {GPU_SECONDS_PER_KERNEL * 1e6:g} µs + FLOPs / {GPU_FLOPS / 1e12:g} TFLOP/s, "
+            "not measured")
 
 
 @dataclass
 class Cost:
-    """Estimated cost of one run: ``steps`` (None: not a training run) × ``seconds_per_step``."""
+    """Estimated cost of one run: ``steps`` (None: not a training run) × seconds per step on the CPU
+    (``seconds_per_step``) and on a CUDA GPU (``cuda_seconds_per_step``, measured or modelled)."""
 
     steps: int | None
     seconds_per_step: float | None
     basis: str  # how n was found: "data" (the files), "params" (n_train), "nominal"
+    cuda_seconds_per_step: float | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -62,30 +84,60 @@ class Cost:
             return None
         return self.steps * self.seconds_per_step
 
+    @property
+    def cuda_seconds(self) -> float | None:
+        if self.steps is None or self.cuda_seconds_per_step is None:
+            return None
+        return self.steps * self.cuda_seconds_per_step
 
-def device_kind() -> str:
-    """This machine's kind of device, as the timings are keyed: CPU model and torch threads."""
-    name = platform.processor() or platform.machine()
+
+def device_kind(threads: int | None = None) -> str:
+    """The kind of this machine's CPU, as the timings are keyed: its model and ``threads`` torch threads (default:
+    this process's)."""
+    return f"cpu {cpu_model()} ({threads or torch.get_num_threads()} threads)"
+
+
+def cuda_kind() -> str | None:
+    """``"cuda <GPU name>"`` of this machine's current GPU, None without one."""
+    if not torch.cuda.is_available():
+        return None
+    return f"cuda {torch.cuda.get_device_name(torch.cuda.current_device())}"
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Torch's intra-op threads set to ``threads`` (None: unchanged) inside the block."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu {name} ({torch.get_num_threads()} threads)"
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Estimator:
-    """Estimates runs' costs, caching the data sizes it read and the timings it measured."""
+    """Estimates runs' costs on the CPU and on CUDA, caching the data sizes it read and the timings and counts
+    it measured.
 
-    def __init__(self, root: str | os.PathLike | None, data_dir: str | None = None, measure: bool = True):
+    Args:
+        root: folder of the timing cache ``timings.json`` (None: no cache).
+        data_dir: the data folders (image counts and shapes).
+        measure: time and count models not in the cache (False: those get no estimate).
+        threads: torch threads of each run (the CPU is timed with them); default this process's.
+    """
+
+    def __init__(self, root: str | os.PathLike | None, data_dir: str | None = None, measure: bool = True,
+                 threads: int | None = None):
         self.cache_path = Path(root) / "timings.json" if root is not None else None
-        self.data_dir, self.measure = data_dir, measure
-        self.kind = device_kind()
-        self.timings: dict[str, list[float]] = {}  # key -> [t₀, t₁] of t(b) = t₀ + b·t₁
-        if self.cache_path is not None and self.cache_path.exists():
-            self.timings = json.loads(self.cache_path.read_text()).get(self.kind, {})
+        self.data_dir, self.measure, self.threads = data_dir, measure, threads
+        self.kind = device_kind(threads)
+        self.cuda_kind = cuda_kind()
+        cached = self.cache_path is not None and self.cache_path.exists()
+        cache = json.loads(self.cache_path.read_text()) if cached else {}
+        self.timings: dict[str, list[float]] = cache.get(self.kind, {})  # key -> [t₀, t₁] of t(b) = t₀ + b·t₁
+        self.cuda_timings: dict[str, list[float]] = cache.get(self.cuda_kind, {}) if self.cuda_kind else {}
+        self.counts: dict[str, list[float]] = cache.get("counts", {})  # key -> [kernels, FLOPs per sample]
         self._data: dict[str, tuple[int, tuple[int, ...], int, str]] = {}
         self._unusable: dict[str, tuple[bool, str]] = {}  # dataset -> (absent, why) when it cannot be used here
 
@@ -138,11 +190,16 @@ class Estimator:
         steps, basis = self.steps(params)
         if steps is None:
             return Cost(None, None, basis)
-        return Cost(steps, self.seconds_per_step(params), basis)
+        return Cost(steps, self.seconds_per_step(params), basis, self.cuda_seconds_per_step(params))
 
-    def seconds_per_step(self, params: dict) -> float | None:
-        """Measured (or cached) seconds of one SGD step of the run's model at its batch size."""
-        model_name, batch = params.get("model"), params["batch_size"]
+    @property
+    def cuda_basis(self) -> str:
+        """How the CUDA estimates are made: ``measured on <GPU>`` or the stated model (:data:`MODELLED`)."""
+        return f"measured on {self.cuda_kind[5:]}" if self.cuda_kind else MODELLED
+
+    def _model_key(self, params: dict) -> tuple[str, tuple[int, ...], int, str] | None:
+        """(cache key, input shape, classes, dtype) of the run's model; None for a run without one."""
+        model_name = params.get("model")
         if not model_name:
             return None
         if params.get("dataset") == "brackets":
@@ -150,34 +207,66 @@ class Estimator:
         else:
             _, shape, classes, _ = self.data(params)
         dtype = params.get("dtype", "float32")
-        key = f"{model_name}|{'x'.join(map(str, shape))}|{dtype}"
-        if key not in self.timings:
+        return f"{model_name}|{'x'.join(map(str, shape))}|{dtype}", shape, classes, dtype
+
+    def _measured(self, table: dict[str, list[float]], params: dict, measure) -> list[float] | None:
+        """``table[key]`` of the run's model, measured by ``measure(name, params, shape, classes, dtype)`` when
+        missing (and kept in the cache at once: an interrupted first plan loses none)."""
+        found = self._model_key(params)
+        if found is None:
+            return None
+        key, shape, classes, dtype = found
+        if key not in table:
             if not self.measure:
                 return None
             try:
-                self.timings[key] = _time_model(model_name, params, shape, classes, dtype)
+                table[key] = measure(params["model"], params, shape, classes, dtype)
             except Exception:  # noqa: BLE001 - a model the generic builder cannot make: no estimate
                 return None
-            self.save()  # each measurement kept at once: an interrupted first plan loses none
-        fixed, per_sample = self.timings[key]
-        return max(fixed + per_sample * batch, per_sample * batch, 0.0)
+            self.save()
+        return table[key]
+
+    def seconds_per_step(self, params: dict) -> float | None:
+        """Measured (or cached) seconds of one SGD step of the run's model at its batch size, on this CPU."""
+        with torch_threads(self.threads):
+            line = self._measured(self.timings, params, _time_model)
+        return None if line is None else _on_line(line, params["batch_size"])
+
+    def cuda_seconds_per_step(self, params: dict) -> float | None:
+        """Seconds of one SGD step on a CUDA GPU: measured on this machine's GPU, else modelled (:data:`MODELLED`)."""
+        if self.cuda_kind:
+            line = self._measured(self.cuda_timings, params, _time_model_cuda)
+            return None if line is None else _on_line(line, params["batch_size"])
+        counts = self._measured(self.counts, params, _count_model)
+        if counts is None:
+            return None
+        kernels, flops_per_sample = counts
+        return kernels * GPU_SECONDS_PER_KERNEL + params["batch_size"] * flops_per_sample / GPU_FLOPS
 
     def save(self) -> None:
-        """Write the timings measured so far into the cache file."""
-        if self.cache_path is None or not self.timings:
+        """Write the timings and counts measured so far into the cache file."""
+        if self.cache_path is None or not (self.timings or self.cuda_timings or self.counts):
             return
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
-        cache[self.kind] = self.timings
+        for kind, table in ((self.kind, self.timings), (self.cuda_kind, self.cuda_timings), ("counts", self.counts)):
+            if kind and table:
+                cache[kind] = table
         self.cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+
+
+def _on_line(line: list[float], batch: int) -> float:
+    """``t(b) = t₀ + b·t₁``, never below ``b·t₁`` or 0."""
+    fixed, per_sample = line
+    return max(fixed + per_sample * batch, per_sample * batch, 0.0)
 
 
 # keywords a model builder may take, from the run's parameters or the data
 OPTIONAL = ("width", "growth", "init", "sc_weight", "sc_rears", "sc_gap", "seq_len", "d_model", "heads", "d_ff")
 
 
-def _time_model(name: str, params: dict, shape: tuple[int, ...], classes: int, dtype: str) -> list[float]:
-    """``[t₀, t₁]``: seconds of one SGD step of the model at batch ``b`` ≈ ``t₀ + b·t₁``."""
+def _build(name: str, params: dict, shape: tuple[int, ...], classes: int, dtype: str) -> torch.nn.Module:
+    """The run's model, built from its name with the keywords its builder takes (the global RNG untouched)."""
     from gradlens.models.registry import families
 
     family = next(f for f in families() if f.match(name) is not None)
@@ -191,35 +280,88 @@ def _time_model(name: str, params: dict, shape: tuple[int, ...], classes: int, d
     else:
         kwargs = {k: v for k, v in offered.items() if k in accepted}
     torch_dtype = torch.float64 if dtype == "float64" else torch.float32
-    generator = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):  # building the model must not move the caller's global RNG
         for _ in range(len(offered) + 1):
             try:
-                model = family.builder(**family.match(name), **kwargs).to(torch_dtype)
-                break
+                return family.builder(**family.match(name), **kwargs).to(torch_dtype)
             except TypeError as error:
                 unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(error))
                 if unexpected is None or unexpected.group(1) not in kwargs:
                     raise
                 del kwargs[unexpected.group(1)]
+    raise TypeError(f"cannot build {name} from {sorted(offered)}")
+
+
+def _batch(params: dict, shape: tuple[int, ...], classes: int, dtype: str, batch: int, generator, device):
+    """Random inputs and labels of one batch (brackets: token ids), on ``device``."""
+    if params.get("dataset") == "brackets":
+        x = torch.randint(0, 2, (batch, *shape), generator=generator)
+    else:
+        torch_dtype = torch.float64 if dtype == "float64" else torch.float32
+        x = torch.rand((batch, *shape), generator=generator, dtype=torch_dtype)
+    y = torch.randint(0, classes, (batch,), generator=generator)
+    return x.to(device), y.to(device)
+
+
+def _time_model(name: str, params: dict, shape: tuple[int, ...], classes: int, dtype: str,
+                device: str = "cpu") -> list[float]:
+    """``[t₀, t₁]``: seconds of one SGD step of the model at batch ``b`` ≈ ``t₀ + b·t₁`` on ``device``."""
+    model = _build(name, params, shape, classes, dtype).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    wait = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
     def step(batch: int) -> float:
-        if params.get("dataset") == "brackets":
-            x = torch.randint(0, 2, (batch, *shape), generator=generator)
-        else:
-            x = torch.rand((batch, *shape), generator=generator, dtype=torch_dtype)
-        y = torch.randint(0, classes, (batch,), generator=generator)
+        x, y = _batch(params, shape, classes, dtype, batch, generator, device)
+        wait()
         start = time.perf_counter()
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
+        wait()
         return time.perf_counter() - start
 
     step(TIMED_BATCHES[0])  # warm-up
     (b0, b1), (s0, s1) = TIMED_BATCHES, (min(step(b), step(b)) for b in TIMED_BATCHES)  # min: less noise
     per_sample = max((s1 - s0) / (b1 - b0), 0.0)  # noise can make the larger batch look faster: no slope then
     return [s0 - per_sample * b0, per_sample]  # t(b) >= t(b0) for every b >= b0
+
+
+def _time_model_cuda(name: str, params: dict, shape: tuple[int, ...], classes: int, dtype: str) -> list[float]:
+    """:func:`_time_model` on this machine's current GPU."""
+    return _time_model(name, params, shape, classes, dtype, device="cuda")
+
+
+def _count_model(name: str, params: dict, shape: tuple[int, ...], classes: int, dtype: str) -> list[float]:
+    """``[n, F₁]``: kernels of one SGD step (aten operations other than views, ``foreach`` update as on CUDA) and
+    its forward + backward FLOPs per sample, counted on the CPU at batch :data:`TIMED_BATCHES` [1]."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class Kernels(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view and func not in (torch.ops.aten.detach.default, torch.ops.aten.empty.memory_format):
+                self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    model = _build(name, params, shape, classes, dtype)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=True)
+    batch = TIMED_BATCHES[1]
+    x, y = _batch(params, shape, classes, dtype, batch, torch.Generator().manual_seed(0), "cpu")
+
+    def step() -> None:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    step()  # the first step makes the momentum buffers: count a later one
+    with FlopCounterMode(display=False) as flops, Kernels() as kernels:
+        step()
+    return [kernels.count, flops.get_total_flops() / batch]
 
 
 def format_seconds(seconds: float | None) -> str:

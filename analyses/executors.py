@@ -14,6 +14,12 @@ run to do) the local executor runs in this process, where a dying run ends the c
 ``LocalExecutor`` is today's runner: ``jobs=1`` runs in this process, ``jobs > 1`` in a spawn process pool
 with ``cpu_count // jobs`` torch threads per worker. ``RayExecutor`` submits each run as one Ray task; Ray is
 imported only when it starts.
+
+Devices: each executor holds the ``device`` its runs train on (``auto``, ``cpu``, ``cuda``, ``cuda:K``;
+:func:`analyses.run_spec.execute_run` resolves it where the run happens). Local workers share the one GPU named
+(``auto``/``cuda``: the current one). A Ray task asks for a GPU only when its run will use one: the run's
+analysis computes on a device (:func:`analyses.run_spec.uses_device`) and ``device`` is ``cuda``, or ``auto``
+on a cluster with GPUs; it then trains on the GPU Ray gives it, every other task on its CPUs.
 """
 
 from __future__ import annotations
@@ -28,28 +34,34 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from analyses.run_spec import RunSpec, analysis_module, error_text, execute_run, files_of, status
+from analyses.run_spec import RunSpec, analysis_module, error_text, execute_run, files_of, status, uses_device
 
 Finished = Callable[[RunSpec, "str | None"], None]
 EXECUTORS = ("local", "ray")
 
 
-class LocalExecutor:
-    """Runs on this machine: in this process (``jobs=1``) or in ``jobs`` spawned worker processes."""
+def _checked_device(device: str) -> str:
+    from gradlens.train import check_device_name
 
-    def __init__(self, jobs: int = 1, max_retries: int = 2):
+    return check_device_name(device)
+
+
+class LocalExecutor:
+    """Runs on this machine: in this process (``jobs=1``) or in ``jobs`` spawned worker processes, on ``device``."""
+
+    def __init__(self, jobs: int = 1, max_retries: int = 2, device: str = "auto"):
         if jobs < 1:
             raise ValueError(f"jobs={jobs} is invalid; pass 1 or more worker processes")
         if max_retries < 0:
             raise ValueError(f"max_retries={max_retries} is invalid; pass 0 or more")
-        self.jobs, self.max_retries = jobs, max_retries
+        self.jobs, self.max_retries, self.device = jobs, max_retries, _checked_device(device)
 
     def run(self, todo: Sequence[RunSpec], root: str, data_dir: str | None, finished: Finished) -> None:
         jobs = max(1, min(self.jobs, len(todo)))
         if jobs == 1:
             for spec in todo:
                 try:
-                    execute_run(spec, root, data_dir, None)  # in this process: its thread setting stays
+                    execute_run(spec, root, data_dir, None, self.device)  # in this process: its threads stay
                 except Exception as error:  # noqa: BLE001 - recorded as the run's failure, the others go on
                     finished(spec, error_text(error))
                 else:
@@ -64,7 +76,8 @@ class LocalExecutor:
         while rounds:
             batch = rounds.pop(0)
             with ProcessPoolExecutor(max_workers=min(jobs, len(batch)), mp_context=context) as pool:
-                futures = {pool.submit(execute_run, spec, root, data_dir, threads): spec for spec in batch}
+                futures = {pool.submit(execute_run, spec, root, data_dir, threads, self.device): spec
+                           for spec in batch}
                 for future in as_completed(futures):
                     spec = futures[future]
                     attempts[spec] += 1
@@ -81,7 +94,8 @@ class LocalExecutor:
                         finished(spec, None)
 
     def describe(self) -> str:
-        return "this process" if self.jobs == 1 else f"{self.jobs} local worker processes"
+        where = "this process" if self.jobs == 1 else f"{self.jobs} local worker processes"
+        return f"{where}, device {self.device}"
 
 
 # --- Ray -------------------------------------------------------------------------------------------------------
@@ -122,9 +136,10 @@ def parse_resources(entries: Sequence[str]) -> dict[str, dict[str, float]]:
 
 def _ray_task(
     analysis: str, params: dict, root: str, data_dir: str | None, threads: int, shared: bool,
-    token: str, seed_files: Mapping[str, bytes],
+    token: str, seed_files: Mapping[str, bytes], device: str = "cpu",
 ) -> dict[str, bytes] | str:
-    """One run on a Ray worker (module level so Ray pickles it by reference).
+    """One run on a Ray worker (module level so Ray pickles it by reference), on ``device`` (``cuda``: the GPU
+    Ray gave the task, the only one it sees).
 
     Shared output folder: the run writes into ``root`` itself and returns its path. Otherwise it works in a
     scratch folder of this node (``<tmp>/gradlens-ray/<token>``, so a retry on the same node resumes from its
@@ -133,14 +148,14 @@ def _ray_task(
     """
     spec = RunSpec(analysis, params)
     if shared:
-        return execute_run(spec, root, data_dir, threads)
+        return execute_run(spec, root, data_dir, threads, device)
     scratch = Path(tempfile.gettempdir()) / "gradlens-ray" / token
     folder = spec.path(scratch).parent
     folder.mkdir(parents=True, exist_ok=True)
     if not files_of(spec, scratch):  # first attempt on this node: start from the driver's files
         for name, data in seed_files.items():
             (folder / name).write_bytes(data)
-    execute_run(spec, str(scratch), data_dir, threads)
+    execute_run(spec, str(scratch), data_dir, threads, device)
     files = {path.name: path.read_bytes() for path in files_of(spec, scratch)}
     for path in files_of(spec, scratch):
         path.unlink()
@@ -152,7 +167,7 @@ def _sees(path: str) -> bool:
 
 
 class RayExecutor:
-    """Each run one Ray task: one GPU per run on a cluster with GPUs, one CPU otherwise.
+    """Each run one Ray task: one GPU for a run that will use one (see the module docstring), one CPU otherwise.
 
     Args:
         address: the cluster (``ray://host:10001``, ``host:6379`` or ``auto``); None starts a Ray instance on
@@ -165,6 +180,8 @@ class RayExecutor:
             ``memory``); an analysis module's own ``RESOURCES`` dict comes between the default and these.
         runtime_env: merged into the one the executor builds (``py_modules``: the repository's ``analyses``
             and ``gradlens`` packages, so workers need no checkout; ``env_vars``: ``GRADLENS_DATA``).
+        device: ``auto`` (a GPU per run on a cluster with GPUs), ``cpu`` or ``cuda`` (a GPU per run; the
+            cluster must have GPUs). Ray picks each task's GPU, so ``cuda:K`` is refused.
     """
 
     def __init__(
@@ -175,9 +192,14 @@ class RayExecutor:
         max_retries: int = 2,
         resources: Mapping[str, Mapping[str, float]] | None = None,
         runtime_env: Mapping[str, object] | None = None,
+        device: str = "auto",
     ):
         if max_retries < 0:
             raise ValueError(f"max_retries={max_retries} is invalid; pass 0 or more")
+        if _checked_device(device).startswith("cuda:"):
+            raise ValueError(f"--device {device} picks a GPU, but Ray gives each task its own; use --device cuda "
+                             "(or auto) with --executor ray")
+        self.device = device
         self.address, self.shared, self.max_retries = address, shared, max_retries
         self.resources = {k: dict(v) for k, v in (resources or {}).items()}
         self.runtime_env = dict(runtime_env or {})
@@ -213,13 +235,30 @@ class RayExecutor:
         env["env_vars"] = {**env_vars, **env.get("env_vars", {})}
         return env
 
-    def resources_for(self, analysis: str) -> dict[str, float]:
-        """The Ray resources of one run of ``analysis`` (see the class docstring)."""
+    def wants_gpu(self, analysis: str) -> bool:
+        """Whether a run of ``analysis`` will train on a GPU: it computes on a device, and ``device`` is ``cuda``,
+        or ``auto`` on a cluster with GPUs (asked once). ``cuda`` on a cluster without GPUs is an error (Ray
+        would wait for a GPU forever)."""
+        if self.device == "cpu" or not uses_device(analysis):
+            return False
         if self._gpus is None:
             self._gpus = self.start().cluster_resources().get("GPU", 0) > 0
-        default = {"num_gpus": 1.0} if self._gpus else {"num_cpus": 1.0}
+        if self.device == "cuda" and not self._gpus:
+            raise ValueError("--device cuda, but the Ray cluster has no GPU; start its nodes with --num-gpus N, or "
+                             "use --device auto or cpu")
+        return self._gpus
+
+    def resources_for(self, analysis: str) -> dict[str, float]:
+        """The Ray resources of one run of ``analysis``: one GPU when it will use one (:meth:`wants_gpu`), else one
+        CPU; the module's ``RESOURCES`` and ``--resources`` on top."""
+        default = {"num_gpus": 1.0} if self.wants_gpu(analysis) else {"num_cpus": 1.0}
         module_resources = getattr(analysis_module(analysis), "RESOURCES", {}) if "." not in analysis else {}
         return {**default, **module_resources, **self.resources.get("*", {}), **self.resources.get(analysis, {})}
+
+    def device_for(self, resources: Mapping[str, float]) -> str:
+        """The device a task with ``resources`` trains on: ``cuda`` (the GPU Ray gives it) when it holds a GPU,
+        else ``cpu`` (also under ``auto``: a task without a GPU must not take one of the node's)."""
+        return "cuda" if resources.get("num_gpus", 0) > 0 else "cpu"
 
     def is_shared(self, root: str) -> bool:
         """Whether every alive node sees ``root`` (a probe file written here, looked for by one task per node)."""
@@ -255,7 +294,7 @@ class RayExecutor:
             threads = max(1, int(resources.get("num_cpus", 1)))
             seed = {} if shared else {p.name: p.read_bytes() for p in files_of(spec, root)}
             ref = task.options(max_retries=self.max_retries, retry_exceptions=False, **resources).remote(
-                spec.analysis, spec.params, root, data_dir, threads, shared, token, seed
+                spec.analysis, spec.params, root, data_dir, threads, shared, token, seed, self.device_for(resources)
             )
             refs[ref] = spec
         waiting = list(refs)
@@ -286,7 +325,7 @@ class RayExecutor:
 
     def describe(self) -> str:
         where = self.address or "a Ray instance on this machine"
-        return f"Ray tasks on {where}"
+        return f"Ray tasks on {where}, device {self.device}"
 
 
 def make_executor(
@@ -297,13 +336,15 @@ def make_executor(
     shared: bool | None = None,
     max_retries: int = 2,
     resources: Sequence[str] = (),
+    device: str = "auto",
 ):
     """The executor named ``kind`` (``local`` or ``ray``) from command-line options."""
     if kind == "local":
         if address is not None:
             raise ValueError("--address needs --executor ray")
-        return LocalExecutor(jobs, max_retries)
+        return LocalExecutor(jobs, max_retries, device)
     if kind == "ray":
         import_ray()
-        return RayExecutor(address, shared=shared, max_retries=max_retries, resources=parse_resources(resources))
+        return RayExecutor(address, shared=shared, max_retries=max_retries, resources=parse_resources(resources),
+                           device=device)
     raise ValueError(f"executor {kind!r} is unknown; use one of {', '.join(EXECUTORS)}")

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analyses.common import load_data, probe_batch, train_config, train_recorded
+from analyses.common import load_data, probe_batch, run_device, train_config, train_recorded
 from gradlens.loader import load
 from gradlens.models import create_model
 from gradlens.probes import DominantFlow, GradStats, InterlayerCushion
@@ -130,6 +130,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     torch.manual_seed(params["seed"])
     channels, size = data.input_shape[0], data.input_shape[-1]
     model = create_model(params["model"], in_channels=channels, image_size=size, num_classes=data.num_classes)
+    model.to(run_device(params))
     batch = probe_batch(data, params["probe_size"])
     config = train_config(params, weight_decay=params["weight_decay"], milestones=tuple(params["milestones"]))
     steps = config.epochs * -(-data.n_train // config.batch_size)

@@ -11,6 +11,8 @@ import numpy as np
 from gradlens.metrics import phi, phi_approx, phi_approx_best_c, phi_integral
 from gradlens.results import save_result
 
+USES_DEVICE = False  # closed forms and a quadrature on the CPU: never asks for a GPU (analyses.run_spec.uses_device)
+
 
 @dataclass(frozen=True)
 class Config:

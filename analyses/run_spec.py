@@ -4,6 +4,11 @@ A :class:`RunSpec` names an analysis and its parameters; its key (a hash of both
 ``<root>/<analysis>/<key>.h5``. :func:`execute_run` does (or resumes) one run there: it is what every executor
 (:mod:`analyses.executors`) runs, and it lives below the runner (:mod:`analyses.runner`, which plans sweeps and
 hands them to an executor) so that neither imports the other back.
+
+The device (``--device``) is not a parameter of the spec: a finished run is reused whichever device trained it
+(its file says which: ``device`` in its configuration, ``device_name``). :func:`execute_run` resolves it in the
+process that runs (``auto``: that process's GPU when it has one) and hands it to the analysis as
+``params["device"]``, for the runs of analyses that compute on a device (:func:`uses_device`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ class RunSpec:
         return Path(root) / self.analysis / f"{self.key}.h5"
 
 
+def uses_device(analysis: str) -> bool:
+    """Whether the runs of ``analysis`` compute on the device (they train or time nets). A module whose runs
+    compute on the CPU whatever the device (Monte Carlo, closed forms, schematics) says ``USES_DEVICE = False``."""
+    return bool(getattr(analysis_module(analysis), "USES_DEVICE", True))
+
+
 # modules of this folder that are not analyses
 HELPERS = ("__init__", "runner", "run_spec", "executors", "estimate", "common", "van_common", "optional_data")
 
@@ -78,12 +89,18 @@ def status(path: Path) -> str:
     return "unreadable"
 
 
-def execute_run(spec: RunSpec, root: str, data_dir: str | None, threads: int | None) -> str:
-    """Do (or resume) one run into ``spec.path(root)``; what every executor's worker calls.
+def execute_run(spec: RunSpec, root: str, data_dir: str | None, threads: int | None, device: str = "auto") -> str:
+    """Do (or resume) one run into ``spec.path(root)`` on ``device`` (auto, cpu, cuda, cuda:K); what every
+    executor's worker calls.
 
     Whether to resume is read from the file at the time the run starts, so a retried run resumes from the
-    checkpoint its killed attempt left (``force`` deleted the files before the first attempt).
+    checkpoint its killed attempt left (``force`` deleted the files before the first attempt). The device is
+    resolved here, in the process that runs, and given to the analysis as ``params["device"]`` (``cuda:0``,
+    ``cpu``) when it computes on a device (:func:`uses_device`); the spec and its key stay as they are.
     """
+    from gradlens.train import check_device_name, resolve_device
+
+    check_device_name(device)
     if threads is not None:  # a worker process: share the cores with the other workers
         import torch
 
@@ -91,7 +108,8 @@ def execute_run(spec: RunSpec, root: str, data_dir: str | None, threads: int | N
     path = spec.path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     resume = status(path) not in ("missing", "unreadable")
-    analysis_module(spec.analysis).execute(spec.params, path, data_dir=data_dir, resume=resume, progress=False)
+    params = {**spec.params, "device": str(resolve_device(device))} if uses_device(spec.analysis) else spec.params
+    analysis_module(spec.analysis).execute(params, path, data_dir=data_dir, resume=resume, progress=False)
     return str(path)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import train_config, train_recorded
+from analyses.common import run_device, train_config, train_recorded
 from gradlens.data import Dataset
 from gradlens.models import create_model
 from gradlens.probes import GradStats
@@ -175,7 +175,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     if params["sc"]:
         options |= {"sc_gap": params["sc_gap"], "sc_weight": params["sc_weight"]}
     torch.manual_seed(params["seed"])
-    encoder = create_model(params["model"], **options)
+    encoder = create_model(params["model"], **options).to(run_device(params))
     circuits = [[sc.front, sc.rear] for sc in getattr(encoder, "short_circuits", None) or ()]
     config = train_config(params)
     train_recorded(

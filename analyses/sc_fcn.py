@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import load_data, train_config, train_recorded
+from analyses.common import load_data, run_device, train_config, train_recorded
 from gradlens.models import create_model
 from gradlens.probes import GradStats
 
@@ -84,7 +84,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     if params["sc"]:
         options["sc_weight"] = params["sc_weight"]
     torch.manual_seed(params["seed"])
-    model = create_model(params["model"], **options)
+    model = create_model(params["model"], **options).to(run_device(params))
     config = train_config(params)
     train_recorded(
         params,

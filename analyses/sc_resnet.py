@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import load_data, train_config, train_recorded
+from analyses.common import load_data, run_device, train_config, train_recorded
 from gradlens.models import create_model
 from gradlens.probes import GradStats
 
@@ -154,7 +154,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     if params["sc"]:
         options |= {"sc_weight": params["sc_weight"], "sc_rears": params["sc_rears"]}
     torch.manual_seed(params["seed"])
-    model = create_model(params["model"], **options)
+    model = create_model(params["model"], **options).to(run_device(params))
     config = train_config(params, weight_decay=params["weight_decay"], milestones=tuple(params["milestones"]))
     circuits = [[sc.front, sc.rear] for sc in getattr(model, "short_circuits", None) or ()]
     train_recorded(

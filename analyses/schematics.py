@@ -60,6 +60,8 @@ MODELS: dict[str, list[tuple[str, dict, dict]]] = {
     ],
 }
 
+USES_DEVICE = False  # model graphs, no computation on a device: never asks for a GPU (analyses.run_spec.uses_device)
+
 
 @dataclass(frozen=True)
 class Config:

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from analyses.common import load_data, probe_batch, train_config, train_recorded
+from analyses.common import load_data, probe_batch, run_device, train_config, train_recorded
 from gradlens.data import Dataset
 from gradlens.models import create_model
 from gradlens.models.simplified import SimplifiedNet
@@ -208,7 +208,7 @@ def plain_weights(model: SimplifiedNet) -> tuple[np.ndarray, np.ndarray]:
 
     Biases are excluded; weight tensors are concatenated in ``state_dict`` order.
     """
-    state = {k: v.detach().double() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", torch.float64) for k, v in model.state_dict().items()}
     if model.kind == "residual":
         state = transform(state, model.id_layer_names())
     id_layers = {f"{name}.weight" for name in model.id_layer_names()}
@@ -241,7 +241,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     options = {"in_channels": data.input_shape[0], "image_size": data.input_shape[-1],
                "num_classes": data.num_classes}
     torch.manual_seed(params["seed"])
-    model = create_model(params["model"], **options)
+    model = create_model(params["model"], **options).to(run_device(params))
     config = train_config(params, milestones=tuple(params["milestones"]))
     lam = params["weight_decay"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import load_data, train_config, train_recorded
+from analyses.common import load_data, run_device, train_config, train_recorded
 from gradlens.models import create_model
 from gradlens.probes import GradStats
 
@@ -87,7 +87,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
     if params["kind"] == "dense":
         options["growth"] = params["growth"]
     torch.manual_seed(params["seed"])
-    model = create_model(params["model"], **options)
+    model = create_model(params["model"], **options).to(run_device(params))
     config = train_config(params)
     train_recorded(
         params,

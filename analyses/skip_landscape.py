@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analyses.common import load_data, train_config, train_recorded
+from analyses.common import load_data, run_device, train_config, train_recorded
 from analyses.runner import status
 from gradlens.landscape import loss_landscape
 from gradlens.loader import load
@@ -106,7 +106,7 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         width=params["width"],
         init=params["init"],
         num_classes=data.num_classes,
-    )
+    ).to(run_device(params))
     train_path = path.with_name(path.stem + ".train.h5")
     checkpoint = train_path.with_suffix(".ckpt.pt")
     if status(train_path) == "finished" and checkpoint.exists():

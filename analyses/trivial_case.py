@@ -24,6 +24,8 @@ DEFAULTS = {"n": 20, "eps": 0.1, "L": 10, "l": 5, "p": 0.9, "sigma_a": 0.01, "si
 PANELS = {"a": "n", "b": "l", "c": "sigma_a", "d": "sigma_v", "e": "p", "f": "eps"}
 LOG_SCALE = ("sigma_a", "sigma_v", "eps")
 
+USES_DEVICE = False  # a Monte Carlo on the CPU: never asks for a GPU (analyses.run_spec.uses_device)
+
 
 @dataclass(frozen=True)
 class Config:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from analyses.common import train_config
+from analyses.common import run_device, train_config
 from analyses.optional_data import load_or_mark
 from analyses.van_common import train_variant
 from gradlens.models import create_model
@@ -97,5 +97,6 @@ def execute(params: dict, path: Path, *, data_dir: str | None, resume: bool, pro
         return
     torch.manual_seed(params["seed"])
     model = create_model(params["model"], input_shape=data.input_shape, num_classes=data.num_classes)
+    model.to(run_device(params))
     config = train_config(params, log_every=0)
     train_variant(params, path, model=model, data=data, config=config, resume=resume, progress=progress)

@@ -65,6 +65,23 @@ def final_scalar(run: Run, name: str) -> float:
     return float(scalar_values(run, name)[-1])
 
 
+def grad_profile(
+    run: Recorded, quantity: str, steps: tuple[int, int] | None = None, probe: str = "grad_stats"
+) -> tuple[list[str], np.ndarray]:
+    """Layer names and the per-layer mean of ``quantity`` over the records with steps in ``steps``
+    (inclusive; all records when None)."""
+    recorded, values, _, labels = run.array(probe, quantity)
+    if steps is not None:
+        keep = (recorded >= steps[0]) & (recorded <= steps[1])
+        values = values[keep]
+    return list(labels["layer"]), values.mean(axis=0)
+
+
+def values_of(runs: Sequence[Recorded], key: str) -> list:
+    """Sorted distinct values of config ``key`` over ``runs``."""
+    return sorted({config(r)[key] for r in runs})
+
+
 def missing_keys(recorded: Recorded, keys: Iterable[str]) -> list[str]:
     """The ``keys`` that ``recorded`` does not hold."""
     if isinstance(recorded, Result):

@@ -109,10 +109,12 @@ def make_figures(
     progress: bool = True,
     executor=None,
     failed: dict[str, str] | None = None,
+    device: str = "auto",
 ) -> dict[str, FigureOutput]:
     """Run what the selected items need, draw them, write the gallery; returns ID -> output.
 
-    ``executor`` (default: :class:`analyses.executors.LocalExecutor` with ``jobs``) does the runs. An item
+    ``executor`` (default: :class:`analyses.executors.LocalExecutor` with ``jobs`` on ``device``) does the runs
+    (an executor given carries its own device). An item
     whose runs failed (after their retries) is not drawn: the gallery and ``summary.md`` name the failed runs
     with their errors, every other item is still drawn, and ``failed`` (when given) receives item ID -> why.
     """
@@ -123,7 +125,7 @@ def make_figures(
         [spec for group in specs.values() for spec in group],
         out / "runs",
         data_dir=data_dir,
-        executor=executor or LocalExecutor(jobs),
+        executor=executor or LocalExecutor(jobs, device=device),
         force=force,
         progress=progress,
     )
@@ -155,19 +157,23 @@ def plan_lines(
     only: list[str] | None, scale: str, out: Path, *, data_dir: str | None = None, force: bool = False,
     measure: bool = True,
     progress: bool = False,
+    jobs: int = 1,
 ) -> list[str]:
-    """What ``--plan`` prints: per item the runs to do and to reuse and their estimated cost, then the total.
+    """What ``--plan`` prints: per item the runs to do and to reuse and their estimated cost on the CPU and on
+    a CUDA GPU, then the total.
 
     Nothing runs and nothing is written but the timing cache (``<out>/runs/timings.json``). A run to do is
     missing, or unfinished (it will resume: its estimate still counts every step). A run whose data is absent
     (``optional_data`` runs) or refused is not work: it is listed under its row as "not run" (it will leave a
-    not-run marker) or "fails" (it will stop with the data error), with the reason. See
-    :mod:`analyses.estimate` for what the estimate is based on.
+    not-run marker) or "fails" (it will stop with the data error), with the reason. The CPU is timed with the
+    torch threads each of ``jobs`` local workers gets. See :mod:`analyses.estimate` for what the estimates are
+    based on (the CUDA one is modelled, and says so, unless this machine has a GPU).
     """
     modules = select(only)
     specs = needed_runs(modules, scale)
     root = out / "runs"
-    estimator = Estimator(root, data_dir, measure=measure)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    estimator = Estimator(root, data_dir, measure=measure, threads=threads)
     state = {spec: "missing" if force else status(spec.path(root)) for group in specs.values() for spec in group}
     costs = {spec: estimator.cost(spec.params) for spec in tqdm(state, desc="timing models", disable=not progress)}
     # a run that will not train (its data absent or refused) is listed with the reason, not counted as work
@@ -176,24 +182,28 @@ def plan_lines(
     def todo(group: list[RunSpec]) -> list[RunSpec]:
         return [s for s in group if state[s] != "finished" and s not in blocked]
 
-    def total(group: list[RunSpec]) -> tuple[int, float, bool]:
+    def total(group: list[RunSpec]) -> tuple[int, str, str]:
+        """Steps, and the estimated time on the CPU and on CUDA ('+': some runs could not be estimated)."""
         steps = sum(costs[s].steps or 0 for s in todo(group))
-        seconds = sum(costs[s].seconds or 0.0 for s in todo(group))
-        unknown = any(costs[s].steps is not None and costs[s].seconds is None for s in todo(group))
-        return steps, seconds, unknown
+        times = []
+        for seconds in ("seconds", "cuda_seconds"):
+            known = [getattr(costs[s], seconds) for s in todo(group)]
+            unknown = any(costs[s].steps is not None and t is None for s, t in zip(todo(group), known, strict=True))
+            times.append(format_seconds(sum(t or 0.0 for t in known)) + ("+" if unknown else ""))
+        return steps, times[0], times[1]
 
     lines = [f"plan: scale {scale}, runs in {root}", "",
              f"{'item':<20} {'analysis':<22} {'runs':>5} {'reuse':>5} {'resume':>6} {'do':>5} {'steps':>11} "
-             f"{'est. time':>10}"]
+             f"{'est. cpu':>10} {'est. cuda':>10}"]
     for item_id, module in modules.items():
         for analysis in module.ANALYSES:
             group = specs[analysis]
             reuse = sum(state[s] == "finished" for s in group)
             resume = sum(state[s] not in ("finished", "missing", "unreadable", NOT_RUN) for s in todo(group))
-            steps, seconds, unknown = total(group)
+            steps, cpu, cuda = total(group)
             lines.append(
                 f"{item_id:<20} {analysis:<22} {len(group):>5} {reuse:>5} {resume:>6} {len(todo(group)):>5} "
-                f"{steps:>11,} {format_seconds(seconds) + ('+' if unknown else ''):>10}"
+                f"{steps:>11,} {cpu:>10} {cuda:>10}"
             )
             reasons: dict[tuple[str, str], int] = {}
             for spec in group:
@@ -202,7 +212,7 @@ def plan_lines(
                     reasons[verdict, blocked[spec]] = reasons.get((verdict, blocked[spec]), 0) + 1
             lines += [f"{'':<20} {verdict} ({n} runs): {why}" for (verdict, why), n in reasons.items()]
     everything = list(state)
-    steps, seconds, unknown = total(everything)
+    steps, cpu, cuda = total(everything)
     to_do = len(todo(everything))
     reused = sum(state[s] == "finished" for s in everything)
     lacking = f", {len(blocked)} not run for lack of data" if blocked else ""
@@ -210,8 +220,8 @@ def plan_lines(
     lines += [
         "",
         f"distinct runs: {len(everything)} ({to_do} to do, {reused} to reuse{lacking}); "
-        f"{steps:,} optimizer steps; estimated {format_seconds(seconds)}{'+' if unknown else ''} of compute "
-        f"on {estimator.kind}, one run after another",
+        f"{steps:,} optimizer steps; estimated {cpu} of compute on {estimator.kind}, or {cuda} on one CUDA GPU "
+        f"({estimator.cuda_basis}), one run after another",
         "estimate: steps = epochs × ceil(training images / batch) (images from: " + ", ".join(bases) + "); seconds "
         f"per step measured for each model on random inputs at batches {' and '.join(map(str, TIMED_BATCHES))} "
         "here, extrapolated linearly to the run's batch (probes and evaluation not included; '+': some models "
@@ -225,7 +235,19 @@ def _executor(args: argparse.Namespace):
     if args.executor == "local" and (args.shared_out != "auto" or args.resources):
         raise ValueError("--shared-out and --resources need --executor ray")
     return make_executor(args.executor, jobs=args.jobs, address=args.address, shared=shared,
-                         max_retries=args.max_retries, resources=args.resources or ())
+                         max_retries=args.max_retries, resources=args.resources or (), device=args.device)
+
+
+def device_arg(value: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:K (argparse's error names the value otherwise)."""
+    from gradlens.train import DEVICE_NAMES, check_device_name
+
+    try:
+        if value == "meta":  # the library's test device: no data, nothing to draw
+            raise ValueError(f"device {value!r} is not supported; use {DEVICE_NAMES}")
+        return check_device_name(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def data_dir_arg(values: list[str] | None) -> str | None:
@@ -244,10 +266,15 @@ def _command(args: argparse.Namespace) -> int:
     out = Path(args.out or f"gradlens-figures/{args.scale}")
     data_dir = data_dir_arg(args.data_dir)
     if args.plan:
-        lines = plan_lines(args.only, args.scale, out, data_dir=data_dir, force=args.force, progress=not args.quiet)
+        lines = plan_lines(args.only, args.scale, out, data_dir=data_dir, force=args.force, progress=not args.quiet,
+                           jobs=args.jobs)
         print("\n".join(lines))
         return 0
     executor = _executor(args)
+    if isinstance(executor, LocalExecutor):  # the runs train here: a device this machine lacks stops them all now
+        from gradlens.train import resolve_device
+
+        resolve_device(args.device)
     out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
     try:
@@ -266,19 +293,26 @@ def _command(args: argparse.Namespace) -> int:
 EPILOG = """executors:
   local (default)  the runs go to --jobs worker processes on this machine (1: this process).
   ray              each run is one Ray task, on the cluster at --address (host:6379, ray://host:10001 or auto;
-                   default: a Ray instance started on this machine). A task asks for 1 GPU where the cluster
-                   has GPUs, else 1 CPU (--resources changes that, per analysis). Workers get the repository's
-                   analyses/ and gradlens/ packages through Ray's runtime_env (no checkout on the nodes); the
-                   data must be under the same --data-dir path (or $GRADLENS_DATA) on every node. Each run's
+                   default: a Ray instance started on this machine). A task asks for 1 GPU when its run will
+                   use one (see devices), else 1 CPU (--resources changes that, per analysis). Workers get the
+                   repository's analyses/ and gradlens/ packages through Ray's runtime_env (no checkout on the
+                   nodes); the data must be under the same --data-dir path (or $GRADLENS_DATA) on every node. Each run's
                    HDF5 files come back to OUT/runs through Ray's object store, unless OUT is a folder every
                    node reaches at the same path (--shared-out yes, or found by a probe file with the default
                    auto): then runs write there and a retried run resumes from its last checkpoint.
-                   The analyses train on the CPU: on a GPU cluster pass --resources num_gpus=0,num_cpus=N.
                    Needs: pip install -c constraints.txt 'gradlens[ray]'.
 
   A worker that dies mid-run is retried (--max-retries, both executors); a run that keeps failing, or raises,
   is named with its error in summary.md and index.html, the other items are still drawn, and the exit
   status is 1.
+
+devices (--device): auto (default: the GPU when torch sees one, else the CPU), cpu, cuda (the current GPU) or
+  cuda:K. The model and the whole dataset move to the device once; float32 stays float32 (no TF32), and on
+  CUDA each run holds torch.use_deterministic_algorithms(True), deterministic cuDNN and
+  CUBLAS_WORKSPACE_CONFIG=:4096:8, so a seed gives the same run on that device twice. The device is not part
+  of a run's key: finished runs are reused whichever device trained them (their files name it). Local
+  workers (--jobs) share the one GPU; with --executor ray a run asks for a GPU only when it trains (computed
+  results never) and --device is cuda, or auto on a cluster with GPUs; it then uses the GPU Ray gives it.
 
 start a Ray cluster (the same Python environment on every node):
   head:    ray start --head --port 6379 --num-gpus N
@@ -287,8 +321,9 @@ start a Ray cluster (the same Python environment on every node):
   (stop with `ray stop` on each node)
 
 --plan prints, before anything runs, the runs each item needs (to do / to reuse) and an estimate of their
-cost: optimizer steps × seconds per step measured for each model on this machine (cached in
-OUT/runs/timings.json)."""
+cost on the CPU and on a CUDA GPU: optimizer steps × seconds per step, measured for each model on this
+machine's CPU (with the threads each of --jobs workers gets) and GPU, or for CUDA without a GPU here modelled
+from the step's kernel and FLOP counts and labelled so (cached in OUT/runs/timings.json)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the same form)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes for independent runs "
                         "(local executor)")
+    parser.add_argument("--device", type=device_arg, default="auto", metavar="{auto,cpu,cuda,cuda:K}",
+                        help="where the runs train (default auto: the GPU when there is one; see below)")
     parser.add_argument("--out", help="output folder (default: gradlens-figures/SCALE)")
     parser.add_argument("--force", action="store_true", help="redo runs even if finished")
     parser.add_argument("--list", action="store_true", help="print every catalogue ID, marking unimplemented ones")

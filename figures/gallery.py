@@ -42,6 +42,18 @@ def _source_name(source: str) -> str:
     return f"{name} ({pooled.group(1)})" if pooled and pooled.group(1) not in name else name
 
 
+def _sources(data: str) -> list[str]:
+    """The sources :func:`figures.base.describe` joined with '; ', split only outside brackets (a source may say
+    '[identified by … (…); not the official files]')."""
+    parts, depth, start = [], 0, 0
+    for k, char in enumerate(data):
+        depth += (char in "([{") - (char in ")]}")
+        if depth == 0 and data.startswith("; ", k):
+            parts.append(data[start:k])
+            start = k + 2
+    return [*parts, data[start:]]
+
+
 def drawn_depths(output: FigureOutput) -> list[int]:
     """The depths an item draws: 'depth N' in its figure's texts (titles, tick labels, legends, which name the
     runs plotted) or the values of its table's ``depth`` column."""
@@ -59,7 +71,7 @@ def shown_here(caption: str, depths: Sequence[int] = ()) -> str:
     models; '' when the caption says none of it. ``depths`` (:func:`drawn_depths`) come first when given."""
     parts = [f"depth{'s' if len(depths) > 1 else ''} drawn: {', '.join(map(str, depths))}."] if depths else []
     for match in DESCRIBED.finditer(caption):
-        fields = [f"data: {', '.join(dict.fromkeys(_source_name(s) for s in match['data'].split('; ')))}"
+        fields = [f"data: {', '.join(dict.fromkeys(_source_name(s) for s in _sources(match['data'])))}"
                   if match["data"] else "", f"scale: {match['scale']}", f"seeds: {match['seeds']}",
                   f"epochs: {match['epochs']}" if match["epochs"] else ""]
         parts.append("; ".join(f for f in fields if f) + ".")

@@ -1,5 +1,6 @@
-"""Readers shared by the figures of documents 000 (SCNet) and 001 (skip explainer): per-layer gradient
-profiles over chosen epochs, epoch boundaries, final scalars, mean ± sd over seeds. Not a figure module."""
+"""What the items of document 000 (SCNet) share: epoch boundaries, the runs of the main comparison and its
+preset, the depths the loss and gradient panels show, final accuracies, mean ± sd over seeds, the ablation bars
+(sc-fig7–9). Not a figure module; imports only :mod:`figures.base` of ``figures/``."""
 
 from __future__ import annotations
 
@@ -25,24 +26,6 @@ def epoch_steps(run: Recorded, first: int, last: int) -> tuple[int, int]:
     return start, int(ends[last - 1])
 
 
-def grad_profile(
-    run: Recorded, quantity: str, steps: tuple[int, int] | None = None, probe: str = "grad_stats"
-) -> tuple[list[str], np.ndarray]:
-    """Layer names and the per-layer mean of ``quantity`` over the records with steps in ``steps``
-    (inclusive; all records when None)."""
-    recorded, values, _, labels = run.array(probe, quantity)
-    if steps is not None:
-        keep = (recorded >= steps[0]) & (recorded <= steps[1])
-        values = values[keep]
-    return list(labels["layer"]), values.mean(axis=0)
-
-
-def grad_at_step(run: Recorded, quantity: str, step: int, probe: str = "grad_stats") -> np.ndarray:
-    """Per-layer ``quantity`` recorded at ``step``."""
-    recorded, values, _, _ = run.array(probe, quantity)
-    return values[int(np.flatnonzero(recorded == step)[0])]
-
-
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
     array = np.asarray(values, dtype=float)
@@ -52,6 +35,13 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 def seeds_of(runs: Sequence[Recorded]) -> list[int]:
     """Sorted seeds of ``runs``."""
     return sorted({int(config(r)["seed"]) for r in runs})
+
+
+def seeds_note(seeds: Sequence[int]) -> str:
+    """'seed 0', 'seeds 0, 1' or 'no runs'."""
+    if not seeds:
+        return "no runs"
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def sc_resnet_defaults(scale: str) -> dict:
@@ -65,6 +55,24 @@ def sc_resnet_defaults(scale: str) -> dict:
         "depths": cfg.depths,
         "ablation_depths": cfg.ablation_depths,
     }
+
+
+def panel_depths(depths: tuple[int, ...]) -> tuple[int, int]:
+    """Depth 20 and 56 where the sweep has them, else its shallowest and deepest."""
+    return (20 if 20 in depths else min(depths), 56 if 56 in depths else max(depths))
+
+
+def depth_note(sweep: tuple[int, ...], shown: tuple[int, int], scale: str, panels: tuple[str, str]) -> str:
+    """Caption text for the document's depths 20 and 56 that the sweep lacks, naming what is shown instead."""
+    notes = [
+        f"{where} shows depth {depth} in place of the document's {wanted}"
+        for wanted, depth, where in zip((20, 56), shown, panels, strict=True)
+        if wanted != depth
+    ]
+    if not notes:
+        return ""
+    same = f"; {panels[0]} and {panels[1]} show the same runs" if shown[0] == shown[1] else ""
+    return f" The {scale} sweep has depths {', '.join(map(str, sweep))} only: " + "; ".join(notes) + same + "."
 
 
 def main_runs(inputs, depth: int, sc: bool) -> list[Recorded]:
@@ -124,15 +132,18 @@ def accuracy_bars(
     item_id: str,
     title: str,
     description: str,
-    series: tuple[list[int], dict[str, list[list[float]]], list],
+    series: tuple[list[int], dict[str, list[list[Recorded]]]],
 ) -> FigureOutput:
     """The SCResNet ablation figures (sc-fig7/8/9): final test accuracy per depth as grouped bars (mean ± sd
-    over seeds), the plotted numbers and a caption ``description`` + the numbers + what was run.
+    over seeds), the plotted numbers and a caption ``description`` + each bar's mean ± sd and seeds + what was
+    run.
 
-    ``series`` is ``(depths, label -> accuracies per depth, runs used)``.
+    ``series`` is ``(depths, label -> the runs of each depth's bar)``. Each bar names its own seeds: the ResNet
+    and single-SC bars are the main comparison's runs, which can span more seeds than the ablations'.
     """
-    depths, values, used = series
+    depths, bars = series
     fig, ax = plt.subplots(figsize=(8, 4))
+    values = {label: [final_accuracies(runs) for runs in per_depth] for label, per_depth in bars.items()}
     plotted = grouped_bars(ax, [f"depth {d}" for d in depths], values, "test accuracy (%)")
     ax.set_title(title)
     numbers = {
@@ -140,6 +151,13 @@ def accuracy_bars(
         for label, (means, sds) in plotted.items()
         for d, m, s in zip(depths, means, sds, strict=True)
     }
-    caption = description + "; ".join(f"{k}: {v}" for k, v in numbers.items()) + f". {describe(used, inputs.scale)}"
+    seeds = {f"{label} depth {d}": seeds_of(runs) for label, per_depth in bars.items()
+             for d, runs in zip(depths, per_depth, strict=True)}
+    used = [run for k in range(len(depths)) for per_depth in bars.values() for run in per_depth[k]]
+    caption = (
+        description
+        + "; ".join(f"{key}: {value} ({seeds_note(seeds[key])})" for key, value in numbers.items())
+        + f". {describe(used, inputs.scale)}"
+    )
     caption = chance_check(used).annotate(caption, numbers)
     return FigureOutput(save_figure(fig, out_dir, item_id), caption, numbers, figure=fig)

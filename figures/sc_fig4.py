@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from figures.base import FigureInputs, FigureOutput, chance_check, describe, save_figure, scalar_values
-from figures.sc_common import main_runs, sc_resnet_defaults
+from figures.sc_common import depth_note, main_runs, panel_depths, sc_resnet_defaults
 
 ID = "sc-fig4"
 ANALYSES = ("sc_resnet",)
@@ -17,24 +17,6 @@ TRAINED_NETS = True
 CLAIM = (
     "SCResNet converges faster than ResNet on the training loss, at depth 20 and at depth 56 (document 000, Figure 4)."
 )
-
-
-def panel_depths(depths: tuple[int, ...]) -> tuple[int, int]:
-    """Depth 20 and 56 where the sweep has them, else its shallowest and deepest."""
-    return (20 if 20 in depths else min(depths), 56 if 56 in depths else max(depths))
-
-
-def depth_note(sweep: tuple[int, ...], shown: tuple[int, int], scale: str, panels: tuple[str, str]) -> str:
-    """Caption text for the document's depths 20 and 56 that the sweep lacks, naming what is shown instead."""
-    notes = [
-        f"{where} shows depth {depth} in place of the document's {wanted}"
-        for wanted, depth, where in zip((20, 56), shown, panels, strict=True)
-        if wanted != depth
-    ]
-    if not notes:
-        return ""
-    same = f"; {panels[0]} and {panels[1]} show the same runs" if shown[0] == shown[1] else ""
-    return f" The {scale} sweep has depths {', '.join(map(str, sweep))} only: " + "; ".join(notes) + same + "."
 
 
 def curves(inputs: FigureInputs, depth: int, sc: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_figure
-from figures.sc_common import grad_profile, seeds_of
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, grad_profile, save_figure
+from figures.sc_common import seeds_of
 
 ID = "sc-fig5"
 ANALYSES = ("sc_fcn",)

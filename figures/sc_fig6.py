@@ -8,9 +8,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, save_figure
-from figures.sc_common import epoch_ends, epoch_steps, grad_profile, main_runs, sc_resnet_defaults
-from figures.sc_fig4 import depth_note, panel_depths
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, grad_profile, save_figure
+from figures.sc_common import depth_note, epoch_ends, epoch_steps, main_runs, panel_depths, sc_resnet_defaults
 
 ID = "sc-fig6"
 ANALYSES = ("sc_resnet",)

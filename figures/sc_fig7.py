@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from figures.base import FigureInputs, FigureOutput
-from figures.sc_common import accuracy_bars, final_accuracies, main_runs, sc_resnet_defaults
+from figures.base import FigureInputs, FigureOutput, Recorded
+from figures.sc_common import accuracy_bars, main_runs, sc_resnet_defaults
 
 ID = "sc-fig7"
 ANALYSES = ("sc_resnet",)
@@ -18,12 +18,11 @@ CLAIM = (
 )
 
 
-def series(inputs: FigureInputs) -> tuple[list[int], dict[str, list[list[float]]], list]:
-    """Depths, accuracies per bar series and depth, and the runs used."""
+def series(inputs: FigureInputs) -> tuple[list[int], dict[str, list[list[Recorded]]]]:
+    """Depths and the runs of each bar series and depth."""
     defaults = sc_resnet_defaults(inputs.scale)
     depths = list(defaults["ablation_depths"])
-    out: dict[str, list[list[float]]] = {"ResNet": [], "SC single (stage end)": [], "SC multiple (every block)": []}
-    used = []
+    out: dict[str, list[list[Recorded]]] = {"ResNet": [], "SC single (stage end)": [], "SC multiple (every block)": []}
     for depth in depths:
         multiple = inputs.of(
             "sc_resnet",
@@ -35,16 +34,14 @@ def series(inputs: FigureInputs) -> tuple[list[int], dict[str, list[list[float]]
         )
         groups = (main_runs(inputs, depth, False), main_runs(inputs, depth, True), multiple)
         for label, runs in zip(out, groups, strict=True):
-            out[label].append(final_accuracies(runs))
-            used += runs
-    return depths, out, used
+            out[label].append(runs)
+    return depths, out
 
 
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
-    depths, values, used = series(inputs)
     description = (
         "Final test accuracy, mean ± sd over seeds: ResNet, SCResNet with one rear per stage (single SC) and with "
         "every block's second convolution as a rear (multiple SC), SC weight and batch as in sc-tab2. "
     )
     title = "Single vs multiple short circuits (document 000, Figure 7)"
-    return accuracy_bars(inputs, out_dir, ID, title, description, (depths, values, used))
+    return accuracy_bars(inputs, out_dir, ID, title, description, series(inputs))

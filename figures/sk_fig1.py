@@ -8,8 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from figures.base import FigureInputs, FigureOutput, config, describe, save_figure
-from figures.sc_common import grad_at_step, grad_profile
+from figures.base import FigureInputs, FigureOutput, Recorded, config, describe, grad_profile, save_figure
 
 ID = "sk-fig1"
 ANALYSES = ("skip_gradflow",)
@@ -25,6 +24,12 @@ KINDS = (
     ("residual", "additive skips", "C0"),
     ("dense", "concatenative skips", "C2"),
 )
+
+
+def grad_at_step(run: Recorded, quantity: str, step: int, probe: str = "grad_stats") -> np.ndarray:
+    """Per-layer ``quantity`` recorded at ``step``."""
+    recorded, values, _, _ = run.array(probe, quantity)
+    return values[int(np.flatnonzero(recorded == step)[0])]
 
 
 def norms(inputs: FigureInputs, kind: str, first_step: bool) -> np.ndarray:

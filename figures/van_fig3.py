@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from figures.base import FigureInputs, FigureOutput
-from figures.van_fig2 import draw_preact
+from figures.van_common import draw_preact
 
 ID = "van-fig3"
 ANALYSES = ("van_preact",)

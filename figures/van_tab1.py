@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, final_scalar, save_table
-from figures.van_fig2 import LABELS
-from figures.van_util import mean_sd, values_of
+from figures.base import FigureInputs, FigureOutput, chance_check, config, describe, final_scalar, save_table, values_of
+from figures.van_common import LABELS, mean_sd
 
 ID = "van-tab1"
 ANALYSES = ("van_preact",)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from figures.base import FigureInputs, FigureOutput, Recorded, chance_check, config, describe, save_figure
-from figures.yt_fig3 import noise, probe_record
+from figures.yt_common import noise, probe_record
 
 ID = "yt-fig10"
 ANALYSES = ("simplified_noise",)

@@ -13,8 +13,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from figures.base import FigureInputs, FigureOutput, Recorded, chance_check, config, describe, save_figure
-from figures.yt_fig3 import noise, probe_record
-from figures.yt_tab1 import training_setup
+from figures.yt_common import noise, probe_record, training_setup
 
 ID = "yt-fig12"
 ANALYSES = ("simplified_noise", "noise_stability")

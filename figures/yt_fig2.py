@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from figures.base import FigureInputs, FigureOutput, chance_check, config, save_figure, scalar_values
-from figures.yt_tab1 import NAMES, hmwi_note, mean_sd, plateau_note, seed_runs, training_setup
+from figures.yt_common import NAMES, hmwi_note, mean_sd, plateau_note, seed_runs, training_setup
 
 ID = "yt-fig2"
 ANALYSES = ("simplified_curves",)

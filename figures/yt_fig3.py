@@ -2,8 +2,7 @@
 depths after training (document 004, section 5, Figure 3).
 
 The nets are the Table-1 runs (analysis ``simplified_noise``: ``simplified_training`` runs, the files yt-tab1
-reads), which record the noise-stability probes. Also holds the readers shared by the noise-stability items
-(yt-fig10, yt-fig12): a probe's record from a training run or from a computed result, and the noise settings.
+reads), which record the noise-stability probes.
 """
 
 from __future__ import annotations
@@ -15,8 +14,7 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from figures.base import FigureInputs, FigureOutput, Recorded, chance_check, config, final_test_accuracy, save_figure
-from figures.yt_tab1 import training_setup
-from gradlens.results import Result
+from figures.yt_common import noise, probe_record, training_setup
 
 ID = "yt-fig3"
 ANALYSES = ("simplified_noise",)
@@ -28,24 +26,6 @@ CLAIM = (
     "better noise stability; the pattern holds for all layers but two (document 004, Figure 3)."
 )
 BINS = 20
-
-
-def probe_record(recorded: Recorded, probe: str, quantity: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """``(steps, values [step, ...], layer names or None)`` of one recorded quantity: from a training run (the
-    simplified nets, ``simplified_training`` runs) or from a computed result holding ``<probe>/<quantity>``,
-    ``<probe>/steps`` and ``<probe>/layers`` (the fully-fledged nets of ``noise_stability``)."""
-    if isinstance(recorded, Result):
-        layers = recorded.arrays.get(f"{probe}/layers")
-        return (recorded[f"{probe}/steps"], recorded[f"{probe}/{quantity}"],
-                None if layers is None else [str(name) for name in layers])
-    steps, values, _, labels = recorded.array(probe, quantity)
-    return steps, values, labels.get("layer")
-
-
-def noise(run: Recorded) -> dict:
-    """The noise-probe settings of a run (``probe_size``, ``cushion_layer``, ``hist_epochs``, ``hist_every``):
-    ``params["noise"]`` of a simplified_training run, the configuration itself for a noise_stability result."""
-    return config(run).get("noise", config(run))
 
 
 def test_accuracy(run: Recorded) -> float:

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from figures.base import FigureInputs, FigureOutput, chance_check, config, save_figure
-from figures.yt_tab2 import equivalence_setup, pair, step_losses
+from figures.yt_common import equivalence_setup, pair, step_losses
 
 ID = "yt-fig6"
 ANALYSES = ("equivalence",)

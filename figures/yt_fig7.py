@@ -10,8 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from figures.base import FigureInputs, FigureOutput, chance_check, config, save_figure
-from figures.yt_tab1 import training_setup
-from figures.yt_tab3 import weight_vectors
+from figures.yt_common import training_setup, weight_vectors
 
 ID = "yt-fig7"
 ANALYSES = ("simplified_training",)

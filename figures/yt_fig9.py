@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from figures.base import FigureInputs, FigureOutput, chance_check, config, save_figure, scalar_values
-from figures.yt_tab1 import mean_sd, plateau_note, seed_runs, training_setup
+from figures.yt_common import mean_sd, plateau_note, seed_runs, training_setup
 
 ID = "yt-fig9"
 ANALYSES = ("simplified_training",)

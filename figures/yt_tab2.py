@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, Recorded, chance_check, config, describe, save_table, scalar_values
-from figures.yt_tab1 import final_metrics
+from figures.base import FigureInputs, FigureOutput, chance_check, config, save_table
+from figures.yt_common import equivalence_setup, final_metrics, pair, step_losses
 
 ID = "yt-tab2"
 ANALYSES = ("equivalence",)
@@ -19,31 +19,6 @@ CLAIM = (
     "Equivalently initialised plain and residual nets trained on the same mini-batches in double precision end "
     "with L, C and E equal up to small rounding-induced discrepancies (document 004, appendix B, Table 2)."
 )
-
-
-def pair(inputs: FigureInputs, depth: int, seed: int) -> tuple[Recorded, Recorded]:
-    """The plain and the residual run of one equivalent pair."""
-    return (inputs.one("equivalence", kind="plain", depth=depth, seed=seed),
-            inputs.one("equivalence", kind="residual", depth=depth, seed=seed))
-
-
-def step_losses(run: Recorded) -> np.ndarray:
-    """The per-step mini-batch training loss (logged every step)."""
-    return scalar_values(run, "train_loss")
-
-
-def equivalence_setup(runs: list[Recorded], scale: str) -> str:
-    """Training setup and data of the equivalence runs, for captions."""
-    first = config(runs[0])
-    text = (
-        f"float64 on one CPU, SGD momentum {first['momentum']:g}, batch {first['batch_size']}, learning rate "
-        f"{first['lr']:g} divided by 10 after epochs {', '.join(str(m) for m in first['milestones'])}, "
-        f"λ = {first['weight_decay']:g}. {describe(runs, scale)}"
-    )
-    if first["dataset"] != "cifar10":
-        text += (f" Substitution: the document trains on CIFAR-10 for 200 epochs; here {first['dataset']} at "
-                 f"{scale} scale with {first['n_train']} training images.")
-    return text
 
 
 def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analyses.simplified_training import weights_path
-from figures.base import FigureInputs, FigureOutput, Recorded, chance_check, config, open_recorded, save_table
-from figures.yt_tab1 import seed_runs, training_setup
+from figures.base import FigureInputs, FigureOutput, chance_check, config, save_table
+from figures.yt_common import training_setup, weight_vectors
 
 ID = "yt-tab3"
 ANALYSES = ("simplified_training",)
@@ -23,21 +22,6 @@ CLAIM = (
     "(document 004, appendix C, Table 3)."
 )
 LARGE = 0.25
-
-
-def weight_vectors(inputs: FigureInputs) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[Recorded]]:
-    """``{"p0", "p_end", "t0", "t_end"}`` weights, the ID masks of p and t, and the two runs (first seed of
-    the plain and the residual run that saved weights)."""
-    runs = [r for r in inputs.runs["simplified_training"] if config(r).get("save_weights")]
-    if not runs:
-        raise ValueError("no simplified_training run saved weights; the sweep's weights_depth is not trained")
-    depth = config(runs[0])["depth"]
-    seed = min(config(r)["seed"] for r in runs)
-    chosen = [seed_runs(inputs, "simplified_training", kind=kind, depth=depth, seed=seed)[0]
-              for kind in ("plain", "residual")]
-    plain, residual = (open_recorded(weights_path(r.path)) for r in chosen)
-    vectors = {"p0": plain["init"], "p_end": plain["final"], "t0": residual["init"], "t_end": residual["final"]}
-    return vectors, plain["id_entry"], residual["id_entry"], chosen
 
 
 def statistics(w: np.ndarray, ids: np.ndarray) -> dict[str, float]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from figures.base import FigureInputs, FigureOutput, chance_check, config, save_table
-from figures.yt_tab1 import NAMES, final_metrics, mean_sd, plateau_note, seed_runs, training_setup
+from figures.yt_common import NAMES, final_metrics, mean_sd, plateau_note, seed_runs, training_setup
 
 ID = "yt-tab4"
 ANALYSES = ("simplified_training",)

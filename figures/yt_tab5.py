@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from figures.base import FigureInputs, FigureOutput, chance_check, config, save_table
-from figures.yt_tab1 import plateau_note, summary_rows, training_setup
+from figures.yt_common import plateau_note, summary_rows, training_setup
 
 ID = "yt-tab5"
 ANALYSES = ("simplified_training",)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from figures.base import FigureInputs, FigureOutput, chance_check, save_table
-from figures.yw_tab1 import caption_for, mlp_table
+from figures.yw_common import caption_for, mlp_table
 
 ID = "yw-tab2"
 ANALYSES = ("concat_mlp",)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from figures.base import FigureInputs, FigureOutput, chance_check, config, save_table
-from figures.yw_tab4 import cnn_caption, cnn_rows, difference_note
+from figures.base import FigureInputs, FigureOutput, chance_check, config, run_classes, save_table
+from figures.yw_common import cnn_caption, cnn_rows, convergence_note, difference_note, epoch_accuracies
 
 ID = "yw-tab5"
 ANALYSES = ("concat_cnn", "concat_cnn_timing")
@@ -55,8 +55,10 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
     numbers["parameter ratio reinforced / skip"] = parameters["reinforced"] / parameters["skip"]
     macs = dict(zip([str(v) for v in timing["variants"]], timing["forward_macs"].tolist(), strict=True))
     numbers["forward MAC ratio reinforced / skip"] = macs["reinforced"] / macs["skip"]
+    accs = epoch_accuracies(runs, ("reinforced", "skip", "vanilla"))
     caption = (
         difference_note(numbers, "reinforced", "skip")
+        + convergence_note(accs, "reinforced", "skip", 100 / run_classes(runs[0]))
         + cnn_caption(runs, inputs.scale)
         + f" Time: median seconds per SGD step (forward + backward + update, batch {tconf['batch_size']}, "
         f"{tconf['dataset']} shape, {int(timing['threads'])} torch thread(s)) over {tconf['rounds']} interleaved "

@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_demo(args: argparse.Namespace) -> None:
     from gradlens.demo import DemoConfig, run_demo
 
-    config = DemoConfig(depth=args.depth, epochs=args.epochs, seed=args.seed)
+    config = DemoConfig(depth=args.depth, epochs=args.epochs, seed=args.seed, device=args.device)
     report = run_demo(config, out_dir=args.out, force=args.force, progress=not args.quiet)
     print(f"report: {os.path.abspath(report)}")
 
@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--seed", type=int, default=0, help="seed for weights and mini-batch order (default: 0)"
     )
+    demo.add_argument("--device", default="auto", help="where both nets train: auto (default: the GPU when there "
+                      "is one), cpu, cuda or cuda:K")
     demo.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)

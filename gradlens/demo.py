@@ -17,7 +17,7 @@ from gradlens.models import create_model
 from gradlens.probes import GradStats
 from gradlens.report import write_report
 from gradlens.session import attach
-from gradlens.train import TrainConfig, make_optimizer, train
+from gradlens.train import TrainConfig, check_device_name, device_name, make_optimizer, resolve_device, train
 
 VARIANTS = {"plain": "mlp_plain_{depth}", "residual": "mlp_resnet_{depth}"}
 
@@ -35,6 +35,7 @@ class DemoConfig:
         seed: seed of the initial weights and of the mini-batch order.
         init: weight initialisation of both nets: PyTorch's default ``"torch"`` (what most users get), or
             ``"he"`` (which keeps a plain ReLU net's gradients balanced at initialisation).
+        device: where both nets train: ``auto`` (the GPU when there is one), ``cpu``, ``cuda`` or ``cuda:K``.
     """
 
     depth: int = 30
@@ -44,8 +45,10 @@ class DemoConfig:
     lr: float = 0.005
     seed: int = 0
     init: str = "torch"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        check_device_name(self.device)
         if self.depth < 2:
             raise ValueError(f"demo depth must be >= 2 to show gradient flow through depth, got {self.depth}")
         if self.epochs < 1:
@@ -72,13 +75,14 @@ def run_demo(
         momentum=0.9,
         milestones=(max(1, round(0.7 * config.epochs)),),
         seed=config.seed,
+        device=str(resolve_device(config.device)),
     )
     for variant, template in VARIANTS.items():
         name = template.format(depth=config.depth)
         torch.manual_seed(config.seed)
         model = create_model(
             name, input_shape=data.input_shape, width=config.width, num_classes=data.num_classes
-        )
+        ).to(train_config.device)
         optimizer = make_optimizer(model, train_config)
         meta = {
             **asdict(config),
@@ -87,6 +91,7 @@ def run_demo(
             "dataset": data.source,
             "scale": "demo",
             "train": train_config.to_dict(),
+            "device_name": device_name(train_config.device),
         }
         with attach(
             model, optimizer, paths[variant], probes=[GradStats(params="weights")], meta=meta, overwrite=force

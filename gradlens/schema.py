@@ -27,7 +27,8 @@ STATUS_RUNNING = "running"
 STATUS_FINISHED = "finished"
 STATUS_FAILED = "failed"
 STATUS_INTERRUPTED = "interrupted"
-CLOSE_STATUSES = (STATUS_FINISHED, STATUS_FAILED)
+STATUS_STOPPED = "stopped"  # the live doctor ended training on purpose (attach(..., stop_on="severe"))
+CLOSE_STATUSES = (STATUS_FINISHED, STATUS_FAILED, STATUS_STOPPED)
 STATUS_DTYPE = "S16"
 
 # Groups and datasets.

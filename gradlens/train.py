@@ -3,6 +3,14 @@
 SGD with momentum, weight decay (in the optimizer, or as an explicit penalty term such as document 004's
 ‖T⁻¹(p)‖²), learning-rate milestones, float32/float64, a seed for the mini-batch order, a progress bar,
 and epoch-level train/test loss and accuracy logged through a gradlens session when one is attached.
+
+Devices (``TrainConfig.device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:K``; None = wherever the model is):
+the model and the whole dataset are moved to the device once, before the first step (the documents' datasets
+fit in a GPU's memory: 60 000 28×28 float32 images are 188 MB); the mini-batch order is drawn on the CPU from
+the seed alone, so it is the same on every device; the epoch's loss and accuracy are summed on the device
+(float64 and int64, as the CPU run summed them in Python) and read once per epoch, so a step waits for the
+device only when ``log_every`` asks for its loss. :func:`reproducible` holds, for the run only, the settings
+that make a CUDA run repeat bit for bit with float32 kept float32 (no TF32).
 """
 
 from __future__ import annotations
@@ -10,8 +18,12 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import platform
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,6 +32,121 @@ from tqdm.auto import tqdm
 from gradlens.data import Dataset, make_loader
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEVICE_NAMES = "auto, cpu, cuda or cuda:K"
+_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(?::\d+)?|meta")  # meta: for tests of the device plumbing
+CUBLAS_DETERMINISTIC = ":4096:8"
+"""cuBLAS's deterministic workspace setting (``CUBLAS_WORKSPACE_CONFIG``, NVIDIA's cuBLAS reproducibility notes)."""
+
+
+def check_device_name(device: str) -> str:
+    """``device`` when it is one of ``auto``, ``cpu``, ``cuda``, ``cuda:K`` (or ``meta``: tensors without data, for
+    tests of the device plumbing; a run there stops at its first read of a value); else a ValueError naming it."""
+    if not isinstance(device, str) or _DEVICE_PATTERN.fullmatch(device) is None:
+        raise ValueError(f"device {device!r} is not supported; use {DEVICE_NAMES}")
+    return device
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The device a run trains on: ``auto`` is ``cuda:<current>`` when torch sees a CUDA device, else ``cpu``;
+    ``cuda`` is the current CUDA device; a ``torch.device`` is taken as it is (``meta`` serves tests of the
+    device plumbing).
+
+    Raises:
+        ValueError: an unknown name, or a CUDA device torch does not see (the message says what it sees).
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = check_device_name(device)
+    available = torch.cuda.is_available()
+    if name == "meta":
+        return torch.device("meta")
+    if name == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if available else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    count = torch.cuda.device_count() if available else 0
+    index = int(name.partition(":")[2]) if ":" in name else (torch.cuda.current_device() if count else 0)
+    if index >= count:
+        seen = (f"{count} CUDA device{'s' if count > 1 else ''} (cuda:0..cuda:{count - 1})" if count
+                else f"no CUDA device (torch {torch.__version__})")
+        raise ValueError(f"device {name!r} is not available: torch sees {seen}; use --device auto or cpu")
+    return torch.device("cuda", index)
+
+
+def cpu_model() -> str:
+    """This machine's CPU model (``/proc/cpuinfo``'s model name where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: str | torch.device) -> str:
+    """What ``device`` is: the GPU's name (``NVIDIA H100 80GB HBM3``), the CPU's model, or the device type."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return cpu_model()
+    return device.type
+
+
+@contextmanager
+def reproducible(device: str | torch.device) -> Iterator[None]:
+    """Hold, while the block runs on a CUDA ``device``, what makes the same seed give the same run twice in
+    float32 numerics; restore every setting afterwards (also on error). Nothing changes on other devices: the
+    CPU kernels the trainer uses are deterministic, which the CPU test suite checks bit for bit.
+
+    On CUDA: ``torch.use_deterministic_algorithms(True)`` (an op without a deterministic kernel raises, naming
+    itself, instead of varying silently); ``cudnn.deterministic = True`` and ``cudnn.benchmark = False`` (no
+    timing-based choice of convolution algorithm); ``fp32_precision = "ieee"`` for CUDA matmuls and cuDNN
+    convolutions and RNNs (no TF32: float32 products keep float32's 24-bit significand, as on the CPU); and
+    ``CUBLAS_WORKSPACE_CONFIG`` = :data:`CUBLAS_DETERMINISTIC` unless already set (cuBLAS reads it when the
+    process makes its handle: a worker process's first run sets it in time).
+    """
+    device = resolve_device(device)
+    if device.type != "cuda":
+        yield
+        return
+    backends = torch.backends
+    precisions = (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        backends.cudnn.deterministic,
+        backends.cudnn.benchmark,
+        [place.fp32_precision for place in precisions],
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+    torch.use_deterministic_algorithms(True)
+    backends.cudnn.deterministic, backends.cudnn.benchmark = True, False
+    for place in precisions:
+        place.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        enabled, warn_only, deterministic, benchmark, fp32, cublas = saved
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        backends.cudnn.deterministic, backends.cudnn.benchmark = deterministic, benchmark
+        for place, value in zip(precisions, fp32, strict=True):
+            place.fp32_precision = value
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+def data_on(data: Dataset, device: str | torch.device) -> Dataset:
+    """``data`` with its four tensors on ``device`` (the same tensors, no copy, when they are there already)."""
+    device = resolve_device(device)
+    moved = {name: getattr(data, name).to(device) for name in ("x_train", "y_train", "x_test", "y_test")}
+    if all(moved[name] is getattr(data, name) for name in moved):
+        return data
+    return replace(data, **moved)
 
 
 @dataclass(frozen=True)
@@ -36,7 +163,10 @@ class TrainConfig:
         gamma: learning-rate factor at each milestone.
         dtype: "float32" or "float64".
         seed: seed of the mini-batch order (a local generator; the global RNG is not touched).
-        log_every: log the mini-batch training loss every this many steps (0: never).
+        log_every: log the mini-batch training loss every this many steps (0: never); each logged loss is read
+            from the device (on a GPU the step then waits for it).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:K`` (see :func:`resolve_device`); None trains wherever the
+            model is.
     """
 
     epochs: int = 1
@@ -49,8 +179,11 @@ class TrainConfig:
     dtype: str = "float32"
     seed: int = 0
     log_every: int = 1
+    device: str | None = None
 
     def __post_init__(self) -> None:
+        if self.device is not None:
+            check_device_name(self.device)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r} is not supported; use one of {sorted(DTYPES)}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -98,23 +231,29 @@ def evaluate(
     batch_size: int = 1024,
     loss_fn=nn.functional.cross_entropy,
 ) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` on ``(x, y)`` in eval mode (train/eval flags restored)."""
+    """Mean loss and accuracy of ``model`` on ``(x, y)`` in eval mode (train/eval flags restored).
+
+    Batches go to the model's device (a no-op when ``x`` is there already); the sums stay there (float64 and int64)
+    and are read once at the end.
+    """
     modes = {m: m.training for m in model.modules()}
     model.eval()
-    dtype = next(model.parameters()).dtype
-    total_loss, correct = 0.0, 0
+    reference = next(model.parameters())
+    dtype, device = reference.dtype, reference.device
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     try:
         for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size]
+            xb = x[start : start + batch_size].to(device)
             xb = xb.to(dtype) if xb.is_floating_point() else xb
             out = model(xb)
-            yb = y[start : start + batch_size]
-            total_loss += float(loss_fn(out, yb, reduction="sum"))
-            correct += int((out.argmax(1) == yb).sum())
+            yb = y[start : start + batch_size].to(device)
+            total_loss += loss_fn(out, yb, reduction="sum").double()
+            correct += (out.argmax(1) == yb).sum()
     finally:
         for module, mode in modes.items():
             module.training = mode
-    return total_loss / len(x), correct / len(x)
+    return float(total_loss) / len(x), int(correct) / len(x)
 
 
 def train(
@@ -135,8 +274,8 @@ def train(
     """Train ``model`` on ``data`` and log through ``session`` (a :class:`gradlens.Session`) if given.
 
     Args:
-        model: the network; converted to ``config.dtype``.
-        data: train/test tensors (``gradlens.data.Dataset``).
+        model: the network; converted to ``config.dtype`` and moved to ``config.device``.
+        data: train/test tensors (``gradlens.data.Dataset``), moved to the device once (:func:`data_on`).
         config: hyperparameters.
         session: logs ``train_loss`` per ``log_every`` steps, and per epoch ``epoch``, ``lr``,
             ``epoch_train_loss`` (running mean), ``train_acc``, ``test_loss``, ``test_acc`` and ``cost``
@@ -153,7 +292,9 @@ def train(
             ``resume_step=checkpoint.history.steps - 1`` so records after it are dropped.
     """
     dtype = DTYPES[config.dtype]
-    model.to(dtype)
+    device = next(model.parameters()).device if config.device is None else resolve_device(config.device)
+    model.to(device=device, dtype=dtype)
+    data = data_on(data, device)
     optimizer = optimizer or make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.gamma)
     history = History()
@@ -195,12 +336,15 @@ def train(
         disable=not progress,
         leave=False,
     )
-    with bar:
+    with reproducible(device), bar:
         loader = make_loader(data.x_train, data.y_train, config.batch_size, shuffle=True, seed=config.seed)
         for epoch in range(history.epochs_done, config.epochs):
             model.train()
             loader.set_epoch(epoch)
-            loss_sum, correct, seen = 0.0, 0, 0
+            # summed on the device, read once per epoch (float64/int64: the sums a Python float and int made)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            seen = 0
             for xb, yb in loader:
                 optimizer.zero_grad(set_to_none=True)
                 out = model(xb.to(dtype) if xb.is_floating_point() else xb)
@@ -211,14 +355,14 @@ def train(
                 if after_step is not None:
                     after_step()
                 history.steps += 1
-                loss_sum += loss.item() * len(yb)
-                correct += int((out.argmax(1) == yb).sum())
+                loss_sum += loss.detach().double() * len(yb)
+                correct += (out.detach().argmax(1) == yb).sum()
                 seen += len(yb)
                 if session is not None and config.log_every and (history.steps - 1) % config.log_every == 0:
                     session.log(train_loss=loss.item())
                 bar.update()
             scheduler.step()
-            log_epoch(epoch + 1, loss_sum / seen, correct / seen, penalty_now())
+            log_epoch(epoch + 1, float(loss_sum) / seen, int(correct) / seen, penalty_now())
             history.epochs_done = epoch + 1
             if checkpoint is not None:
                 if session is not None:

@@ -12,9 +12,32 @@ def test_the_benchmark_prints_each_variants_ratio_and_the_firing_time(capsys):
     status = bench.main(["--cases", "thin", "--threads", "1", "--rounds", "2", "--steps", "1", "--no-peers"])
     out = capsys.readouterr().out
     assert status in (0, 1)  # 1 when a target was missed: two rounds say nothing about the ratios
-    for variant in ("bare", "gradstats", "gradstats+hist40"):
+    for variant in ("bare", "gradstats", "gradstats+exp", "gradstats+hist40"):
         assert re.search(rf"^  {re.escape(variant)} +[\d.]+ ms/step wall +[\d.]+x", out, re.M), variant
     firings = re.findall(r"its firing inside optimizer\.step\(\): median (\d+) us, mean (\d+) us = ([\d.]+) %", out)
-    assert len(firings) == 2  # GradStats and GradStats with 40 bins
+    assert len(firings) == 3  # GradStats, with exponent histograms, with 40 bins
     assert all(float(median) > 0 and float(share) > 0 for median, _, share in firings)
     assert "load average at start" in out and "load average at end" in out
+
+
+def test_a_variant_is_one_line_in_the_registry(capsys, monkeypatch):
+    """A new variant added to VARIANTS (here two GradStats probes) is timed beside bare, with its firing time."""
+    from gradlens.bench import variants
+    from gradlens.probes import GradStats
+
+    line = variants.Variant(variants.probes(lambda: [GradStats(), GradStats(name="second", exponents=True)]))
+    monkeypatch.setitem(variants.VARIANTS, "two-probes", line)
+    status = bench.main(["--cases", "thin", "--threads", "1", "--rounds", "2", "--steps", "1", "--variants",
+                         "two-probes"])
+    out = capsys.readouterr().out
+    assert status in (0, 1)
+    assert re.search(r"^  two-probes +[\d.]+ ms/step wall +[\d.]+x", out, re.M)
+    assert not re.search(r"^  gradstats ", out, re.M)  # only the variants named
+
+
+def test_an_unknown_variant_is_refused_by_name(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        bench.main(["--variants", "gradstat"])
+    assert "unknown variants ['gradstat']" in capsys.readouterr().err

@@ -21,6 +21,7 @@ def test_demo_writes_runs_and_report_and_refuses_to_overwrite(tmp_path, capsys):
     plain, residual = gradlens.load(out / "plain.h5"), gradlens.load(out / "residual.h5")
     assert plain.status == residual.status == "finished"
     assert len(plain.layers) == len(residual.layers) == 8  # stem + 6 blocks + head
+    assert plain.meta["config"]["train"]["device"] == "cpu"  # --device auto: the CPU on a machine without a GPU
     before = (out / "plain.h5").read_bytes()
     assert main(["demo", "--out", str(out), "--depth", "6", "--epochs", "1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
@@ -60,6 +61,8 @@ def exit_code(argv: list[str]) -> int:
         (["info", "missing.h5"], "missing.h5"),
         (["demo", "--depth", "1"], "depth"),
         (["demo", "--epochs", "zero"], "invalid int value"),
+        (["demo", "--device", "gpu"], "device 'gpu' is not supported; use auto, cpu, cuda or cuda:K"),
+        (["demo", "--device", "cuda:1"], "device 'cuda:1' is not available: torch sees no CUDA device"),
         (["compare", "only.h5"], "at least two"),
         (["frobnicate"], "invalid choice"),
     ],

@@ -214,6 +214,7 @@ def test_gradstats_covers_every_trainable_parameter_by_name(tmp_path):
         "shape": [5, 3],
         "numel": 15,
         "trainable": False,
+        "in_optimizer": False,
     }
     assert rows["gain"]["module"] == "" and rows["gain"]["trainable"]
     assert rows["fc.weight"]["kind"] == "linear"
@@ -324,3 +325,28 @@ def test_update_ratio_equals_lr_times_gradient_norm_for_plain_sgd(tmp_path):
             assert frame[(step, name, "weight_norm")] == pytest.approx(float(weights[step][name].norm()), rel=1e-14)
             ratio = lr * float(g.norm()) / float(weights[step][name].norm())
             assert frame[(step, name, "ratio")] == pytest.approx(ratio, rel=1e-12)
+
+
+def test_a_skipped_step_does_no_firing_work(tmp_path, monkeypatch):
+    """At a step where no probe is due the step pre-hook returns at once: no firing, and a closure passes through
+    unwrapped (issue 23.2: a skipped step costs the session its hooks' few attribute reads, ~1 µs)."""
+    torch.manual_seed(0)
+    model = Tiny()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    session = gradlens.attach(model, optimizer, tmp_path / "run.h5", probes=[GradStats(every=[0, 3])])
+    fired, wrapped = [], []
+    original_fire, original_wrap = session._fire, session._wrap_closure
+    monkeypatch.setattr(session, "_fire", lambda: (fired.append(session.step), original_fire())[1])
+    monkeypatch.setattr(session, "_wrap_closure", lambda c: (wrapped.append(session.step), original_wrap(c))[1])
+
+    def closure():
+        optimizer.zero_grad()
+        loss = model(torch.randn(4, 4)).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        optimizer.step(closure)
+    session.close()
+    assert fired == [0, 3] and wrapped == [0, 3]
+    assert sorted(gradlens.load(tmp_path / "run.h5").frame("grad_stats").step.unique()) == [0, 3]

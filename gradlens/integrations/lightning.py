@@ -145,6 +145,8 @@ class GradlensCallback(pl.Callback):
             first_step=None,  # a resumed fit restores its step count after on_fit_start: see on_train_start
             scaler=getattr(trainer.precision_plugin, "scaler", None),
         )
+        # attach(..., stop_on="severe"): a severe live finding stops the fit Lightning's way, not by raising
+        self.session.stop_via(lambda finding: setattr(trainer, "should_stop", True))
         rates = learning_rates(inner_optimizer(optimizers[0])) if self.log_lr else {}
         self._own = ({"loss"} if self.log_loss else set()) | set(rates)
 

@@ -100,6 +100,12 @@ class GradlensCallback(transformers.TrainerCallback):
             first_step=int(state.global_step) + 1,  # the Trainer's number of the coming update
             scaler=getattr(optimizer, "scaler", None),  # accelerate's AcceleratedOptimizer keeps the GradScaler
         )
+        self.session.stop_via(lambda finding: None)  # stop_on: on_step_end asks the Trainer to stop
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        """With ``stop_on="severe"``, a severe finding of the live doctor ends training the Trainer's way."""
+        if self.session is not None and self.session.stop_reason is not None:
+            control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:
         """Record every number of the log at the Trainer's step (the entry it appends to ``log_history``); a

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 # What a probe may need from the session.
 GRADS = "grads"  # parameter gradients, read at each optimizer.step() before the update
 PROBE_BATCH = "probe_batch"  # a fixed batch (x, y), the same samples at every record
+# module inputs/outputs on the step's first training forward, through hooks the session installs on due steps
+# (the probe implements watched_modules, begin_capture, before_module, after_module)
+ACTIVATIONS = "activations"
 
 
 class Schedule:
@@ -108,7 +111,7 @@ class Probe(ABC):
 
     Attributes:
         name: the HDF5 group name; unique within a session.
-        needs: what the probe reads (``GRADS``, ``PROBE_BATCH``).
+        needs: what the probe reads (``GRADS``, ``PROBE_BATCH``, ``ACTIVATIONS``).
         uses_layers: whether the probe reads ``ctx.layers`` (the session's weight layers). Probes that cover
             every parameter set it False; the session then discovers layers leniently (a module type it does
             not know is left out of the layer table instead of being an error).
@@ -145,6 +148,11 @@ class Probe(ABC):
     @abstractmethod
     def compute(self, ctx: ProbeContext) -> dict[str, torch.Tensor]:
         """Compute one record: quantity name -> detached tensor of the declared shape."""
+
+    def meta(self) -> dict:
+        """What the probe says about its records in its ``meta["probes"]`` entry (JSON); called at attach,
+        after :meth:`validate`. Default: nothing."""
+        return {}
 
     def before_step(self, ctx: ProbeContext) -> None:
         """``measures_update`` probes: keep what :meth:`after_step` needs (weights before the update)."""

@@ -10,7 +10,8 @@ buffer (about 5 µs in a hot loop, 45 µs inside a step):
 
     gradlens_grad_pointers(params, n, numels, dtypes, out) -> n when the gradient of every params[i] is a
     defined, strided, contiguous, plain (no Python subclass, no lazy negation) CPU tensor with numels[i] entries
-    and dtype code dtypes[i] (``grad_kernel.DTYPES``), its address written to out[i]; otherwise the first i that is not.
+    and dtype code dtypes[i] (``grad_kernel.DTYPES``), its address written to out[i], or, where dtypes[i] is -1,
+    undefined (out[i] = 0); otherwise the first i that is not.
 
 It is compiled against the installed torch (its headers, ``libtorch_python``, the same C++ ABI) with the
 system C++ compiler (``$CXX``, else ``c++``/``g++``), which takes 15-30 s, so it is built once per machine in a
@@ -48,6 +49,11 @@ extern "C" int64_t gradlens_grad_pointers(PyObject* params, int64_t n, const int
         PyObject* item = PyList_GET_ITEM(params, i);
         if (!THPVariable_Check(item)) return i;
         const at::Tensor& g = THPVariable_Unpack(item).grad();
+        if (dtypes[i] < 0) {  /* the plan holds no gradient here: there must still be none */
+            if (g.defined()) return i;
+            out[i] = 0;
+            continue;
+        }
         if (!g.defined() || g.layout() != at::kStrided || !g.device().is_cpu()) return i;
         if (g.key_set().has(c10::DispatchKey::Python) || !g.is_contiguous() || g.numel() != numels[i]) return i;
         if (g.is_neg() || g.is_conj()) return i;  /* a lazily negated view: its memory holds -g */
@@ -146,11 +152,15 @@ def _self_check(function) -> bool:
     transposed = torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)
     transposed.grad = torch.ones(2, 2, dtype=torch.float64).t()
     missing = torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)
+    absent = array.array("q", [0, -1])  # a plan that holds no gradient for the second parameter
+    absent_arguments = (numels.buffer_info()[0], absent.buffer_info()[0], out.buffer_info()[0])
     return (
         function([fitting[0], transposed], 2, *arguments) == 1
         and function([fitting[0], missing], 2, *arguments) == 1
         and function([fitting[1], fitting[0]], 2, *arguments) == 0
         and function((fitting[0], fitting[1]), 2, *arguments) == -1
+        and function([fitting[0], missing], 2, *absent_arguments) == 2 and out[1] == 0
+        and function([fitting[0], fitting[1]], 2, *absent_arguments) == 1
     )
 
 

@@ -20,30 +20,50 @@ For a row with gradient g (n entries), one record holds
 - ``hist``, ``hist_below``, ``hist_above`` (with ``bins``): counts of g per bin, and of entries below the
   first edge / above the last edge (±Inf included there; NaN in neither). Bins are ``[e_i, e_{i+1})``, the
   last one closed, as in ``numpy.histogram``. ``hist_edges`` holds the edges at every record.
+- ``exp_hist`` ``[layer, sign, exponent]``, ``exp_zero``, ``exp_nonfinite`` (with ``exponents=True``): the
+  exponent histogram of :mod:`gradlens.probes.grad_exponents` — per sign (``negative``, ``positive``) the count of
+  entries with 2^e <= |g| < 2^(e+1) for each e from -64 to 15, below 2^-64 and from 2^16 on (82 buckets, each
+  labelled by its |g| interval), the count of ±0 and of NaN/±Inf. No range to choose: every layer's gradients
+  land in their own buckets, whatever decade they live in. Counts are uint32 (uint64 when a parameter has 2^32
+  entries or more) and sum to n.
 
 A row whose parameter has no gradient at a firing (``.grad is None``) records NaN statistics,
-``nonfinite = -1`` and histogram counts -1.
+``nonfinite = -1``, linear-histogram counts -1 and exponent counts 0.
 
 ``bins=K`` (an int) means K equal bins over ``[-R, R]``, where R is fixed at the first firing that sees a
 finite non-zero gradient: the largest finite |g| over all covered parameters, rounded up to one significant
 digit (0.0347 -> 0.04, 3 -> 3, 0.12 -> 0.2). Until then ``hist_edges`` is NaN and the counts are -1.
 
+Exponent histograms are off by default, for their cost on disk, not in time. Computing them is one more pass over
+each block of a gradient while it is in the cache (about 70 µs more per firing on the thin MLP's 0.12 M entries,
+150 µs on ResNet-20's 0.27 M). A record, though, is 664 bytes per parameter (166 uint32 counts), 16.6× the five
+statistics' 40; about 90 % of the buckets are empty, so HDF5's gzip with the shuffle filter brings it to 20-24 bytes
+(lzf with shuffle: 33), where the statistics take 12.6 as compressed float32 (ResNet-20, 59 tensors, 256 records
+at every step, ``benchmarks/exp_hist_disk.py``). At every step they would make a compressed run 2.6 times as
+large, and the recorder's flush of 84 kB of counts per thin-MLP record costs more than their computation. A
+distribution of exponents moves slowly, so record it on a schedule of its own, as a second probe (a probe records
+all its quantities at each firing, so one probe cannot hold two schedules)::
+
+    GradStats()                                                     # the statistics at every step
+    GradStats(name="grad_exponents", exponents=True, every=Schedule.log_spaced(8) | Schedule.every(500))
+
 How it is computed: per-row *local sums* first — Σg, Σ|g|, Σg², n, the non-finite and NaN counts (float64), max|g|
-over the non-NaN entries and the histogram slot counts — then, when the session's context has a ``reducer``
-(sharded gradients, :mod:`gradlens.distributed`), one ``reducer.sum_`` of all sums and counts packed into one
+and the histogram slot counts — then, when the session's context has a ``reducer`` (sharded gradients,
+:mod:`gradlens.distributed`), one ``reducer.sum_`` of all sums and counts (linear and exponent) packed into one
 tensor and one ``reducer.max_`` of the maxima, and last the *finalize* step above (mean = Σg/n, mean_abs = Σ|g|/n,
-norm = √Σg², max_abs = NaN where a NaN was counted). Gradients of float16/bfloat16 are accumulated in float32 or
-wider, Σg always in float64.
+norm = √Σg², max_abs = NaN where a NaN was counted). Every sum is accumulated in float64.
 
 Cost: on CPU tensors one fused pass per gradient (:mod:`gradlens.probes.grad_kernel`; a second pass counts
-NaN/Inf only where a sum came out non-finite, a third sorts entries into histogram bins), about one read of
+NaN/Inf only where a sum came out non-finite, a third sorts entries into linear bins), about one read of
 every gradient — e.g. 0.02 s for the 79 M gradients of a 512 × 300 MLP, 0.1 ms for the 126 tensors of a thin
-MLP. When every gradient fits the kept plan, their addresses are read in one C++ call
-(:mod:`gradlens.probes.grad_reader`, built once per machine in the background and cached), not through ``p.grad``
-in Python. Elsewhere (GPU, DTensor shards without a kernel, no C compiler) the torch route stacks gradients of one size
-into packs and reduces each pack with a few torch calls. Statistics stay on the gradients' device until the
-recorder's flush: after the first firing no call synchronises the host with the device (with ``bins=K`` the
-first firing reads R once).
+MLP. When every gradient fits the kept plan (parameters without a gradient included), their addresses are read in
+one C++ call (:mod:`gradlens.probes.grad_reader`, built once per machine in the background and cached), not
+through ``p.grad`` in Python; a gradient that never fits a plan (float16, a GPU tensor, a subclass) is remembered,
+so the plan is not searched for again at every firing. Elsewhere (GPU, DTensor shards without a kernel, no C
+compiler) the torch route (:mod:`gradlens.probes.grad_flat`) copies the gradients into zero-padded float64 windows
+and reduces them with a fixed number of torch calls per window, whatever the number of parameters. Statistics stay
+on the gradients' device until the recorder's flush: after the first firing no call synchronises the host with the
+device (with ``bins=K`` the first firing reads R once).
 """
 
 from __future__ import annotations
@@ -54,7 +74,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from gradlens.probes import grad_kernel
+from gradlens.probes import grad_exponents, grad_flat, grad_kernel
 from gradlens.probes.base import GRADS, Probe, Quantity, Schedule, check_coverage, covered_parameters
 from gradlens.probes.grad_kernel import Histogram
 
@@ -70,12 +90,14 @@ def round_up_one_digit(value: float) -> float:
 
 
 class GradStats(Probe):
-    """Gradient statistics per parameter: mean, mean |g|, L2 norm, max |g|, non-finite count, histogram.
+    """Gradient statistics per parameter: mean, mean |g|, L2 norm, max |g|, non-finite count, histograms.
 
     Args:
         every: schedule (None: the session default).
-        bins: optional histogram: fixed increasing edges (e.g. ``numpy.linspace(-1e-2, 1e-2, 41)``) or an int K
-            (K equal bins over ±R, R fixed at the first firing; see the module docstring).
+        bins: optional linear histogram: fixed increasing edges (e.g. ``numpy.linspace(-1e-2, 1e-2, 41)``) or an
+            int K (K equal bins over ±R, R fixed at the first firing; see the module docstring).
+        exponents: record the exponent histograms ``exp_hist``, ``exp_zero``, ``exp_nonfinite`` (see the module
+            docstring; 664 bytes per parameter per record before compression).
         params: ``"all"`` (every trainable parameter, by qualified name) or ``"weights"`` (the session's layer
             weights, by layer module name).
         name: the HDF5 group name (default ``"grad_stats"``).
@@ -88,12 +110,16 @@ class GradStats(Probe):
         self,
         every: int | Iterable[int] | Schedule | None = None,
         bins: int | Sequence[float] | None = None,
+        exponents: bool = False,
         params: str = "all",
         name: str = "grad_stats",
     ) -> None:
         super().__init__(every)
         self.name = name
         check_coverage("GradStats", params)
+        if not isinstance(exponents, bool):
+            raise TypeError(f"GradStats exponents must be True or False, got {exponents!r}")
+        self.exponents = exponents
         self.params = params
         self.uses_layers = params == "weights"
         self.n_bins: int | None = None
@@ -114,7 +140,7 @@ class GradStats(Probe):
             self.n_bins = self.edges.numel() - 1
         self._prepared: Histogram | None = None  # the edges prepared for counting, built at the first firing
         self._cache: tuple | None = None  # (context, covered parameters)
-        self._index_cache: dict = {}  # the torch route's row indices on the device
+        self._index_cache: dict = {}  # the kept plan of the kernel, the torch route's layout on the device
 
     def _covered(self, ctx) -> list[tuple[str, torch.Tensor]]:
         return covered_parameters(ctx, self.params)
@@ -129,6 +155,15 @@ class GradStats(Probe):
             out["hist_below"] = Quantity((n,), ("layer",), per_row, dtype="int64")
             out["hist_above"] = Quantity((n,), ("layer",), per_row, dtype="int64")
             out["hist_edges"] = Quantity((self.n_bins + 1,), ("edge",))
+        if self.exponents:
+            # a count never exceeds the parameter's size: uint32 unless a parameter has 2^32 entries or more
+            largest = max((p.numel() for p in self._parameters(ctx)), default=0)
+            dtype = "uint32" if largest < 2**32 else "uint64"
+            labels = {**per_row, "sign": list(grad_exponents.SIGNS), "exponent": grad_exponents.exponent_labels()}
+            shape = (n, len(grad_exponents.SIGNS), grad_exponents.MAGNITUDES)
+            out["exp_hist"] = Quantity(shape, ("layer", "sign", "exponent"), labels, dtype=dtype)
+            out["exp_zero"] = Quantity((n,), ("layer",), per_row, dtype=dtype)
+            out["exp_nonfinite"] = Quantity((n,), ("layer",), per_row, dtype=dtype)
         return out
 
     def compute(self, ctx) -> dict[str, torch.Tensor]:
@@ -140,29 +175,34 @@ class GradStats(Probe):
         elif self.n_bins is not None and self._prepared is None:  # the histogram range is fixed from them
             grads = [p.grad for p in parameters]
         histogram = self._histogram(grads, reducer)
-        planned = None
+        cache = self._index_cache
         if reducer is None:  # the common case: one kernel call does everything
-            planned = read_statistics(parameters, histogram, self._index_cache)
+            planned = read_statistics(parameters, histogram, self.exponents, cache)
             if planned is None:
                 grads = [p.grad for p in parameters] if grads is None else grads
-                planned = planned_statistics(grads, histogram, self._index_cache)
-        if planned is not None:
-            values, sums, counts = planned
-            out = dict(zip(STATISTICS, values.unbind(0), strict=True))
-            if self.n_bins is not None:
-                out.update(self._hist_values(sums, counts))
-            return out
-        sums, maxima, counts = local_sums(grads, histogram, self._index_cache)
-        if reducer is not None:
-            packed = sums.reshape(-1) if counts is None else torch.cat([sums.reshape(-1), counts.double().reshape(-1)])
+                planned = planned_statistics(grads, histogram, self.exponents, cache)
+            if planned is not None:
+                values, sums, counts, slots = planned
+                return self._values(dict(zip(STATISTICS, values.unbind(0), strict=True)), sums, counts, slots)
+        sums, maxima, counts, slots = local_sums(grads, histogram, self.exponents, cache)
+        if reducer is not None:  # sums and counts of all ranks in one collective (exact below 2^53), maxima in one
+            parts = [sums.reshape(-1)] + [c.double().reshape(-1) for c in (counts, slots) if c is not None]
+            packed = torch.cat(parts) if len(parts) > 1 else parts[0]
             reducer.sum_(packed, "GradStats sums")
             reducer.max_(maxima, "GradStats max|g|")
-            sums = packed[: sums.numel()].view_as(sums)
-            if counts is not None:
-                counts = packed[sums.numel() :].view_as(counts)
-        out = finalize(sums, maxima)
+            reduced = iter(packed.split([part.numel() for part in parts]))
+            sums = next(reduced).view_as(sums)
+            counts = None if counts is None else next(reduced).view_as(counts)
+            slots = None if slots is None else next(reduced).view_as(slots).to(torch.int64)
+        return self._values(finalize(sums, maxima), sums, counts, slots)
+
+    def _values(self, out: dict[str, torch.Tensor], sums: torch.Tensor, counts: torch.Tensor | None,
+                slots: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The statistics ``out`` plus the histograms that are on."""
         if self.n_bins is not None:
             out.update(self._hist_values(sums, counts))
+        if self.exponents:
+            out.update(grad_exponents.split(slots))
         return out
 
     def _parameters(self, ctx) -> list[torch.Tensor]:
@@ -206,19 +246,21 @@ class GradStats(Probe):
 
 # Columns of the local sums: one float64 row per covered parameter, summed over ranks in one call.
 SUM, SUM_ABS, SUM_SQ, COUNT, NONFINITE, NAN, PRESENT = range(grad_kernel.COLUMNS)
-SMALL = 1 << 16  # torch route: gradients with fewer entries are stacked with others of their size ...
-PACK = 1 << 18  # ... into packs of at most this many entries (a bounded copy, never one of the whole model)
-HALF = (torch.float16, torch.bfloat16)
 
 
 def local_sums(
-    grads: Sequence[torch.Tensor | None], histogram: Histogram | None = None, cache: dict | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    grads: Sequence[torch.Tensor | None],
+    histogram: Histogram | None = None,
+    exponents: bool = False,
+    cache: dict | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Per-row sums of each gradient: ``sums`` [R, 7] float64 (columns SUM .. PRESENT), ``maxima`` [R] float64
-    (max |g| over the non-NaN entries, 0 for none) and, with a histogram, ``counts`` [R, K + 3] int64 (slot 0
-    below the first edge, 1..K the bins, K + 1 above the last edge, K + 2 NaN). Rows whose gradient is None stay
-    0 (PRESENT = 0). Everything is allocated on the first gradient's device. ``cache`` keeps the torch route's
-    row-index tensors on the device between calls (a fresh copy to a GPU would wait for its queued work).
+    (max |g|; where the row holds a NaN it is not used: max_abs is NaN), with a histogram ``counts`` [R, K + 3]
+    int64 (slot 0 below the first edge, 1..K the bins, K + 1 above the last edge, K + 2 NaN) and with
+    ``exponents`` the exponent slot counts ``slots`` [R, grad_exponents.SLOTS] int64. Rows whose gradient is None
+    stay 0 (PRESENT = 0). Everything is allocated on the first gradient's device: CPU gradients the fused kernel
+    reads go to it, the others to the torch route (:mod:`gradlens.probes.grad_flat`), whose layout ``cache`` keeps
+    between calls (a fresh copy of its index tensors to a GPU would wait for the GPU's queued work).
     """
     present = [g for g in grads if g is not None]
     device = present[0].device if present else torch.device("cpu")
@@ -226,6 +268,7 @@ def local_sums(
     sums = torch.zeros((rows, grad_kernel.COLUMNS), dtype=torch.float64, device=device)
     maxima = torch.zeros(rows, dtype=torch.float64, device=device)
     counts = None if histogram is None else torch.zeros((rows, histogram.bins + 3), dtype=torch.int64, device=device)
+    slots = torch.zeros((rows, grad_exponents.SLOTS), dtype=torch.int64, device=device) if exponents else None
     batch = grad_kernel.Batch() if device.type == "cpu" and grad_kernel.library() is not None else None
     rest: list[int] = []
     for row, g in enumerate(grads):
@@ -234,46 +277,70 @@ def local_sums(
         if batch is None or type(g) is not torch.Tensor or not g.is_cpu or not batch.add(row, g):
             rest.append(row)
     if batch is not None and batch.rows:
-        grad_kernel.grad_sums(batch, sums, maxima, histogram, counts)
+        grad_kernel.grad_sums(batch, sums, maxima, histogram, counts, slots)
     if rest:
-        _torch_sums(grads, rest, sums, maxima, histogram, counts, {} if cache is None else cache)
-    return sums, maxima, counts
+        grad_flat.flat_sums(grads, rest, sums, maxima, histogram, counts, slots, {} if cache is None else cache)
+    return sums, maxima, counts, slots
+
+
+Planned = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
 def read_statistics(
-    parameters: list[torch.Tensor], histogram: Histogram | None, cache: dict
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    parameters: list[torch.Tensor], histogram: Histogram | None, exponents: bool, cache: dict
+) -> Planned | None:
     """:func:`planned_statistics` of the ``parameters``' gradients through the kept plan, their addresses read in
     one C++ call (:mod:`~gradlens.probes.grad_reader`), without a Python object per gradient; None when there is
     no plan yet, the reader is not loaded (yet) or a gradient does not fit the plan."""
     plan = cache.get("plan")
     pointers = None if plan is None else plan.read(parameters)
-    return None if pointers is None else _run_plan(plan, pointers, histogram)
+    return None if pointers is None else _run_plan(plan, pointers, histogram, exponents)
 
 
 def planned_statistics(
-    grads: Sequence[torch.Tensor | None], histogram: Histogram | None, cache: dict
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
-    """The common case in one kernel call: (statistics [5, R] in ``STATISTICS`` order, sums, counts), equal to
-    :func:`local_sums` then :func:`finalize`; None when the kernel cannot read every gradient as it is (then
+    grads: Sequence[torch.Tensor | None], histogram: Histogram | None, exponents: bool, cache: dict
+) -> Planned | None:
+    """The common case in one kernel call: (statistics [5, R] in ``STATISTICS`` order, sums, counts, slots), equal
+    to :func:`local_sums` then :func:`finalize`; None when the kernel cannot read every gradient as it is (then
     take that route). ``cache["plan"]`` keeps the :class:`~gradlens.probes.grad_kernel.Plan` between firings;
-    ``sums`` and ``counts`` are its buffers, overwritten at the next call.
+    ``sums`` and ``counts`` are its buffers, overwritten at the next call (``slots`` is new at every call).
+
+    A gradient that does not fit a plan (a float16 or GPU tensor, a subclass, a strided layout) is remembered in
+    ``cache["misfit"]`` with what made it misfit; while that gradient is still of that kind, no plan is built
+    again (a check of one gradient instead of all of them at every firing).
     """
     plan = cache.get("plan")
     pointers = None if plan is None else plan.pointers(grads)
     if pointers is None:
-        if grad_kernel.library() is None:
+        if grad_kernel.library() is None or _still_misfit(grads, cache.get("misfit")):
+            return None
+        index = grad_kernel.Plan.misfit(grads)
+        if index is not None:
+            cache["plan"], cache["misfit"] = None, (len(grads), index, _kind(grads[index]))
             return None
         plan = cache["plan"] = grad_kernel.Plan.build(grads)
         pointers = None if plan is None else plan.pointers(grads)
         if pointers is None:
             return None
-    return _run_plan(plan, pointers, histogram)
+    return _run_plan(plan, pointers, histogram, exponents)
 
 
-def _run_plan(plan: grad_kernel.Plan, pointers, histogram: Histogram | None) -> tuple:
+def _kind(grad: torch.Tensor) -> tuple:
+    """What decides whether the kernel reads ``grad`` as it is."""
+    return type(grad), grad.device, grad.dtype, grad.is_contiguous(), grad.is_neg()
+
+
+def _still_misfit(grads: Sequence[torch.Tensor | None], misfit: tuple | None) -> bool:
+    if misfit is None:
+        return False
+    size, index, kind = misfit
+    return len(grads) == size and grads[index] is not None and _kind(grads[index]) == kind
+
+
+def _run_plan(plan: grad_kernel.Plan, pointers, histogram: Histogram | None, exponents: bool) -> Planned:
     counts = None if histogram is None else plan.counts(histogram.bins + 3)
-    return plan.run(pointers, histogram, counts), plan.buffers[0], counts
+    slots = torch.zeros((plan.size, grad_exponents.SLOTS), dtype=torch.int64) if exponents else None
+    return plan.run(pointers, histogram, counts, slots), plan.buffers[0], counts, slots
 
 
 def finalize(sums: torch.Tensor, maxima: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -310,100 +377,3 @@ def largest_finite(grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
         finite = g.detach().abs().nan_to_num(nan=0.0, posinf=0.0)  # NaN and Inf count as 0 here
         largest = torch.maximum(largest, finite.max().to(device=device, dtype=torch.float64))
     return largest.reshape(1)
-
-
-def _host_side(device: torch.device) -> bool:
-    """True when reading a value of a tensor on ``device`` costs no device synchronisation (the CPU)."""
-    return device.type == "cpu"
-
-
-def _placed(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` on ``device``: moved only when a gradient lives on another device than the first one."""
-    return tensor if tensor.device == device else tensor.to(device)
-
-
-def _packs(grads: Sequence[torch.Tensor | None], rows: list[int]) -> list[list[int]]:
-    """Rows reduced together: a large gradient alone, smaller ones of one size/dtype/device stacked."""
-    packs: list[list[int]] = []
-    groups: dict[tuple, list[int]] = {}
-    for row in rows:
-        g = grads[row]
-        n = g.numel()
-        if n >= SMALL:
-            packs.append([row])
-            continue
-        key = (n, g.dtype, g.device)
-        members = groups.setdefault(key, [])
-        members.append(row)
-        if (len(members) + 1) * max(n, 1) > PACK:
-            packs.append(groups.pop(key))
-    return packs + list(groups.values())
-
-
-def _torch_sums(
-    grads: Sequence[torch.Tensor | None],
-    rows: list[int],
-    sums: torch.Tensor,
-    maxima: torch.Tensor,
-    histogram: Histogram | None,
-    counts: torch.Tensor | None,
-    cache: dict,
-) -> None:
-    """The torch route of :func:`local_sums` for ``rows``: a few reductions per pack, no host synchronisation."""
-    for pack in _packs(grads, rows):
-        members = [grads[row].detach() for row in pack]
-        block = members[0].reshape(1, -1) if len(members) == 1 else torch.stack([g.reshape(-1) for g in members])
-        if block.dtype in HALF:
-            block = block.float()
-        m, n = block.shape
-        key = (tuple(pack), sums.device)
-        if key not in cache:
-            cache[key] = torch.tensor(pack, device=sums.device)
-        index = cache[key]
-        ones = torch.ones(m, dtype=torch.float64, device=block.device)
-        if n == 0:
-            part = torch.zeros((m, sums.shape[1]), dtype=torch.float64, device=block.device)
-            part[:, PRESENT] = 1.0
-            sums.index_copy_(0, index, _placed(part, sums.device))
-            continue
-        magnitudes = block.abs()
-        part = torch.stack(
-            [
-                block.sum(1, dtype=torch.float64),
-                magnitudes.sum(1).double(),
-                torch.linalg.vector_norm(block, 2, dim=1).double().square(),
-                ones * n,
-                ones * 0,
-                ones * 0,
-                ones,
-            ],
-            1,
-        )
-        if not _host_side(block.device) or not bool(torch.isfinite(part[:, SUM_ABS : SUM_SQ + 1]).all()):
-            part[:, NONFINITE] = (~torch.isfinite(block)).sum(1).double()
-            part[:, NAN] = torch.isnan(block).sum(1).double()
-        top = magnitudes.nan_to_num(nan=0.0, posinf=math.inf).amax(1).double()
-        sums.index_copy_(0, index, _placed(part, sums.device))
-        maxima.index_copy_(0, index, _placed(top, sums.device))
-        if histogram is not None:
-            counts.index_copy_(0, index, _placed(_torch_histogram(block, histogram), sums.device))
-
-
-def _torch_histogram(block: torch.Tensor, histogram: Histogram) -> torch.Tensor:
-    """Slot counts [m, K + 3] of the rows of ``block`` (see :func:`local_sums`), compared in float64."""
-    values = block.double()
-    bins = histogram.bins
-    slots = histogram.slots_on(values.device)
-    if histogram.uniform:  # a guess at most one slot off, corrected against the slot bounds
-        guess = ((values - histogram.first) * histogram.scale + 1.0).clamp_(0, bins + 1)
-        index = torch.where(torch.isnan(values), bins + 2, guess.floor()).long()
-        index -= (values < slots[index]).long()
-        index += ((values >= slots[index + 1]) & (index <= bins)).long()
-    else:
-        index = torch.bucketize(values, slots[1 : bins + 2], right=True)
-        index = torch.where(torch.isnan(values), bins + 2, index)
-    width = bins + 3
-    index += torch.arange(block.shape[0], device=values.device).unsqueeze(1) * width
-    total = block.shape[0] * width
-    # histc with integer-valued float64 input counts exactly and, unlike bincount, needs no device sync
-    return torch.histc(index.double(), bins=total, min=0, max=total).to(torch.int64).reshape(-1, width)

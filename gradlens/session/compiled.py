@@ -41,3 +41,10 @@ class HookGuards:
         dynamo = sys.modules.get("torch._dynamo")
         if cls.users == 0 and dynamo is not None and cls.saved is not None:
             dynamo.config.skip_nnmodule_hook_guards = cls.saved
+
+
+def hooks_unguarded() -> bool:
+    """Whether dynamo is loaded and skips guards on module hooks: a graph compiled now would not notice gradlens
+    adding or removing hooks later (see :mod:`gradlens.session.activations`)."""
+    dynamo = sys.modules.get("torch._dynamo")
+    return dynamo is not None and bool(dynamo.config.skip_nnmodule_hook_guards)

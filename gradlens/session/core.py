@@ -3,7 +3,9 @@
 ``attach`` checks everything that can be checked (probes, names, layers, distributed mode) before the recorder
 (and so any file) exists, then creates the recorder and installs the hooks. The session resolves the
 :class:`~gradlens.probes.context.ProbeContext` at the first optimizer step (or at attach when layers are
-declared), and closes the file on exit: ``finished``, or ``failed`` when an exception leaves the ``with`` block.
+declared), and closes the file on exit: ``finished``, ``failed`` when an exception leaves the ``with`` block, or
+``stopped`` when the live doctor ended training (``stop_on``). At attach it also says which trainable parameters
+are in none of the optimizer's param groups (``meta["parameters"][i]["in_optimizer"]``, a warning).
 """
 
 from __future__ import annotations
@@ -11,26 +13,34 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from gradlens.distributed import DEFAULT_TIMEOUT, NullRecorder, Topology, topology
-from gradlens.layers import check_names, describe_parameters, resolve_layers
+from gradlens.layers import ParameterInfo, check_names, describe_parameters, resolve_layers
 from gradlens.naming import uncompiled
 from gradlens.probes.base import PROBE_BATCH, Probe, Schedule, as_schedule
 from gradlens.probes.context import LossFn, ProbeContext
 from gradlens.recorder import Recorder
+from gradlens.schema import STATUS_STOPPED
+from gradlens.session.clipping import ClipRecord
 from gradlens.session.discovery import LayerDiscovery
 from gradlens.session.firing import ProbeFiring
 from gradlens.session.hooks import StepHooks
+from gradlens.session.live import Engine, LiveDoctoring, LiveSettings, TrainingStopped
 from gradlens.session.ranks import distributed_checks, distributed_mode, failure_note
 from gradlens.session.scalars import ScalarLog
 from gradlens.spec import ModelSpec
 
 
-class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
+class ParameterGroupWarning(UserWarning):
+    """A trainable parameter (``requires_grad=True``) is in none of the optimizer's param groups."""
+
+
+class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog, LiveDoctoring):
     """A recording session; create it with :func:`attach`.
 
     Probes fire inside ``optimizer.step()``, so a training loop needs no extra calls except optional
@@ -57,14 +67,21 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
     probes (on the unscaled gradients) and records a ``step_skipped`` event; skipped steps are counted by
     ``step`` like any other.
 
+    Clipping: ``clip_grad_norm_`` calls on the session's parameters are recorded as ``clip/preclip_norm`` and
+    ``clip/max_norm`` (:mod:`~gradlens.session.clipping`). Activation probes get forward hooks on the steps where
+    they are due (:mod:`~gradlens.session.activations`). With ``live=N`` the doctor's rules run every N steps;
+    findings become events and warnings, and may stop training (``stop_on``), switch heavier probes on and write
+    the flight recorder (:mod:`~gradlens.session.live`).
+
     Its parts live beside this module: hooks (:mod:`~gradlens.session.hooks`), firing and failures
-    (:mod:`~gradlens.session.firing`), the layer table (:mod:`~gradlens.session.discovery`) and the logging rule
-    (:mod:`~gradlens.session.scalars`).
+    (:mod:`~gradlens.session.firing`), the layer table (:mod:`~gradlens.session.discovery`), the logging rule
+    (:mod:`~gradlens.session.scalars`) and the live doctor (:mod:`~gradlens.session.live`).
 
     Attributes:
         step: the 0-based index of the next optimizer step (during ``optimizer.step()``: the step being taken).
         topology: this process's rank, the world size, the backend and the writer rank.
         recording: False once the recorder failed or the session was closed.
+        stop_reason: the severe finding that stopped training (``stop_on``), else None.
     """
 
     def __init__(
@@ -86,6 +103,7 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         scaler: object | None = None,
         writer_rank: int = 0,
         collective_timeout: datetime.timedelta | float = DEFAULT_TIMEOUT,
+        live: LiveSettings | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -96,6 +114,7 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         self._closed = False
         self._handles: list = []
         self._tracer = None  # the layer discovery's forward-order tracer (LayerDiscovery)
+        self._activations = None  # the activation hooks of ACTIVATIONS probes (StepHooks)
         self._ctx: ProbeContext | None = None
         self._loss_fn = loss_fn or nn.functional.cross_entropy
         self._probe_batch = probe_batch
@@ -118,12 +137,15 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         default = as_schedule(every)
         self.schedules = {p.name: p.schedule or default for p in self.probes}
         self._parameters = describe_parameters(model)
+        self._clips = ClipRecord((info.parameter for info in self._parameters), lambda: self.step)
         self._spec = self._declared_spec(spec, layers)
         if self._spec is not None:
             check_names(model, self._spec)
             resolve_layers(model, self._spec)  # every declared layer has a .weight
         for probe in self.probes:
             probe.validate(model, self._spec)
+        self._in_optimizer = optimized_parameters(self._parameters, optimizer)
+        self._setup_live(live or LiveSettings())
         if self._spec is None:
             self._trace_forward_order()
 
@@ -131,12 +153,13 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         try:
             if scaler is not None:
                 self._watch_scaler(scaler)
+            self._meta_written = self._meta(meta)
             if not self.topology.is_writer:  # the other ranks never create, open or lock the file
                 self.recorder = NullRecorder(self.path, self.topology.rank)
             else:
                 self.recorder = Recorder(
                     path,
-                    meta=self._meta(meta),
+                    meta=self._meta_written,
                     mode=mode,
                     resume_step=resume_step,
                     flush_every=flush_every,
@@ -177,11 +200,18 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
                 "defaults": _jsonable(self.optimizer.defaults),
             },
             "probes": [
-                {"name": p.name, "class": type(p).__name__, "schedule": self.schedules[p.name].description}
+                {
+                    **p.meta(),
+                    "name": p.name,
+                    "class": type(p).__name__,
+                    "schedule": self.schedules[p.name].description,
+                }
                 for p in self.probes
             ],
             "probe_batch_size": None if self._probe_batch is None else int(self._probe_batch[0].shape[0]),
-            "parameters": [info.row() for info in self._parameters],
+            "parameters": [
+                {**info.row(), "in_optimizer": info.name in self._in_optimizer} for info in self._parameters
+            ],
             "distributed": {**self.topology.meta(), "mode": self.distributed_mode},
         }
 
@@ -227,14 +257,21 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
 
         A recorder failure stops recording (warned once), never training.
         """
+        self._log_clips(force=True)
         self._guard_recorder(self.recorder.flush)
 
     def close(self, status: str = "finished") -> None:
-        """Remove every hook, flush and close the file. Idempotent; a failing file is warned, not raised."""
+        """Remove every hook, write the flight recorder, flush and close the file. Idempotent; a failing file is
+        warned, not raised. A run the live doctor stopped (``stop_on``) closes as ``stopped`` instead of
+        ``finished``."""
         if self._closed:
             return
         self._closed = True
         self._remove_hooks()
+        self._log_clips(force=True)
+        self._write_flight("the run failed" if status == "failed" else "the run closed")
+        if status == "finished" and self.stop_reason is not None:
+            status = STATUS_STOPPED
         if self.recording:
             self.recording = False
             try:
@@ -247,11 +284,15 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, TrainingStopped):  # the live doctor ended training: a clean end, not a crash
+            self.close(status=STATUS_STOPPED)
+            return True
         if exc is not None:
             self.fail(exc)
         else:
             self.close(status="finished")
+        return False
 
     def fail(self, error: BaseException | None = None) -> None:
         """Close the file with status ``failed``; in a run of several processes, add a note to ``error`` saying
@@ -260,6 +301,27 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog):
         if error is not None and self.topology.distributed and hasattr(error, "add_note"):
             error.add_note(failure_note(self.topology, self.step, self.path, error))
         self.close(status="failed")
+
+
+def optimized_parameters(parameters: Sequence[ParameterInfo], optimizer: torch.optim.Optimizer) -> set[str]:
+    """Names of the parameters that are in one of ``optimizer``'s param groups.
+
+    A trainable parameter (``requires_grad=True``) in no group gets gradients that no step ever applies: said
+    once here as a :class:`ParameterGroupWarning` naming it (frozen parameters are left out on purpose and are
+    not warned about). ``meta["parameters"]`` keeps ``in_optimizer`` per parameter.
+    """
+    grouped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    inside = {info.name for info in parameters if id(info.parameter) in grouped}
+    forgotten = [info.name for info in parameters if info.trainable and info.name not in inside]
+    if forgotten:
+        warnings.warn(
+            f"gradlens: {len(forgotten)} trainable parameter(s) are in no param group of "
+            f"{type(optimizer).__name__}, so their gradients are never applied: {forgotten}; add them to the "
+            "optimizer, or set requires_grad=False when they are meant to stay fixed",
+            ParameterGroupWarning,
+            stacklevel=4,
+        )
+    return inside
 
 
 def _jsonable(values: Mapping[str, object]) -> dict:
@@ -292,6 +354,13 @@ def attach(
     scaler: object | None = None,
     writer_rank: int = 0,
     collective_timeout: datetime.timedelta | float = DEFAULT_TIMEOUT,
+    live: int | None = None,
+    on_finding: Callable[[object], None] | None = None,
+    stop_on: str | None = None,
+    detail: Sequence[str] | None = None,
+    detail_steps: int = 20,
+    flight_steps: int = 0,
+    engine: Engine | None = None,
 ) -> Session:
     """Attach probes to a training run and record them into the HDF5 file at ``path``.
 
@@ -318,6 +387,19 @@ def attach(
             Call ``attach`` on every rank with the same arguments.
         collective_timeout: how long gradlens's own all-reduce (FSDP2) waits for the other ranks before it
             raises :class:`gradlens.distributed.RankFailure` (a ``timedelta`` or seconds).
+        live: run the doctor's rules every ``live`` steps while training (:mod:`gradlens.session.live`):
+            findings become ``finding`` events in the file at once and :class:`FindingWarning` s; None: off.
+        on_finding: called with each new finding of the live doctor (its errors are recorded, never raised).
+        stop_on: ``"severe"``: a severe finding ends training (:class:`TrainingStopped`, status ``stopped``).
+        detail: the probes that fire at every step for ``detail_steps`` steps after a trigger (a spike,
+            non-finite values, a severe finding); default: activation and gradient-only probes.
+        detail_steps: how long a triggered window lasts (0: no triggered detail).
+        flight_steps: keep the gradient-only probes' values of the last ``flight_steps`` steps even where their
+            schedule records nothing, and write them when a trigger fires or the run fails or closes (0: off;
+            costs one probe computation per step).
+        engine: the live doctor to use instead of :class:`gradlens.doctor.LiveDoctor` (an object with
+            ``observe``, ``observe_scalars``, ``observe_event`` and ``check``, or a factory
+            ``(meta, layers) -> engine``).
 
     Returns:
         A :class:`Session`; use it as a context manager.
@@ -340,4 +422,5 @@ def attach(
         scaler,
         writer_rank,
         collective_timeout,
+        LiveSettings(live, engine, on_finding, stop_on, detail, detail_steps, flight_steps),
     )

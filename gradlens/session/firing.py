@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from gradlens.distributed import RankFailure
-from gradlens.probes.base import GRADS, Probe, Schedule
+from gradlens.probes.base import ACTIVATIONS, GRADS, Probe, Schedule
 from gradlens.probes.context import ProbeContext
 
 
@@ -50,9 +50,13 @@ class ProbeFiring:
     _warned: set[str]
     _disabled: set[str]
     _pending_after: list[Probe]
+    _activations: object  # ActivationCapture | None (gradlens.session.activations)
+    _flight: dict  # probe name -> its flight-recorder ring (gradlens.session.live)
 
     def _due(self, probe: Probe) -> bool:
-        return probe.name not in self._disabled and self.schedules[probe.name](self.step)
+        """Whether ``probe`` fires at this step: its schedule, or a triggered detail window
+        (:mod:`gradlens.session.live`); never once switched off."""
+        return probe.name not in self._disabled and (self.schedules[probe.name](self.step) or self._in_detail(probe))
 
     def _fire(self) -> None:
         """Run every probe scheduled at this step (those measuring the update only prepare here)."""
@@ -62,9 +66,20 @@ class ProbeFiring:
         if not self.recording or not self._runs_probes:  # the recorder failed to start; not this rank's work
             return
         ctx.step = self.step
+        hook_errors = self._activations.errors if self._activations is not None else {}
         for probe in self.probes:
-            if self._due(probe) and not probe.measures_update and probe.name in self._declared:
+            if probe.measures_update or probe.name not in self._declared:
+                continue
+            if self._due(probe):
+                if ACTIVATIONS in probe.needs:
+                    if probe.name in hook_errors:
+                        self._probe_failed(probe, hook_errors.pop(probe.name))  # raised inside its forward hook
+                        continue
+                    if not self._activations.measures(probe):
+                        continue  # due since the forward ran (a trigger): its window starts at the next step
                 self._run_probe(probe, ctx, probe.compute)
+            elif probe.name in self._flight and probe.name not in self._disabled:
+                self._run_probe(probe, ctx, probe.compute, keep=self._flight_keep)  # the flight recorder
 
     def _prepare_update_probes(self) -> None:
         """Probes that measure the update (``measures_update``) copy what they need before the step."""
@@ -91,8 +106,15 @@ class ProbeFiring:
             return False
         return True
 
-    def _run_probe(self, probe: Probe, ctx: ProbeContext, compute: Callable[[ProbeContext], dict]) -> None:
-        """Compute and record one probe; a failure is the probe's, never the training run's."""
+    def _run_probe(
+        self,
+        probe: Probe,
+        ctx: ProbeContext,
+        compute: Callable[[ProbeContext], dict],
+        keep: Callable[[Probe, dict], None] | None = None,
+    ) -> None:
+        """Compute and record one probe (or hand its values to ``keep``: the flight recorder); a failure is the
+        probe's, never the training run's."""
         try:
             # Gradient-only probes need no graph; probe-batch probes choose via ctx.capture(grad=...).
             reads_grads_only = probe.needs <= {GRADS}
@@ -105,7 +127,13 @@ class ProbeFiring:
             self._probe_failed(probe, error)
             return
         self._failures[probe.name] = 0
-        self._guard_recorder(self.recorder.record, probe.name, self.step, values, probe.fresh_values)
+        if keep is not None:
+            keep(probe, values)
+            return
+        if probe.name in self._flight:
+            self._flight[probe.name].clear()  # kept steps before a record can no longer be written in order
+        if self._guard_recorder(self.recorder.record, probe.name, self.step, values, probe.fresh_values):
+            self._fed_record(probe, self.step, values)
 
     def _check_values(self, probe: Probe, values: Mapping[str, object]) -> None:
         declared = self._declared[probe.name]
@@ -123,7 +151,7 @@ class ProbeFiring:
         message = f"{type(error).__name__}: {first_line}"
         count = self._failures.get(probe.name, 0) + 1
         self._failures[probe.name] = count
-        self._guard_recorder(self.recorder.log_event, self.step, "probe_error", probe.name, message)
+        self._event(self.step, "probe_error", probe.name, message)
         if probe.name not in self._warned:
             self._warned.add(probe.name)
             warnings.warn(
@@ -135,9 +163,7 @@ class ProbeFiring:
         if fatal or count >= self.MAX_FAILURES:
             self._disabled.add(probe.name)
             reason = "its quantities could not be declared" if fatal else f"{count} failures in a row"
-            self._guard_recorder(
-                self.recorder.log_event, self.step, "probe_disabled", probe.name, f"switched off: {reason}"
-            )
+            self._event(self.step, "probe_disabled", probe.name, f"switched off: {reason}")
             warnings.warn(
                 f"gradlens probe {probe.name!r} is switched off at step {self.step} ({reason}; last: {message})",
                 ProbeFailureWarning,

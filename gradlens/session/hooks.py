@@ -7,6 +7,9 @@ The session owns every hook gradlens installs during training and removes them a
 - one optimizer step post-hook, where the step counter advances and update probes (``UpdateRatio``) record;
 - one forward pre-hook on the model, which tells :meth:`Session.log` that a forward of the next step began;
 - with ``scaler=``, a wrapper on ``scaler.step`` (:class:`~gradlens.amp.ScalerWatch`) that reports skipped steps;
+- the clipping watch (:class:`~gradlens.session.clipping.ClipWatch`), shared by every attached session;
+- for probes that need ``ACTIVATIONS``, forward hooks on the watched modules, in place only for the steps
+  where such a probe is due (:class:`~gradlens.session.activations.ActivationCapture`);
 - the compile guards (:class:`~gradlens.session.compiled.HookGuards`) while the session is attached.
 
 (The one-shot forward-order tracer belongs to layer discovery, :mod:`gradlens.session.discovery`, and the
@@ -22,8 +25,10 @@ from torch import nn
 
 from gradlens.amp import ScalerWatch
 from gradlens.layers import ForwardOrderTracer
-from gradlens.probes.base import GRADS, Probe
-from gradlens.session.compiled import HookGuards
+from gradlens.probes.base import ACTIVATIONS, GRADS, Probe
+from gradlens.session.activations import ActivationCapture
+from gradlens.session.clipping import ClipRecord, ClipWatch
+from gradlens.session.compiled import HookGuards, hooks_unguarded
 
 
 class StepHooks:
@@ -45,13 +50,32 @@ class StepHooks:
     _forward_since_step: bool
     _closure_fired: bool
     _pending_after: list[Probe]
+    _ctx: object  # the ProbeContext once resolved at the first step (Session.context)
+    _clips: ClipRecord
+    _activations: ActivationCapture | None
 
     def _install_hooks(self) -> None:
-        """The compile guards, the optimizer's step pre- and post-hooks and the model's forward pre-hook."""
+        """The compile guards, the clipping watch, the optimizer's step pre- and post-hooks, the model's
+        forward pre-hook, and the activation hooks when the first step is due for them."""
         self._hook_guards = HookGuards.acquire()
+        ClipWatch.register(self._clips)
         self._handles.append(self.optimizer.register_step_pre_hook(self._on_step_pre))
         self._handles.append(self.optimizer.register_step_post_hook(self._on_step_post))
         self._handles.append(self.model.register_forward_pre_hook(self._on_forward))
+        if self._runs_probes and any(ACTIVATIONS in p.needs for p in self.probes):
+            self._activations = ActivationCapture(self.model)
+            self._arm_activations(keep=True)  # in place at attach: a graph compiled next includes them
+
+    def _arm_activations(self, keep: bool = False) -> None:
+        """Hook the watched modules for the next step when an ``ACTIVATIONS`` probe is due at it; else unhook,
+        unless ``keep`` or dynamo would not notice (:func:`~gradlens.session.compiled.hooks_unguarded`)."""
+        if self._activations is None:
+            return
+        alive = [p for p in self.probes if ACTIVATIONS in p.needs and p.name not in self._disabled]
+        alive = alive if self.recording else []
+        due = [p for p in alive if self._due(p)]
+        keep = keep or (self._activations.installed and hooks_unguarded())
+        self._activations.arm(due, alive if keep else due)
 
     def _watch_scaler(self, scaler: object) -> None:
         """Wrap ``scaler.step`` so that a step the GradScaler skips reaches :meth:`_on_skipped`."""
@@ -65,6 +89,10 @@ class StepHooks:
         if getattr(self, "_hook_guards", False):
             self._hook_guards = False
             HookGuards.release()
+        if getattr(self, "_clips", None) is not None:
+            ClipWatch.unregister(self._clips)
+        if getattr(self, "_activations", None) is not None:
+            self._activations.remove()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -75,15 +103,21 @@ class StepHooks:
     def _on_forward(self, module: nn.Module, args: tuple) -> None:
         # A forward that builds a graph (not an evaluation under no_grad) starts the work of the next step.
         if torch.is_grad_enabled():
+            if self._forward_since_step and self._activations is not None:
+                self._activations.second_forward()  # only the step's first training forward is measured
             self._forward_since_step = True
 
     def _on_step_pre(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple | None:
         self._in_step = True
-        self._closure_fired = False
+        if self._activations is not None:
+            self._activations.disarm()  # what the training forward showed is final; probe batches are not it
         if self._scaler_watch is not None:
             self._scaler_watch.optimizer_stepped()
         if not self.recording:
             return None
+        if self._ctx is not None and not self._flight and not any(self._due(p) for p in self.probes):
+            return None  # a skipped step: nothing fires, so the closure needs no wrapper either
+        self._closure_fired = False
         # args are those of step(): (optimizer, closure?) — the bound optimizer comes first
         first = 1 if args and args[0] is optimizer else 0
         closure = kwargs.get("closure") if "closure" in kwargs else (args[first] if len(args) > first else None)
@@ -119,6 +153,9 @@ class StepHooks:
             self._in_step = False
             self._forward_since_step = False
             self.step += 1
+            self._arm_activations()
+            self._log_clips()
+        self._live_after_step()  # may raise TrainingStopped (stop_on): the step itself is complete
 
     def _on_skipped(self, scale: float) -> None:
         """``scaler.step`` skipped the optimizer step (Inf/NaN gradients): the gradient probes fire anyway, on the
@@ -133,7 +170,10 @@ class StepHooks:
                         if reads_grads and probe.name in self._declared and probe.name not in self._disabled:
                             self._run_probe(probe, ctx, probe.compute)
                 message = f"Inf/NaN gradients at loss scale {scale:g}: the scaler skipped optimizer.step()"
-                self._guard_recorder(self.recorder.log_event, self.step, "step_skipped", "GradScaler", message)
+                self._event(self.step, "step_skipped", "GradScaler", message)
         finally:
             self._forward_since_step = False
             self.step += 1
+            self._arm_activations()
+            self._log_clips()
+        self._live_after_step()

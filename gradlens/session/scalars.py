@@ -8,6 +8,11 @@ pre-hook sets ``_forward_since_step``, the step hooks set ``_in_step`` and clear
 
 from __future__ import annotations
 
+from gradlens.session.clipping import MAX_NORM, PRECLIP, ClipRecord
+
+#: Clipping calls kept as tensors before they are converted (one transfer) and logged as scalars.
+CLIP_BATCH = 32
+
 
 class ScalarLog:
     """The ``log`` of :class:`gradlens.session.Session` (a mixin).
@@ -21,6 +26,7 @@ class ScalarLog:
     recording: bool
     _in_step: bool
     _forward_since_step: bool
+    _clips: ClipRecord
 
     def log(self, step: int | None = None, **scalars: float) -> None:
         """Record scalars (loss, accuracy, lr, ...) at the step they belong to.
@@ -50,3 +56,17 @@ class ScalarLog:
             raise
         except Exception as error:
             self._recorder_failed(error)
+            return
+        self._fed_scalars(at, values)
+
+    def _log_clips(self, force: bool = False) -> None:
+        """Log the pending clipping calls (``clip/preclip_norm``, ``clip/max_norm`` at the step each preceded)
+        once ``CLIP_BATCH`` of them are kept, or now with ``force`` (flush, close, a live check)."""
+        pending = len(self._clips.pending)
+        if not pending or (pending < CLIP_BATCH and not force):
+            return
+        for step, norm, max_norm in self._clips.drain():
+            scalars = {PRECLIP: norm, MAX_NORM: max_norm}
+            if not self._guard_recorder(lambda: self.recorder.log_scalars(step, **scalars)):  # noqa: B023
+                return
+            self._fed_scalars(step, scalars)

@@ -65,14 +65,14 @@ def test_a_worker_that_always_dies_is_given_up_after_its_retries(tmp_path, flaky
     assert outcome.done == plan("phi_curve", "smoke")  # retried alone: the run that shared its pool finished
 
 
-def _crash_always(spec, root, data_dir, threads):  # pragma: no cover - runs in a worker
+def _crash_always(spec, root, data_dir, threads, device):  # pragma: no cover - runs in a worker
     import os
 
     if spec.analysis.startswith("testing_analyses"):
         os._exit(3)
     from analyses.runner import execute_run
 
-    return execute_run(spec, root, data_dir, threads)
+    return execute_run(spec, root, data_dir, threads, device)
 
 
 def test_executor_options_are_checked():

@@ -222,8 +222,8 @@ def fsdp2_session(rank: int, world: int, path: str, steps: int, kill_at: int | N
         refused = None
     except ValueError as error:
         refused = str(error)
-    edges = np.linspace(-0.3, 0.3, 13)
-    with gradlens.attach(model, optimizer, path, probes=[GradStats(bins=edges)], flush_every=1) as session:
+    probe = GradStats(bins=np.linspace(-0.3, 0.3, 13), exponents=True)
+    with gradlens.attach(model, optimizer, path, probes=[probe], flush_every=1) as session:
         _train(model, optimizer, session, rank, world, steps, kill_at, die_after_backward=True)
     reducer = session.context.reducer
     return {
@@ -242,6 +242,6 @@ def reference_fsdp2(path: str, steps: int) -> None:
 
     model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    edges = np.linspace(-0.3, 0.3, 13)
-    with gradlens.attach(model, optimizer, path, probes=[GradStats(bins=edges)], flush_every=1) as session:
+    probe = GradStats(bins=np.linspace(-0.3, 0.3, 13), exponents=True)
+    with gradlens.attach(model, optimizer, path, probes=[probe], flush_every=1) as session:
         _train(model, optimizer, session, 0, 1, steps, None)

@@ -94,7 +94,7 @@ def test_fsdp2_statistics_of_shards_equal_single_process_values(tmp_path):
     run, reference = gradlens.load(path), gradlens.load(tmp_path / "reference.h5")
     assert run.meta["distributed"] == {"world_size": 2, "backend": "gloo", "writer_rank": 0, "mode": "fsdp2"}
     frames_equal(run.frame("grad_stats"), reference.frame("grad_stats"), rtol=1e-9)
-    for quantity in ("hist", "hist_below", "hist_above"):
+    for quantity in ("hist", "hist_below", "hist_above", "exp_hist", "exp_zero", "exp_nonfinite"):
         steps, values, _, _ = run.array("grad_stats", quantity)
         ref_steps, ref_values, _, _ = reference.array("grad_stats", quantity)
         assert steps.tolist() == ref_steps.tolist() == list(range(STEPS))
@@ -105,6 +105,8 @@ def test_fsdp2_statistics_of_shards_equal_single_process_values(tmp_path):
     _, above, _, _ = run.array("grad_stats", "hist_above")
     sizes = [42, 7, 35, 5, 15, 3, 3, 3, 3]
     assert (hist.sum(axis=-1) + below + above)[0].tolist() == sizes
+    exponents = [run.array("grad_stats", name)[1][0] for name in ("exp_hist", "exp_zero", "exp_nonfinite")]
+    assert (exponents[0].sum(axis=(1, 2)) + exponents[1] + exponents[2]).tolist() == sizes
 
 
 def test_another_writer_rank(tmp_path):

@@ -223,6 +223,16 @@ def test_shown_here_reads_the_describe_clause():
     assert shown_here("Loss. data: digits: sklearn; MNIST: IDX (average-pooled 28→14); scale: smoke; seeds: 0.") == (
         "data: digits, MNIST (average-pooled 28→14); scale: smoke; seeds: 0."
     )
+    # a source naming how it was identified, with '; ' inside its brackets, is one source (issue 24.7: the gallery
+    # showed "data: MNIST, not the official files]")
+    mnist = ("MNIST: IDX files in /data/mnist-10k: train-images-idx3-ubyte.gz [identified by folder name 'mnist-10k' "
+             "and content (train: digits, 100.0% of images fit a 20×20 box); not the official files]")
+    assert shown_here(f"Accuracy. data: {mnist}; scale: quick; seeds: 0, 1; epochs: 15.") == (
+        "data: MNIST; scale: quick; seeds: 0, 1; epochs: 15."
+    )
+    assert shown_here(f"Accuracy. data: {mnist}; digits: sklearn; scale: quick; seeds: 0.") == (
+        "data: MNIST, digits; scale: quick; seeds: 0."
+    )
     assert shown_here("Schematic. No data, no training.") == "no data (drawn from built models)."
     assert shown_here("Nothing said here.") == ""
 

@@ -3,6 +3,7 @@ hold (values re-read here with the loader, independently of the figure code)."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import h5py
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from figures import sc_fig7
+from figures.base import FigureInputs
 from gradlens.loader import load
 from gradlens.models import create_model
 from gradlens.results import load_result
@@ -177,3 +180,22 @@ def test_sk_fig3_landscape_centre_is_the_trained_loss(outputs, smoke_figures):
         assert float(result["center_loss"]) == pytest.approx(expected, rel=1e-5)
         with h5py.File(path, "r") as file:
             assert file.attrs["status"] == "finished"
+
+
+def test_sc_ablation_captions_list_the_seeds_of_each_bar(outputs, smoke_figures):
+    resnet_runs = runs(smoke_figures, "sc_resnet")
+    for item in ("sc-fig7", "sc-fig8", "sc-fig9"):
+        caption = outputs[item].caption
+        for key, value in outputs[item].numbers.items():
+            if " depth " in key:  # every bar: its mean ± sd, then the seeds it averages
+                assert f"{key}: {value} (seed 0)" in caption, (item, key)
+    # a bar over more seeds than its neighbours says so: ResNet-14 also at seed 1 (a copy of the seed-0 run
+    # under another seed), every SC bar at seed 0 only
+    base = [r for r in resnet_runs if not cfg(r)["sc"] and cfg(r)["depth"] == 14]
+    twin = copy.copy(base[0])
+    twin.meta = {**base[0].meta, "config": {**cfg(base[0]), "seed": 1}}
+    output = sc_fig7.draw(FigureInputs("smoke", {"sc_resnet": [*resnet_runs, twin]}), smoke_figures.out / "seeds")
+    accuracy = 100 * final(base[0], "test_acc")
+    assert f"ResNet depth 14: {accuracy:.2f}±0.00 (seeds 0, 1)" in output.caption
+    assert "SC single (stage end) depth 14: " in output.caption
+    assert "(seed 0)" in output.caption.split("SC single (stage end) depth 14: ")[1].split(";")[0]

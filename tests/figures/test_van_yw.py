@@ -6,15 +6,21 @@ from __future__ import annotations
 import json
 
 import h5py
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from analyses.concat_mlp import enable_skips_from_zero, validation_split
 from analyses.optional_data import is_not_run
 from analyses.van_common import AlphaProbe
+from figures import van_fig1
 from figures.catalogue import EXTRA_ITEMS, ITEMS
 from figures.cli import list_items, select
+from figures.gallery import STANDS_IN, shown_here
+from figures.van_common import ALPHA_FLOOR, alpha_update_reading, lr_schedule, schedule_text
+from figures.yw_common import CNN_NAMES, convergence_note
 from gradlens import load
 from gradlens.data import load_dataset
 from gradlens.models import create_model
@@ -76,10 +82,39 @@ def test_van_fig1_plots_mean_final_accuracy(outputs, smoke_figures):
     fashion = [(c, r) for c, r in stored(smoke_figures, "van_thin_fashion") if not is_not_run(r)]
     if fashion:  # Fashion-MNIST found (Debian's dataset-fashion-mnist): the right panel plots it the same way
         assert all(c["dataset"] == "fashion_mnist" for c, _ in fashion)
-        _assert_mean_final_accuracy(outputs["van-fig1"].figure.axes[1], fashion)
+        _assert_mean_final_accuracy(outputs["van-fig1"].figure.axes[-1], fashion)
     else:  # no Fashion-MNIST here: the right panel says so instead of plotting
-        texts = " ".join(t.get_text() for t in outputs["van-fig1"].figure.axes[1].texts)
+        texts = " ".join(t.get_text() for ax in outputs["van-fig1"].figure.axes[1:] for t in ax.texts)
         assert "not run" in texts
+
+
+def test_van_fig1_names_a_collapse_and_breaks_the_axis_for_it():
+    rows = [
+        {"variant": variant, "depth": depth, "test_acc_mean": acc, "test_acc_sd": 0.042, "seeds": 2,
+         "seed_accs": ((0, acc - 0.03), (1, acc + 0.03))}
+        for variant, accs in {"plain": (0.95, 0.90), "highway": (0.97, 0.16), "van": (0.96, 0.93)}.items()
+        for depth, acc in zip((10, 30), accs, strict=True)
+    ]
+    table = pd.DataFrame(rows)
+    fallen = van_fig1.collapsed(table, 0.1)  # below 0.1 + 0.5 · (0.97 − 0.1) = 0.535
+    assert list(zip(fallen["variant"], fallen["depth"], strict=True)) == [("highway", 30)]
+    note = van_fig1.collapse_note(table, 0.1, "mnist")
+    assert "Highway at 30 hidden layers: 16.0 % mean (seed 0 13.0 %, seed 1 19.0 %)" in note
+    assert "Highway at 10 layers with 97.0 %" in note
+    fig = plt.figure()
+    try:
+        upper, lower = van_fig1.accuracy_panel(fig, fig.add_gridspec(1, 1)[0], table, "mnist", 0.1)
+        # the upper axis holds every other point with its error bar, the lower one the collapse and chance
+        assert 0.16 + 0.042 < upper.get_ylim()[0] < 0.90 - 0.042 and upper.get_ylim()[1] > 0.97 + 0.042
+        assert lower.get_ylim()[0] < 0.1 and 0.16 + 0.042 < lower.get_ylim()[1] < upper.get_ylim()[0]
+        assert len(upper.containers) == len(lower.containers) == 3
+        healthy = table[table["variant"] != "highway"]
+        assert len(van_fig1.accuracy_panel(fig, fig.add_gridspec(1, 1)[0], healthy, "mnist", 0.1)) == 1
+    finally:
+        plt.close(fig)
+    # no verdict when the panel's best net is itself near chance (smoke scale), nor without a collapse
+    assert van_fig1.collapsed(table.assign(test_acc_mean=0.15 * table["test_acc_mean"]), 0.1).empty
+    assert van_fig1.collapse_note(healthy, 0.1, "mnist") == ""
 
 
 def test_van_fig2_accuracy_and_alpha_residual(outputs, smoke_figures):
@@ -89,15 +124,59 @@ def test_van_fig2_accuracy_and_alpha_residual(outputs, smoke_figures):
         variant = {"ResNet": "resnet", "VAN": "van", "VAN (λ=0)": "van0", "Plain": "plain"}[container.get_label()]
         expected = [final(r, "test_acc") for c, r in runs if c["variant"] == variant]
         np.testing.assert_allclose(np.asarray(container.lines[0].get_ydata(), dtype=float), [np.mean(expected)])
-    (van,) = [r for c, r in runs if c["variant"] == "van"]
-    steps, residual, _, _ = van.array("van_alpha", "residual")
-    (line,) = alpha_ax.get_lines()
-    np.testing.assert_array_equal(line.get_ydata(), residual)
-    assert residual[0] == 1.0  # α starts at 0: every skip fully present
-    assert np.all((residual >= 0) & (residual <= 1))
+    vans = sorted(((c["seed"], r) for c, r in runs if c["variant"] == "van"), key=lambda pair: pair[0])
+    # every seed's α-residual, on a log axis that says so; values below the floor (0 included) drawn at it
+    assert alpha_ax.get_yscale() == "log" and "log" in alpha_ax.get_ylabel()
+    lines = alpha_ax.get_lines()
+    assert [line.get_label().split(",")[1].split("(")[0].strip() for line in lines] == [f"seed {s}" for s, _ in vans]
+    for line, (_, van) in zip(lines, vans, strict=True):
+        steps, residual, _, _ = van.array("van_alpha", "residual")
+        np.testing.assert_array_equal(line.get_ydata(), np.maximum(residual, ALPHA_FLOOR))
+        assert residual[0] == 1.0  # α starts at 0: every skip fully present
+        assert np.all((residual >= 0) & (residual <= 1))
+    van = vans[0][1]
     test_err = [ln for ln in right.get_lines() if ln.get_label() == "VAN test"][0]
     frame = van.scalars()
     np.testing.assert_allclose(test_err.get_ydata(), 1 - frame.loc[frame["name"] == "test_acc", "value"].to_numpy())
+
+
+def test_van_fig2_caption_gives_the_recorded_schedule_and_no_unfounded_explanation(outputs, smoke_figures):
+    (first, van), *_ = [(c, r) for c, r in stored(smoke_figures, "van_preact") if c["variant"] == "van"]
+    caption = outputs["van-fig2"].caption
+    per_epoch = int(van.scalars().query("name == 'epoch'")["step"].iloc[0]) + 1
+    assert schedule_text(first["train"], per_epoch) in caption
+    assert "Best explanation" not in caption
+    for seed in sorted({c["seed"] for c, _ in stored(smoke_figures, "van_preact") if c["variant"] == "van"}):
+        assert f"seed {seed} (" in caption  # the α-residual of every seed, with its net's test accuracy
+
+
+def test_learning_rate_schedule_from_the_recorded_milestones():
+    train = {"lr": 0.1, "milestones": [2, 3], "gamma": 0.1, "epochs": 4}
+    stretches = lr_schedule(train)
+    assert [(a, b) for a, b, _ in stretches] == [(1, 2), (3, 3), (4, 4)]
+    np.testing.assert_allclose([eta for *_, eta in stretches], [0.1, 0.01, 0.001])
+    assert schedule_text(train, 250) == (
+        "η = 0.1 for epochs 1–2 (steps 1–500), 0.01 for epoch 3 (steps 501–750), 0.001 for epoch 4 (steps 751–1000)"
+    )
+    assert lr_schedule({"lr": 0.01, "milestones": [], "gamma": 0.1, "epochs": 15}) == [(1, 15, 0.01)]
+    # a milestone named twice multiplies twice (torch's MultiStepLR); one at or past the end changes nothing
+    np.testing.assert_allclose([e for *_, e in lr_schedule({"lr": 1.0, "milestones": [1, 1, 9], "gamma": 0.5,
+                                                            "epochs": 3})], [1.0, 0.25])
+
+
+def test_van_fig1_names_the_alpha_update_reading(outputs, smoke_figures):
+    (config, _), *_ = [(c, r) for c, r in stored(smoke_figures, "van_thin") if c["variant"] == "van"]
+    caption = outputs["van-fig1"].caption
+    assert alpha_update_reading(config) in caption
+    assert f"s = {config['alpha_grad_scale']:g}" in alpha_update_reading(config)
+    assert "summed over" in alpha_update_reading({**config, "alpha_grad_scale": 128.0})
+    assert "batch-mean loss" in alpha_update_reading({**config, "alpha_grad_scale": 1.0})
+
+
+def test_van_fig2_states_its_substitution_once_in_the_gallery(outputs):
+    shown = shown_here(outputs["van-fig2"].caption)
+    assert len([s for s in shown.split(". ") if STANDS_IN.search(s)]) == 1, shown
+    assert "did not learn" not in shown
 
 
 def test_van_tab1_errors_match_runs(outputs, smoke_figures):
@@ -169,6 +248,35 @@ def test_cnn_tables_and_time_ratio(outputs, smoke_figures):
     tab5 = outputs["yw-tab5"].table.set_index("net")
     assert tab5.loc["vanilla* (reinforced) (ours)", "time ratio to skip"] == pytest.approx(ratio)
     assert outputs["yw-tab5"].numbers["time ratio reinforced / skip (median s per step)"] == pytest.approx(ratio)
+
+
+def test_cnn_captions_give_the_per_epoch_accuracies(outputs, smoke_figures):
+    runs = stored(smoke_figures, "concat_cnn")
+    for item_id, variants in (("yw-tab4", ("skip", "vanilla")), ("yw-tab5", ("reinforced", "skip", "vanilla"))):
+        caption = outputs[item_id].caption
+        for variant in variants:
+            (run,) = [r for c, r in runs if c["variant"] == variant]
+            assert f"{CNN_NAMES[variant]} {100 * final(run, 'test_acc'):.1f} % (" in caption, (item_id, variant)
+        assert "With 1 epoch, whether the nets have levelled off cannot be read from these runs." in caption
+
+
+def test_convergence_note_reads_the_plateau_and_the_last_epoch_off_the_accuracies():
+    # the quick reading of issue 24.7: after epoch 1 vanilla at 18–32 %, skip at 93–95 %
+    accs = {"skip": np.array([[93.0, 96.0, 97.0], [95.0, 97.0, 97.4]]),
+            "vanilla": np.array([[18.0, 90.0, 95.5], [32.0, 92.0, 96.7]])}
+    note = convergence_note(accs, "skip", "vanilla", chance=10.0)
+    assert note.startswith("Validation accuracy after each epoch, mean over seeds (after epoch 1: range over "
+                           "seeds): skip 94.0, 96.5, 97.2 % (93.0–95.0 %); vanilla 25.0, 91.0, 96.1 % (18.0–32.0 %).")
+    # skip − vanilla = 97.2 − 96.1 = +1.1 points; vanilla gained 5.1 in its last epoch, skip 0.7
+    assert "UNCONVERGED: in the last epoch (3) vanilla still gained +5.1 points, more than the +1.10-point" in note
+    assert ("vanilla was still near the initial plateau after epoch 1 (18.0–32.0 %; skip 93.0–95.0 %): the "
+            "difference mostly measures which net leaves the plateau first") in note
+    levelled = {v: np.concatenate([a, a[:, -1:] + 0.01], axis=1) for v, a in accs.items()}
+    calm = convergence_note(levelled, "skip", "vanilla", chance=10.0)
+    assert "UNCONVERGED" not in calm and "every net gained less than the +1.10-point difference" in calm
+    assert "near the initial plateau after epoch 1" in calm  # late, even if levelled off since
+    early = {v: a[:, 1:] for v, a in accs.items()}  # both nets off the plateau after their first epoch
+    assert "plateau" not in convergence_note(early, "skip", "vanilla", chance=10.0)
 
 
 def test_extra_gradflow_figures_plot_the_recorded_norms(outputs, smoke_figures):
@@ -253,7 +361,7 @@ def test_alpha_probe_matches_hand_computed_residual():
 
 
 def test_van_fig2_says_when_the_plain_net_does_not_degrade():
-    from figures.van_fig2 import plain_degradation
+    from figures.van_common import plain_degradation
 
     flat = {10: 0.9805, 26: 0.98}
     assert "98.05 % at 10, 98.00 % at 26" in plain_degradation(flat)

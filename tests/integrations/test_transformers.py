@@ -180,6 +180,9 @@ def test_every_scalar_of_the_log_history_is_recorded_at_its_step(tmp_path):
                 expected.add((entry["step"], "lr" if key == "learning_rate" else key, float(value)))
     scalars = run.scalars()
     got = {(int(s), n, float(v)) for s, n, v in zip(scalars.step, scalars.name, scalars.value, strict=True)}
+    clipped = {(s, v) for s, n, v in got if n == "clip/preclip_norm"}  # the session's own clip capture
+    assert clipped == {(s, v) for s, n, v in expected if n == "grad_norm"}
+    got = {row for row in got if not row[1].startswith("clip/")}
     assert got == expected
     names = {name for _, name, _ in got}
     assert {"loss", "lr", "grad_norm", "eval_loss", "epoch", "train_loss"} <= names

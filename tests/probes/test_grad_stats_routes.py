@@ -85,7 +85,7 @@ def test_local_sums_then_finalize_match_brute_force(monkeypatch, route, edges):
     grads = _gradients()
     histogram = Histogram(edges)
     assert histogram.uniform == (edges is UNIFORM)
-    sums, maxima, counts = gs.local_sums(grads, histogram)
+    sums, maxima, counts, _ = gs.local_sums(grads, histogram)
     stats = gs.finalize(sums, maxima)
     bins = edges.numel() - 1
     for row, g in enumerate(grads):
@@ -113,12 +113,17 @@ def test_the_routes_agree_with_each_other(monkeypatch):
         pytest.skip("no C compiler here: the fused kernel is not built")
     grads = _gradients()
     histogram = Histogram(UNIFORM)
-    kernel = gs.local_sums(grads, histogram)
+    kernel = gs.local_sums(grads, histogram, exponents=True)
     monkeypatch.setattr(grad_kernel, "library", lambda: None)
-    plain = gs.local_sums(grads, histogram)
-    torch.testing.assert_close(kernel[0], plain[0], rtol=1e-6, atol=1e-20, equal_nan=True)
-    torch.testing.assert_close(kernel[1], plain[1], rtol=0, atol=0)
-    assert torch.equal(kernel[2], plain[2])
+    plain = gs.local_sums(grads, histogram, exponents=True)
+    # the NaN column counts NaN entries in the kernel, blocks holding a NaN in the torch route: > 0 alike
+    nan = gs.NAN
+    assert torch.equal(kernel[0][:, nan] > 0, plain[0][:, nan] > 0)
+    columns = [c for c in range(grad_kernel.COLUMNS) if c != nan]
+    torch.testing.assert_close(kernel[0][:, columns], plain[0][:, columns], rtol=1e-6, atol=1e-20, equal_nan=True)
+    without_nan = kernel[0][:, nan] == 0  # max |g| is not used (max_abs is NaN) where a NaN was counted
+    torch.testing.assert_close(kernel[1][without_nan], plain[1][without_nan], rtol=0, atol=0)
+    assert torch.equal(kernel[2], plain[2]) and torch.equal(kernel[3], plain[3])
 
 
 def test_kernel_threads_split_the_work_without_changing_a_bit():
@@ -132,12 +137,12 @@ def test_kernel_threads_split_the_work_without_changing_a_bit():
     try:
         for count in (1, 2, 3):
             torch.set_num_threads(count)
-            results.append(gs.local_sums(grads, histogram))
+            results.append(gs.local_sums(grads, histogram, exponents=True))
     finally:
         torch.set_num_threads(threads)
-    for sums, maxima, counts in results[1:]:
+    for sums, maxima, counts, slots in results[1:]:
         assert torch.equal(sums, results[0][0]) and torch.equal(maxima, results[0][1])
-        assert torch.equal(counts, results[0][2])
+        assert torch.equal(counts, results[0][2]) and torch.equal(slots, results[0][3])
 
 
 def test_kernel_can_be_switched_off(monkeypatch):
@@ -167,8 +172,9 @@ def _plain_gradients() -> list[torch.Tensor]:
     return grads
 
 
-@pytest.mark.parametrize("edges", [None, UNIFORM], ids=["stats", "stats+hist"])
-def test_planned_statistics_equal_local_sums_then_finalize(edges):
+@pytest.mark.parametrize("edges, exponents", [(None, False), (UNIFORM, False), (None, True)],
+                         ids=["stats", "stats+hist", "stats+exponents"])
+def test_planned_statistics_equal_local_sums_then_finalize(edges, exponents):
     """The one-call route (a kept plan, fused finalize) gives bit for bit what the general route gives."""
     if grad_kernel.library() is None:
         pytest.skip("no C compiler here: the fused kernel is not built")
@@ -177,14 +183,15 @@ def test_planned_statistics_equal_local_sums_then_finalize(edges):
     cache: dict = {}
     parameters = _with_gradients(grads)
     for _ in range(3):  # the first call builds the plan, the later ones reuse it (read in C++ once it is loaded)
-        values, sums, counts = (gs.read_statistics(parameters, histogram, cache)
-                                or gs.planned_statistics(grads, histogram, cache))
-        reference_sums, maxima, reference_counts = gs.local_sums(grads, histogram)
+        values, sums, counts, slots = (gs.read_statistics(parameters, histogram, exponents, cache)
+                                       or gs.planned_statistics(grads, histogram, exponents, cache))
+        reference_sums, maxima, reference_counts, reference_slots = gs.local_sums(grads, histogram, exponents)
         reference = gs.finalize(reference_sums, maxima)
         for index, name in enumerate(gs.STATISTICS):
             torch.testing.assert_close(values[index], reference[name], rtol=0, atol=0, equal_nan=True)
         torch.testing.assert_close(sums, reference_sums, rtol=0, atol=0, equal_nan=True)
         assert (counts is None and reference_counts is None) or torch.equal(counts, reference_counts)
+        assert (slots is None and reference_slots is None) or torch.equal(slots, reference_slots)
         for row, g in enumerate(grads):
             want = _brute(g, UNIFORM)
             if not math.isnan(want["mean"]):
@@ -217,9 +224,9 @@ def test_a_plan_is_not_used_for_gradients_it_does_not_fit():
     # GradStats then takes the general route, with a new plan only where one fits
     cache = {"plan": plan}
     other = list(grads)
-    other[2] = None
-    assert gs.read_statistics(_with_gradients(other), None, cache) is None
-    assert gs.planned_statistics(other, None, cache) is None
+    other[2] = grads[2].half()
+    assert gs.read_statistics(_with_gradients(other), None, False, cache) is None
+    assert gs.planned_statistics(other, None, False, cache) is None
     assert cache["plan"] is None
 
 

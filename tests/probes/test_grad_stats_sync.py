@@ -16,8 +16,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import gradlens
-from gradlens.probes import GradStats, grad_kernel
-from gradlens.probes import grad_stats as grad_stats_module
+from gradlens.probes import GradStats, grad_flat, grad_kernel
 
 READS = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "cpu", "numpy", "__array__"}
 DATA_DEPENDENT = {"nonzero", "argwhere", "bincount", "masked_select", "unique", "repeat_interleave"}
@@ -60,20 +59,22 @@ def _model() -> nn.Module:
 
 
 @pytest.mark.parametrize("route", ["torch route as on a GPU", "fused CPU kernel"])
-@pytest.mark.parametrize("bins", [None, 16, [-0.3, -0.01, 0.0, 0.02, 0.5]])
-def test_no_host_sync_at_steps_without_a_flush(tmp_path, monkeypatch, route, bins):
+@pytest.mark.parametrize("bins, exponents", [(None, False), (16, False), ([-0.3, -0.01, 0.0, 0.02, 0.5], False),
+                                             (None, True)], ids=["stats", "bins=16", "edges", "exponents"])
+def test_no_host_sync_at_steps_without_a_flush(tmp_path, monkeypatch, route, bins, exponents):
     if route == "fused CPU kernel":
         if grad_kernel.library() is None:
             pytest.skip("no C compiler here: the fused kernel is not built")
     else:
         monkeypatch.setattr(grad_kernel, "library", lambda: None)
-        monkeypatch.setattr(grad_stats_module, "_host_side", lambda device: False)
+        monkeypatch.setattr(grad_flat, "_host_side", lambda device: False)
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(1)
     path = tmp_path / "run.h5"
     per_step = []
-    with gradlens.attach(model, optimizer, path, probes=[GradStats(bins=bins)], flush_every=10**6, flush_seconds=1e9):
+    probe = GradStats(bins=bins, exponents=exponents)
+    with gradlens.attach(model, optimizer, path, probes=[probe], flush_every=10**6, flush_seconds=1e9):
         for step in range(6):
             x, y = torch.randn(32, 6, generator=generator), torch.randint(0, 3, (32,), generator=generator)
             optimizer.zero_grad()

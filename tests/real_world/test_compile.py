@@ -20,7 +20,7 @@ from torch import nn
 
 import gradlens
 from gradlens.naming import module_table, parameter_labels, strip_wrappers
-from gradlens.probes import GradStats, UpdateRatio
+from gradlens.probes import ActivationStats, GradStats, UpdateRatio
 
 STEPS = 3
 
@@ -136,3 +136,67 @@ def test_checkpoint_wrapped_blocks_record_under_the_bare_names(tmp_path):
         assert labels_w == labels_b
         np.testing.assert_array_equal(values_w, values_b)
     assert [row["name"] for row in wrapped.meta["parameters"]] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
+class ActNet(nn.Module):
+    """Activation modules (hooked by ActivationStats), unlike ``Net``'s functional ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act = nn.Linear(6, 16), nn.ReLU()
+        self.fc2, self.tanh = nn.Linear(16, 16), nn.Tanh()
+        self.fc3 = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(self.tanh(self.fc2(self.act(self.fc1(x)))))
+
+
+def _train_activations(path, compile_with: str | None, attach_to_compiled: bool = False):
+    torch.manual_seed(0)
+    model = ActNet()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    probes = [ActivationStats(every=3), GradStats()]
+    data = torch.Generator().manual_seed(1)
+    if attach_to_compiled:
+        run_model = torch.compile(model, backend=compile_with)
+        session = gradlens.attach(run_model, optimizer, path, probes=probes)
+    else:
+        session = gradlens.attach(model, optimizer, path, probes=probes)
+        run_model = model if compile_with is None else torch.compile(model, backend=compile_with)
+    for _ in range(8):
+        x, y = torch.randn(8, 6, generator=data), torch.randint(0, 3, (8,), generator=data)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(run_model(x), y).backward()
+        optimizer.step()
+    session.close()
+    return gradlens.load(path)
+
+
+@pytest.mark.parametrize("hook_guards", [True, False], ids=["dynamo_loaded_at_attach", "dynamo_loaded_after"])
+@pytest.mark.parametrize("attach_to_compiled", [False, True], ids=["attach_then_compile", "attach_compiled"])
+def test_activation_hooks_under_compile_record_the_eager_values_without_recompiling_each_step(
+    tmp_path, monkeypatch, hook_guards, attach_to_compiled
+):
+    """The activation hooks come and go with the schedule (every 3 steps): a compiled graph must run them at due
+    steps, whether dynamo guards on module hooks (loaded before attach) or not (its default, loaded after), and
+    switch between a few cached graphs instead of recompiling at each change."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from gradlens.session.compiled import HookGuards
+
+    eager = _train_activations(tmp_path / "eager.h5", None)
+    if not hook_guards:  # as if dynamo were first imported by torch.compile after attach
+        monkeypatch.setattr(HookGuards, "acquire", classmethod(lambda cls: False))
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = _train_activations(tmp_path / "compiled.h5", "aot_eager", attach_to_compiled)
+    assert counters["stats"]["unique_graphs"] <= 4  # 8 steps: first (with the producers), armed, not armed
+    assert compiled.events().empty
+    for quantity in ("dead_fraction", "saturated_fraction", "mean", "std", "unit_axis"):
+        steps_c, values_c, _, labels_c = compiled.array("activation_stats", quantity)
+        steps_e, values_e, _, labels_e = eager.array("activation_stats", quantity)
+        assert labels_c == labels_e == {"layer": ["act", "tanh"]}
+        np.testing.assert_array_equal(steps_c, [0, 3, 6])
+        np.testing.assert_array_equal(steps_c, steps_e)
+        np.testing.assert_allclose(values_c, values_e, rtol=1e-5, atol=1e-7, err_msg=quantity)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import gradlens
-from gradlens.probes import GRADS, DominantFlow, GradStats, Probe, Quantity
+from gradlens.probes import GRADS, ActivationStats, DominantFlow, GradStats, Probe, Quantity
 from gradlens.session import ProbeFailureWarning, RecorderFailureWarning
 
 STEPS = 6
@@ -181,3 +181,55 @@ def test_a_probe_with_nothing_to_measure_is_switched_off_and_the_others_record(t
     run = gradlens.load(tmp_path / "run.h5")
     assert list(run.events().kind) == ["probe_error", "probe_disabled"]
     assert run.array("grad_stats", "norm")[3]["layer"] == ["0.weight", "0.bias"]
+
+
+class BrokenActivations(ActivationStats):
+    """ActivationStats whose hook raises inside the training forward of the listed steps."""
+
+    def __init__(self, fail_at: set[int]) -> None:
+        super().__init__(name="broken_activations")
+        self.fail_at = fail_at
+        self.captures = -1  # one capture per due step: every step here
+
+    def begin_capture(self) -> None:
+        super().begin_capture()
+        self.captures += 1
+
+    def after_module(self, name, args, output) -> None:
+        if self.captures in self.fail_at:
+            raise FloatingPointError(f"activation hook broke on {name!r}")
+        super().after_module(name, args, output)
+
+
+def test_an_activation_hook_that_raises_never_reaches_the_training_loop(tmp_path):
+    bare, _ = _train()
+    with pytest.warns(ProbeFailureWarning, match=r"broken_activations.*FloatingPointError: activation hook broke"):
+        model, _ = _train(tmp_path / "run.h5", [BrokenActivations({1, 2}), ActivationStats(), GradStats()])
+    _same_weights(bare, model)
+    run = gradlens.load(tmp_path / "run.h5")
+    errors = run.events()[run.events().kind == "probe_error"]
+    assert list(errors.step) == [1, 2] and set(errors.source) == {"broken_activations"}
+    assert errors.message.iloc[0] == "FloatingPointError: activation hook broke on '1'"
+    assert sorted(run.frame("broken_activations").step.unique()) == [0, 3, 4, 5]  # between failures it records
+    assert sorted(run.frame("activation_stats").step.unique()) == list(range(STEPS))  # the others go on
+    assert sorted(run.frame("grad_stats").step.unique()) == list(range(STEPS))
+
+
+def test_an_activation_probe_that_saw_no_training_forward_is_a_recorded_failure(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.warns(ProbeFailureWarning, match="no training forward of the activation modules"):
+        with gradlens.attach(model, optimizer, tmp_path / "run.h5", probes=[ActivationStats(), GradStats()]):
+            for _ in range(4):
+                with torch.no_grad():  # e.g. a forward whose graph is rebuilt elsewhere: nothing to measure
+                    model(torch.randn(2, 4))
+                for p in model.parameters():
+                    p.grad = torch.ones_like(p)
+                optimizer.step()
+    run = gradlens.load(tmp_path / "run.h5")
+    events = run.events()
+    assert list(events[events.kind == "probe_error"].step) == [0, 1, 2]
+    assert list(events[events.kind == "probe_disabled"].source) == ["activation_stats"]
+    assert sorted(run.frame("grad_stats").step.unique()) == [0, 1, 2, 3]
+    assert not any(m._forward_hooks for m in model.modules())  # switched off: its hooks are gone

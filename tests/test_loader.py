@@ -371,3 +371,35 @@ def test_repairing_a_killed_version_3_file_keeps_every_record_and_summary(tmp_pa
     with h5py.File(path, "r") as file:  # closed: every HDF5 tool opens it
         assert file.attrs["format"] == "gradlens"
     assert_loads_as_saved(run, expected, "v3_killed", mean_rtol=2**-22)
+
+
+def test_a_failing_read_of_a_file_being_written_is_tried_again_only_while_its_writer_lives(tmp_path, monkeypatch):
+    """A live file can fail a read for a moment (HDF5 gives up on a metadata entry the writer is rewriting, a
+    busy machine stalls the writer between recording the file's new end and growing to it): while a writer
+    holds the file's lock, the read is tried again from a fresh open and returns exact rows; a file nobody
+    writes fails at once (nothing in it will change)."""
+    from gradlens.loader import RunFileError, rows
+
+    path = tmp_path / "run.h5"
+    recorder = Recorder(path, meta={}, flush_every=1)
+    recorder.start(LAYERS, QUANTITIES)
+    for step in STEPS:
+        recorder.record("grad", step, {"mean_abs": mean_abs(step), "loss_probe": 0.5, "hist": np.zeros((2, 4))})
+    original, failures = rows.TableReader._rows, []
+
+    def flaky(self, dataset, wanted, select):
+        if len(failures) < 3:
+            failures.append(dataset.name)
+            raise OSError("Can't synchronously read data (incorrect metadata checksum after all read attempts)")
+        return original(self, dataset, wanted, select)
+
+    monkeypatch.setattr(rows.TableReader, "_rows", flaky)
+    run = load(path)
+    steps, values, _, _ = run.array("grad", "mean_abs")
+    assert len(failures) == 3 and steps.tolist() == STEPS
+    np.testing.assert_array_equal(values, [mean_abs(step) for step in STEPS])
+    recorder.close()
+    failures.clear()
+    with pytest.raises(RunFileError, match="metadata checksum"):
+        run.array("grad", "mean_abs")
+    assert len(failures) == 1

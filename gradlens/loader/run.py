@@ -17,7 +17,14 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from gradlens.loader.files import RunFileError, damaged, open_run_file, read_layers, stored_quantities
+from gradlens.loader.files import (
+    RunFileError,
+    damaged,
+    open_run_file,
+    read_layers,
+    retried_while_written,
+    stored_quantities,
+)
 from gradlens.loader.rows import TableReader
 from gradlens.loader.summary import BlockReader, Pieces, Summary, summarise, summary_block
 from gradlens.schema import (
@@ -91,6 +98,7 @@ class Run:
         probes: names of the recorded probes, in declaration order.
     """
 
+    @retried_while_written
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
         with self._open() as file:
@@ -156,12 +164,14 @@ class Run:
         return np.asarray(index, dtype=np.intp)
 
     @property
+    @retried_while_written
     def status(self) -> str:
         """``running`` while written (or after its writer was killed); ``finished``/``failed`` once closed."""
         with self._open() as file:
             return file[RUN_STATUS][()].decode()
 
     @property
+    @retried_while_written
     def last_flush(self) -> float | None:
         """Unix time of the last committed flush (None before the first); tells a live run from a dead one."""
         with self._open() as file:
@@ -172,12 +182,14 @@ class Run:
         """What ``probe`` records: quantity name -> Quantity (shape, axes, labels, dtype of one record)."""
         return dict(self._probe(probe))
 
+    @retried_while_written
     def n_records(self, probe: str) -> int:
         """The committed records of ``probe`` (one per firing): one counter read."""
         self._probe(probe)
         with self._open() as file:
             return int(file["probes"][probe][N_ROWS][()])
 
+    @retried_while_written
     def span(self, probe: str) -> tuple[int, int] | None:
         """The steps of the first and the last committed record of ``probe``; None before the first record."""
         self._probe(probe)
@@ -187,6 +199,7 @@ class Run:
                 return None
             return table.step_at(0), table.step_at(table.n_rows - 1)
 
+    @retried_while_written
     def steps(
         self, probe: str, start: int | None = None, stop: int | None = None, stride: int | None = None
     ) -> np.ndarray:
@@ -202,6 +215,7 @@ class Run:
             i0, i1 = table.bisect(start, 0), table.bisect(stop, table.n_rows)
             return table.read(STEP, i0, max(i0, i1), stride)
 
+    @retried_while_written
     def array(
         self,
         probe: str,
@@ -303,6 +317,7 @@ class Run:
             )
         return pd.concat(parts, ignore_index=True)
 
+    @retried_while_written
     def summary(
         self,
         probe: str,
@@ -372,6 +387,7 @@ class Run:
 
         return BlockReader(width, records, stored, n_stored)
 
+    @retried_while_written
     def scalars(self) -> pd.DataFrame:
         """Tidy scalars (loss, accuracy, lr, ...): columns step, name, value, in logging order."""
         with self._open() as file:
@@ -380,6 +396,7 @@ class Run:
         names = np.array([name.decode() for name in names], dtype=object)
         return pd.DataFrame({"step": steps, "name": names, "value": values.astype(np.float64)})
 
+    @retried_while_written
     def scalar_names(self) -> list[str]:
         """The names of the logged scalars, in the order they were first logged."""
         with self._open() as file:
@@ -398,6 +415,7 @@ class Run:
             raise NotRecorded(f"{self.path} has no scalar {name!r}; logged scalars: {logged}")
         return rows, table.read(STEP)[rows]
 
+    @retried_while_written
     def scalar(
         self, name: str, start: int | None = None, stop: int | None = None, stride: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -415,6 +433,7 @@ class Run:
             chosen = rows[i0:i1:stride]
             return steps[i0:i1:stride], _rows_at(table, "value", chosen).astype(np.float64)
 
+    @retried_while_written
     def scalar_summary(
         self, name: str, points: int = 2000, start: int | None = None, stop: int | None = None
     ) -> Summary:
@@ -446,6 +465,7 @@ class Run:
             reader = BlockReader(1, records, stored, n_stored)
             return reader.summary(i0, i1, block).summary(block, (), np.dtype(np.float64))
 
+    @retried_while_written
     def events(self) -> pd.DataFrame:
         """What happened during the run besides records: columns step, kind, source, message, in order.
 

@@ -303,11 +303,19 @@ def test_a_version_2_file_made_by_the_old_recorder_loads_identically():
 
 
 def assert_summary_equal(summary, expected, key: str, mean_rtol: float) -> None:
-    """Every field of a Summary equals the saved one; the mean within ``mean_rtol`` (0: exactly)."""
+    """Every field of a Summary equals the saved one; the mean within ``mean_rtol`` (0: exactly). Blocks of
+    more than one float32 record were saved at full precision (schema 3) and are now given at display precision
+    (schema.display_precision): they equal the saved values rounded so (a mean within ``mean_rtol`` of the saved
+    one may round to the neighbouring display value: 2**-7 apart)."""
+    from gradlens.schema import display_precision
+
+    display = summary.block > 1 and summary.min.dtype == np.float32
     for field in summary._fields:
         actual, wanted = getattr(summary, field), expected[f"{key}/{field}"]
+        if display and field in ("min", "max", "mean", "last"):
+            wanted = display_precision(wanted).astype(wanted.dtype)
         if field == "mean" and mean_rtol:
-            np.testing.assert_allclose(actual, wanted, rtol=mean_rtol, err_msg=key)
+            np.testing.assert_allclose(actual, wanted, rtol=2**-7 if display else mean_rtol, err_msg=key)
         else:
             np.testing.assert_array_equal(actual, wanted, err_msg=f"{key}/{field}")
 
@@ -403,3 +411,16 @@ def test_a_failing_read_of_a_file_being_written_is_tried_again_only_while_its_wr
     with pytest.raises(RunFileError, match="metadata checksum"):
         run.array("grad", "mean_abs")
     assert len(failures) == 1
+
+
+def test_a_run_with_no_records_yet_has_empty_summaries(tmp_path):
+    """A live run's file appears at its first commit, before any record: its summary is empty, not an error (a
+    reader racing the writer there used to get 'damaged (cannot reshape array of size 0 ...)')."""
+    path = tmp_path / "run.h5"
+    with Recorder(path, meta={}) as recorder:
+        recorder.start(LAYERS, QUANTITIES)
+        run = load(path)
+        for points in (1, 3):
+            summary = run.summary("grad", "mean_abs", points=points, stop=0)
+            assert summary.block == 1 and summary.count.tolist() == [] and summary.max.shape == (0, 2)
+        assert run.summary("grad", "loss_probe").mean.shape == (0,)

@@ -40,6 +40,7 @@ from gradlens.schema import (
     SUMMARY,
     SUMMARY_BLOCKS,
     Quantity,
+    summarised,
 )
 
 Layers = Sequence[str | int] | None
@@ -350,8 +351,7 @@ class Run:
             i0, i1 = table.bisect(start, 0), table.bisect(stop, table.n_rows)
             i1 = max(i0, i1)
             block = summary_block((i0, i1), points)
-            blocks = group.get(f"{SUMMARY}/{SUMMARY_BLOCKS[0]}/{quantity}")
-            if block == 1 or blocks is None:
+            if block == 1 or SUMMARY not in group or not summarised(declared):
                 values = self._values(table, quantity, declared, i0, i1, 1, index)
                 return summarise(table.read(STEP, i0, i1), values, i0, block)
             shape = declared.shape if index is None else (len(index),)
@@ -368,14 +368,14 @@ class Run:
         width: int,
     ) -> BlockReader:
         """A :class:`BlockReader` over a probe's block tables for ``quantity`` (layers ``index``)."""
-        levels = [self._table(group[f"{SUMMARY}/{block}"]) for block in SUMMARY_BLOCKS]
+        levels = self._levels(group)
         chosen, order = (None, None) if index is None else np.unique(index, return_inverse=True)
 
         def records(i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
             return table.read(STEP, i0, i1), self._values(table, quantity, declared, i0, i1, 1, index)
 
         def stored(j: int, k0: int, k1: int) -> Pieces:
-            level = levels[j]
+            level = levels[SUMMARY_BLOCKS[j]]
             stats = level.read(quantity, k0, k1, select=chosen)
             if order is not None:
                 stats = stats[:, order]
@@ -383,9 +383,15 @@ class Run:
             return Pieces.blocks(first, last, SUMMARY_BLOCKS[j], stats.reshape(len(first), width, -1))
 
         def n_stored(j: int) -> int:
-            return min(levels[j].n_rows, table.n_rows // SUMMARY_BLOCKS[j])
+            level = levels.get(SUMMARY_BLOCKS[j])
+            return 0 if level is None else min(level.n_rows, table.n_rows // SUMMARY_BLOCKS[j])
 
         return BlockReader(width, records, stored, n_stored)
+
+    def _levels(self, table: h5py.Group) -> dict[int, TableReader]:
+        """Readers of the summary levels a table stores (attribute ``blocks``: 32 .. in version 3, 128 .. in 4)."""
+        summary = table[SUMMARY]
+        return {int(block): self._table(summary[str(int(block))]) for block in summary.attrs["blocks"]}
 
     @retried_while_written
     def scalars(self) -> pd.DataFrame:
@@ -450,17 +456,19 @@ class Run:
 
             if block == 1 or SUMMARY not in file["scalars"]:
                 return summarise(*records(i0, i1), i0, block)
-            levels = [self._table(file[f"scalars/{SUMMARY}/{b}"]) for b in SUMMARY_BLOCKS]
-            mine = [np.flatnonzero(level.read("name") == name.encode()) for level in levels]
+            levels = self._levels(file["scalars"])
+            mine = {block: np.flatnonzero(level.read("name") == name.encode()) for block, level in levels.items()}
 
             def stored(j: int, k0: int, k1: int) -> Pieces:
-                chosen = mine[j][k0:k1]
-                first, last = _rows_at(levels[j], STEP, chosen), _rows_at(levels[j], LAST_STEP, chosen)
-                stats = _rows_at(levels[j], "value", chosen)
-                return Pieces.blocks(first, last, SUMMARY_BLOCKS[j], stats.reshape(len(chosen), 1, -1))
+                block = SUMMARY_BLOCKS[j]
+                chosen, level = mine[block][k0:k1], levels[block]
+                first, last = _rows_at(level, STEP, chosen), _rows_at(level, LAST_STEP, chosen)
+                stats = _rows_at(level, "value", chosen)
+                return Pieces.blocks(first, last, block, stats.reshape(len(chosen), 1, -1))
 
             def n_stored(j: int) -> int:
-                return min(len(mine[j]), len(rows) // SUMMARY_BLOCKS[j])
+                block = SUMMARY_BLOCKS[j]
+                return min(len(mine[block]), len(rows) // block) if block in mine else 0
 
             reader = BlockReader(1, records, stored, n_stored)
             return reader.summary(i0, i1, block).summary(block, (), np.dtype(np.float64))

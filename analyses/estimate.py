@@ -19,9 +19,10 @@ Seconds per step, per device kind:
   the idle machine's time, so the least is the best estimate, even on a busy machine). Timed with the torch
   threads each run will have (``threads``: a worker of ``--jobs N`` gets ``cpu_count // N``), on this
   machine's CPU, and with several also at one thread, the smaller kept (threads that wait for each other on a
-  busy machine spin, which inflates both clocks). (An earlier estimate timed one step at batches 4 and 16 and extrapolated the line through them
-  to the run's batch: for small nets the two times differ by little more than their noise, which the slope
-  multiplies by the batch; it gave van_thin_fashion's 60 quick runs 3.2 h instead of the 13 min they took.)
+  busy machine spin, which inflates both clocks). (An earlier estimate timed one step at batches 4 and 16 and
+  extrapolated the line through them to the run's batch: for small nets the two times differ by little more
+  than their noise, which the slope multiplies by the batch; it gave van_thin_fashion's 60 quick runs 3.2 h
+  instead of the 13 min they took.)
 - **CUDA, measured** when this machine has a GPU: the same, on it, by the wall clock, waiting for the GPU.
 - **CUDA, modelled** otherwise (an estimate until measured, and labelled so): ``t(b) = n·τ + F(b)/R`` with ``n``
   the kernels of one step (the aten operations that are not views, counted on the CPU in one SGD step with

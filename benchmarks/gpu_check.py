@@ -444,7 +444,8 @@ def figure(args: argparse.Namespace, budget: float) -> list[str]:
     the same command at smoke scale on the CPU once, for real, so its options and imports are checked. Returns the
     commands that failed (one not finished within the budget has not failed)."""
     scale = "smoke" if args.tiny else "quick"
-    print(f"\n== figure: gradlens figures --scale {scale} --only yt-tab1, {args.device} vs cpu ==", flush=True)
+    against = "the CPU only (dry run)" if args.tiny else f"{args.device} vs cpu"
+    print(f"\n== figure: gradlens figures --scale {scale} --only yt-tab1, {against} ==", flush=True)
     gradlens = [sys.executable, "-m", "gradlens.cli"]
     helped = subprocess.run([*gradlens, "figures", "--help"], capture_output=True, text=True, timeout=120)
     if "--device" not in helped.stdout:

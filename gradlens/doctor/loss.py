@@ -38,6 +38,7 @@ CHANCE_MARGIN_FRACTION = 0.1
 UNSTABLE_FACTOR = 2.0  # the smoothed loss rises to twice its running minimum ...
 UNSTABLE_MIN_RISE = 0.25  # ... by at least a quarter of its starting level (or of ln K, the larger)
 UNSTABLE_BASELINE_WIDTHS = 3  # the minimum is taken of a median over three smoothing windows
+LEARNING_FRACTION = 0.5  # a loss that ends at half its start (or less) clearly learns
 OVERFIT_RISE = 0.1  # validation loss 10 % above its minimum while the training loss still falls
 OVERFIT_MIN_RECORDS = 4
 OVERFIT_PERSIST = 3  # the last three validation records all above (1 + OVERFIT_RISE) × the minimum
@@ -58,7 +59,8 @@ def learning(ev: Evidence) -> bool | None:
             window = _window(values)
             start, end = float(np.median(values[:window])), float(np.median(values[-window:]))
             level, _ = chance_level(ev, values)
-            verdicts.append(end <= 0.5 * start or (level is not None and end < CONVERGED_FRACTION * level))
+            converged = level is not None and end < CONVERGED_FRACTION * level
+            verdicts.append(end <= LEARNING_FRACTION * start or converged)
     return any(verdicts) if verdicts else None
 
 
@@ -104,6 +106,9 @@ class LossNotDecreasing(_LossTrend):
         "LOSS_NOISE_SIGMAS": "a drop within three standard errors of the two medians is mini-batch noise",
         "CONVERGED_FRACTION": "a classifier below a quarter of ln K already predicts far above chance: a flat "
         "loss there is a converged run, not a stuck one",
+        "LEARNING_FRACTION": "a run that learns clearly halves its loss; when three standard errors of the medians "
+        "exceed that halving (batches of a few samples, few records), the windows cannot tell a stuck run from a "
+        "learning one, and nothing is said",
     }
 
     def judge(self, ev: Evidence, name: str, steps: np.ndarray, values: np.ndarray, how: str) -> Finding | None:
@@ -112,6 +117,8 @@ class LossNotDecreasing(_LossTrend):
         start, end = float(np.median(first)), float(np.median(last))
         noise = float(np.hypot(median_error(first), median_error(last)))
         if start - end >= max(LOSS_MIN_DROP * start, LOSS_NOISE_SIGMAS * noise) or at_chance(ev, values)[0]:
+            return None
+        if LOSS_NOISE_SIGMAS * noise >= LEARNING_FRACTION * start:  # too noisy to tell: even halving could hide
             return None
         level, _ = chance_level(ev, values)
         if level is not None and end < CONVERGED_FRACTION * level:

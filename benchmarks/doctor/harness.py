@@ -101,6 +101,7 @@ class Outcome:
     seconds: float = 0.0
     live_cpu: float = 0.0  # CPU seconds spent in the live doctor (feeding and checking)
     live_steps: int = 0  # training steps done while the live doctor watched
+    cpu: float = 0.0  # CPU seconds of the whole recorded training (gradlens and the live doctor included)
 
     def final_loss(self) -> float:
         """Median training loss of the last tenth of the steps (validation loss when one was logged)."""
@@ -350,6 +351,7 @@ def record(knobs: Knobs, path: str) -> Outcome:
     g = torch.Generator().manual_seed(knobs.seed + 1)
     status = "finished"
     engines: list[TimedEngine] = []
+    clock = time.process_time()
     try:
         with _attach(knobs, model, optimizer, path, data.classes, engines, scaler=scaler) as session:
             for step in range(knobs.steps):
@@ -398,6 +400,7 @@ def record(knobs: Knobs, path: str) -> Outcome:
         status = "failed"
     finally:
         monitor.remove()
+        outcome.cpu = time.process_time() - clock
     outcome.status = status
     _measured(outcome, monitor, engines, started)
     return outcome
@@ -424,6 +427,7 @@ def _record_gan(knobs: Knobs, path: str, started: float) -> Outcome:
     outcome = Outcome(path, knobs, losses)
     bce = nn.functional.binary_cross_entropy_with_logits
     engines: list[TimedEngine] = []
+    clock = time.process_time()
     with _attach(knobs, generator, opt_g, path, None, engines) as session:
         for step in range(knobs.steps):
             monitor.step = step
@@ -443,6 +447,7 @@ def _record_gan(knobs: Knobs, path: str, started: float) -> Outcome:
             outcome.live_steps = step + 1
             session.log(loss_d=float(loss_d), loss_g=float(loss_g))
     monitor.remove()
+    outcome.cpu = time.process_time() - clock
     _measured(outcome, monitor, engines, started)
     return outcome
 

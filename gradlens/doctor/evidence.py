@@ -30,6 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gradlens.schema import SUMMARY_BLOCKS
+
 GRADIENT_CLASSES = ("GradStats",)
 RATIO_CLASSES = ("UpdateRatio",)
 SCIENCE = {"DominantFlow": ("sigma",), "LayerCushion": ("min",), "InterlayerCushion": ("min",)}
@@ -37,8 +39,8 @@ GRADIENT_QUANTITIES = ("mean_abs", "norm", "max_abs", "nonfinite")
 RATIO_QUANTITIES = ("ratio", "update_norm", "weight_norm")
 ACTIVATION_QUANTITIES = ("dead_fraction", "saturated_fraction", "mean", "std")
 NO_GRADIENT = -1.0  # GradStats' nonfinite value of a parameter that had no .grad at a firing
-FULL_RECORDS = 20_000  # a probe with more records is read as block summaries (cost independent of the run length)
-SUMMARY_POINTS = 2000  # ... at least this many blocks: 10^5 records -> blocks of 32, 10^6 -> 128
+SUMMARY_POINTS = 1000  # long probes are read as at least this many blocks: 10^5 records -> blocks of 32, 10^6 -> 512
+FULL_RECORDS = SUMMARY_BLOCKS[0] * SUMMARY_POINTS  # longer probes are read as blocks (from here they compress)
 EXACT_BLOCKS = 64  # the first blocks holding non-finite values, read again record by record
 # the block statistic that stands for a block's records, per quantity (mean: the typical value; max: the largest
 # value is what a rule tests, e.g. a size bound, an exactly-zero gradient, a count of non-finite entries)
@@ -223,22 +225,22 @@ def probe_classes(meta: dict) -> dict[str, str]:
     return {str(e["name"]): str(e.get("class", "?")) for e in entries or [] if isinstance(e, Mapping) and "name" in e}
 
 
-def _read(run, probe: str, quantity: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+def _read(run, probe: str, quantity: str, stop: int | None) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     declared = run.quantities(probe).get(quantity)
     if declared is None or tuple(declared.axes) != ("layer",):
         return None
-    steps, values, _, labels = run.array(probe, quantity)
+    steps, values, _, labels = run.array(probe, quantity, stop=stop)
     layers = list(labels.get("layer", [str(i) for i in range(values.shape[1])]))
     return np.asarray(steps), np.asarray(values, dtype=np.float64), layers
 
 
-def _summarised(run, probe: str, quantity: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+def _summarised(run, probe: str, quantity: str, stop: int | None) -> tuple | None:
     """:func:`_read` of a long run: one row per block (its first step, the ``BLOCK_STATISTIC`` of its records;
     non-finite where one record was)."""
     declared = run.quantities(probe).get(quantity)
     if declared is None or tuple(declared.axes) != ("layer",):
         return None
-    summary = run.summary(probe, quantity, points=SUMMARY_POINTS)
+    summary = run.summary(probe, quantity, points=SUMMARY_POINTS, stop=stop)
     mean = np.asarray(summary.mean, dtype=np.float64)
     chosen = np.asarray(getattr(summary, BLOCK_STATISTIC.get(quantity, "mean")), dtype=np.float64)
     values = np.where(np.isfinite(mean), chosen, mean)
@@ -287,11 +289,13 @@ def _exact_blocks(run, probe: str, read: dict, missing: np.ndarray | None, excus
 def _series(run, probe: str, names: tuple[str, ...], missing_from=None, excused: set[int] = frozenset()
             ) -> dict[str, LayerSeries]:
     out: dict[str, LayerSeries] = {}
+    span = run.span(probe)  # every quantity up to the same step: a file still being written grows meanwhile
+    stop = None if span is None else int(span[1]) + 1
     if run.n_records(probe) > FULL_RECORDS:
-        read = {name: _summarised(run, probe, name) for name in names}
+        read = {name: _summarised(run, probe, name, stop) for name in names}
         read = _exact_blocks(run, probe, read, None if missing_from is None else missing_from(read), excused)
     else:
-        read = {name: _read(run, probe, name) for name in names}
+        read = {name: _read(run, probe, name, stop) for name in names}
     missing = None if missing_from is None else missing_from(read)
     for name, got in read.items():
         if got is not None:

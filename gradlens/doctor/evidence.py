@@ -39,7 +39,7 @@ GRADIENT_QUANTITIES = ("mean_abs", "norm", "max_abs", "nonfinite")
 RATIO_QUANTITIES = ("ratio", "update_norm", "weight_norm")
 ACTIVATION_QUANTITIES = ("dead_fraction", "saturated_fraction", "mean", "std")
 NO_GRADIENT = -1.0  # GradStats' nonfinite value of a parameter that had no .grad at a firing
-SUMMARY_POINTS = 1000  # long probes are read as at least this many blocks: 10^5 records -> blocks of 32, 10^6 -> 512
+SUMMARY_POINTS = 250  # long probes are read as at least this many blocks: 10^4 records -> blocks of 32, 10^5 -> 128
 FULL_RECORDS = SUMMARY_BLOCKS[0] * SUMMARY_POINTS  # longer probes are read as blocks (from here they compress)
 EXACT_BLOCKS = 64  # the first blocks holding non-finite values, read again record by record
 # the block statistic that stands for a block's records, per quantity (mean: the typical value; max: the largest
@@ -315,6 +315,18 @@ def _zero_weight(read: dict) -> np.ndarray | None:
     return None if got is None else got[1] == 0
 
 
+def thinned(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A scalar of more than ``FULL_RECORDS`` values as every k-th value (k = ⌈n / FULL_RECORDS⌉: single values
+    keep their noise, so the loss rules' medians and standard errors stay what they estimate), its last value,
+    and its first ``EXACT_BLOCKS`` non-finite values at their own steps (the first NaN stays exact)."""
+    if len(values) <= FULL_RECORDS:
+        return steps, values
+    stride = -(-len(values) // FULL_RECORDS)
+    keep = np.union1d(np.arange(0, len(values), stride), np.flatnonzero(~np.isfinite(values))[:EXACT_BLOCKS])
+    keep = np.union1d(keep, [len(values) - 1])
+    return steps[keep], values[keep]
+
+
 def _scalars(run) -> dict[str, Scalar]:
     frame = run.scalars()
     names = frame["name"].to_numpy()
@@ -322,7 +334,8 @@ def _scalars(run) -> dict[str, Scalar]:
     out = {}
     for name in dict.fromkeys(names):
         chosen = names == name
-        out[str(name)] = Scalar(steps[chosen].astype(np.int64), values[chosen].astype(np.float64))
+        kept = thinned(steps[chosen].astype(np.int64), values[chosen].astype(np.float64))
+        out[str(name)] = Scalar(*kept)
     return out
 
 

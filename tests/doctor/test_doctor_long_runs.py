@@ -91,3 +91,17 @@ def test_a_dead_layer_is_found_within_one_block(tmp_path, monkeypatch):
     assert rules(full)["dead_layer"].step == 300
     assert 300 <= rules(short)["dead_layer"].step < 300 + BLOCK
     assert rules(full)["dead_layer"].layers == rules(short)["dead_layer"].layers
+
+
+def test_a_long_scalar_is_thinned_by_stride_and_keeps_its_first_nan():
+    steps = np.arange(50_000)
+    values = 2.3 * np.exp(-steps / 1e4)
+    values[31_337:] = np.nan
+    kept_steps, kept = evidence.thinned(steps, values)
+    stride = -(-len(values) // evidence.FULL_RECORDS)
+    assert stride == 7 and kept_steps[0] == 0 and kept_steps[-1] == 49_999
+    assert 31_337 in kept_steps.tolist() and 31_336 not in kept_steps.tolist()
+    assert np.isnan(kept[kept_steps.tolist().index(31_337)])
+    finite = kept_steps[np.isfinite(kept)]
+    assert np.all(np.diff(finite) == stride) and np.array_equal(kept, values[kept_steps], equal_nan=True)
+    assert len(kept) <= evidence.FULL_RECORDS + evidence.EXACT_BLOCKS + 1

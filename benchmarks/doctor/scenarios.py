@@ -245,7 +245,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              _t("unchanged_weights", _params("blocks.1.conv", "blocks.1.bn"))),
     Scenario("cnn_unused_module", Knobs(model="cnn", data="digits", unused_module=True),
              _t("no_gradient", _params("spare")), judge="same"),
-    Scenario("stuck_high_loss_wide", Knobs(depth=4, width=64, lr=1e-6, init_gain=2.0, steps=250),
+    Scenario("stuck_high_loss_wide", Knobs(depth=4, width=64, lr=1e-8, init_gain=2.0, steps=250),
              _all(_t("loss_not_decreasing"), _t("lr_too_low")), accept=STUCK | {"exploding"}),
     Scenario("lr_jump_deeper", Knobs(depth=4, width=64, lr_jump_at=60, lr_jump=10.0), _unstable,
              accept=DIVERGES | STUCK | {"dead_units"}),

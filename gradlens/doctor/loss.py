@@ -32,6 +32,7 @@ LOSS_MIN_RECORDS = 20  # fewer finite loss records: trend rules wait (a trend of
 LOSS_WINDOW_FRACTION = 0.1  # first/last 10 % of a loss's records compared
 LOSS_MIN_DROP = 0.02  # the final median must be at least 2 % below the initial one ...
 LOSS_NOISE_SIGMAS = 3.0  # ... and three standard errors of the two medians
+LOSS_FLAT_SIGMAS = 1.0  # ... and is not said when the drop exceeds LOSS_MIN_DROP by more than one standard error
 CONVERGED_FRACTION = 0.25  # a classifier whose loss is below 25 % of ln K has learned: a flat loss is converged
 CHANCE_MARGIN_NATS = 0.05  # within 10 % of ln K (at least 0.05 nats) of ln K: at chance
 CHANCE_MARGIN_FRACTION = 0.1
@@ -106,9 +107,9 @@ class LossNotDecreasing(_LossTrend):
         "LOSS_NOISE_SIGMAS": "a drop within three standard errors of the two medians is mini-batch noise",
         "CONVERGED_FRACTION": "a classifier below a quarter of ln K already predicts far above chance: a flat "
         "loss there is a converged run, not a stuck one",
-        "LEARNING_FRACTION": "a run that learns clearly halves its loss; when three standard errors of the medians "
-        "exceed that halving (batches of a few samples, few records), the windows cannot tell a stuck run from a "
-        "learning one, and nothing is said",
+        "LOSS_FLAT_SIGMAS": "'did not decrease' is said when the data show no decrease: the drop is within one "
+        "standard error of the 2 % any learning run makes (a flat loss is caught at ≥ 84 % of the checks); a "
+        "drop further above is a decrease the noise does not yet make significant (batches of two), not a flat loss",
     }
 
     def judge(self, ev: Evidence, name: str, steps: np.ndarray, values: np.ndarray, how: str) -> Finding | None:
@@ -118,7 +119,7 @@ class LossNotDecreasing(_LossTrend):
         noise = float(np.hypot(median_error(first), median_error(last)))
         if start - end >= max(LOSS_MIN_DROP * start, LOSS_NOISE_SIGMAS * noise) or at_chance(ev, values)[0]:
             return None
-        if LOSS_NOISE_SIGMAS * noise >= LEARNING_FRACTION * start:  # too noisy to tell: even halving could hide
+        if start - end >= LOSS_MIN_DROP * start + LOSS_FLAT_SIGMAS * noise:  # a drop, if not a significant one
             return None
         level, _ = chance_level(ev, values)
         if level is not None and end < CONVERGED_FRACTION * level:

@@ -11,17 +11,17 @@ healthy run, load + diagnose ≤ 1 s at 10⁴ × 150), 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
 
-from benchmarks.doctor.harness import LIVE_EVERY, record, record_killed
+from benchmarks.doctor.harness import LIVE_EVERY
 from benchmarks.doctor.scenarios import SCENARIOS, SYMPTOMS, Scenario, measured_extras
-from benchmarks.doctor.score import RunScore, live_detections, score
+from benchmarks.doctor.score import RunScore, recorded, score
 from benchmarks.doctor.timing import diagnose_seconds, live_check_microseconds, write_long_run
 
 RECALL_TARGET = 0.95
@@ -29,19 +29,13 @@ DIAGNOSE_TARGET_SECONDS = 1.0
 
 
 def run_scenario(scenario: Scenario, folder: str) -> RunScore:
-    """Record (the live doctor on), then diagnose one scenario."""
-    import gradlens
-    from gradlens.doctor import diagnose
+    """Record, diagnose and score one scenario."""
+    return _scored(scenario, recorded(scenario.name, folder))
 
-    path = os.path.join(folder, f"{scenario.name}.h5")
-    if scenario.kind == "train":
-        outcome = record(scenario.knobs, path)
-    else:
-        outcome = record_killed(path, scenario.knobs.steps, repaired=scenario.kind == "interrupted")
-    started = time.perf_counter()
-    findings = diagnose(gradlens.load(path))
-    seconds = time.perf_counter() - started
-    result = score(scenario, outcome, findings, live_detections(gradlens.load(path)))
+
+def _scored(scenario: Scenario, recorded: tuple) -> RunScore:
+    outcome, findings, detections, seconds = recorded
+    result = score(scenario, outcome, findings, detections)
     result.seconds_diagnose = seconds
     return result
 
@@ -124,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ci", action="store_true", help="the test suite's subset only")
     parser.add_argument("--out", help="folder for the run files (default: a temporary folder)")
     parser.add_argument("--no-timing", action="store_true", help="skip the 10^4 x 150 timing")
+    parser.add_argument("--jobs", type=int, default=1, help="scenarios recorded at once (processes)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     chosen = [s for s in SCENARIOS if (not args.only or s.name in args.only) and (not args.ci or s.ci)]
@@ -132,9 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"doctor benchmark: {len(chosen)} scenarios ({sum(s.healthy for s in chosen)} healthy), files in {folder}; "
           f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     results = []
-    for scenario in chosen:
-        results.append(run_scenario(scenario, folder))
-        print(_line(results[-1]), flush=True)
+    if args.jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            runs = pool.imap(functools.partial(recorded, folder=folder), [s.name for s in chosen])
+            for scenario, made in zip(chosen, runs, strict=True):
+                results.append(_scored(scenario, made))
+                print(_line(results[-1]), flush=True)
+    else:
+        for scenario in chosen:
+            results.append(run_scenario(scenario, folder))
+            print(_line(results[-1]), flush=True)
     table, ok = report(results)
     print(f"\nper symptom (found = right rule, layer and onset, after the fact; live = found while training by "
           f"attach(live={LIVE_EVERY}), delay = step of its finding event - true onset):")

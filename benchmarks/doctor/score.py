@@ -11,11 +11,15 @@ finding is one.
 
 from __future__ import annotations
 
+import os
+import time
+import warnings
 from dataclasses import dataclass, field
 
-from benchmarks.doctor.harness import Outcome
-from benchmarks.doctor.scenarios import RULE_SYMPTOM, SYMPTOMS, Scenario, Truth, measured_extras, tolerance
-from gradlens.doctor import Finding
+import gradlens
+from benchmarks.doctor.harness import Outcome, record, record_killed
+from benchmarks.doctor.scenarios import RULE_SYMPTOM, SYMPTOMS, Scenario, Truth, by_name, measured_extras, tolerance
+from gradlens.doctor import Finding, diagnose
 from gradlens.doctor.finding import EVENT_KIND, finding_from_event
 from gradlens.doctor.live import Detection
 
@@ -86,3 +90,19 @@ def score(scenario: Scenario, outcome: Outcome, findings: list[Finding], detecti
     result.false_alarms = [f for f in findings if false(f)]
     result.live_false_alarms = [d.finding for d in detections if false(d.finding)]
     return result
+
+
+def recorded(name: str, folder: str) -> tuple:
+    """Record (the live doctor on), then diagnose the scenario called ``name``: what scoring it needs (picklable,
+    for ``--jobs``)."""
+    warnings.simplefilter("ignore")
+    scenario = by_name(name)
+    path = os.path.join(folder, f"{scenario.name}.h5")
+    if scenario.kind == "train":
+        outcome = record(scenario.knobs, path)
+    else:
+        outcome = record_killed(path, scenario.knobs.steps, repaired=scenario.kind == "interrupted")
+    started = time.perf_counter()
+    findings = diagnose(gradlens.load(path))
+    seconds = time.perf_counter() - started
+    return outcome, findings, live_detections(gradlens.load(path)), seconds

@@ -1,7 +1,8 @@
 """The labelled benchmark in the suite: its subset (healthy and faulty scenarios of ``ci=True``) must find every
 fault with the right rule, layer and onset and raise no false alarm; and, for every faulty scenario a knob can
 fix, the first suggested fix applied to the same scenario removes the finding and lowers the loss (verified
-fixes). ``make doctor-bench`` runs all 43 scenarios and prints the table (docs/doctor.md)."""
+fixes; marked slow: two tiny runs per faulty scenario). ``make doctor-bench`` runs all 63 scenarios and prints the
+table (docs/doctor.md)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def test_the_subset_finds_every_fault_and_raises_no_false_alarm(folder):
 FIXABLE = [s.name for s in SCENARIOS if not s.healthy and s.judge is not None]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FIXABLE)
 def test_the_first_fix_removes_the_finding_and_lowers_the_loss(name, folder):
     scenario = next(s for s in SCENARIOS if s.name == name)

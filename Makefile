@@ -27,7 +27,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m gradlens.bench; status=$$?; $(BIN)/python benchmarks/bench_probes.py && exit $$status
 
-# The doctor's labelled benchmark: 43 tiny runs, per-symptom precision/recall, detection delay, time (docs/doctor.md).
+# The doctor's labelled benchmark: tiny runs with the live doctor on, per-symptom precision/recall, live detection delay, time (docs/doctor.md).
 doctor-bench: $(STAMP)
 	$(BIN)/python -m benchmarks.doctor
 

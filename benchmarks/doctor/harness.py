@@ -1,13 +1,12 @@
-"""Run one scenario: build data and model from :class:`Knobs`, train with gradlens attached (GradStats and
-UpdateRatio every step, the loss logged), measure in the scenario itself what its ground truth needs (the loss
-at every step, each activation module's dead and saturated fractions computed directly from its outputs, the
-pre-clip norms), and store the activation statistics in the run file as the ``activation_stats`` probe of the
-file contract (``dead_fraction``, ``saturated_fraction``, ``mean``, ``std`` per activation module, kinds in
-``meta["probes"]``), with ``meta["parameters"][i]["in_optimizer"]`` and ``meta["num_classes"]``.
+"""Run one scenario: build data and model from :class:`Knobs`, train with gradlens attached as a user would
+(``GradStats`` and ``UpdateRatio`` every step, the real ``ActivationStats`` probe, the loss logged, the live
+doctor checking every ``LIVE_EVERY`` steps, ``clip_grad_norm_`` captured by the session itself), and measure in
+the scenario itself, independently of gradlens, what its ground truth needs: the loss at every step, each
+activation module's dead and saturated fractions computed directly from its outputs (:class:`ActivationMonitor`,
+the scenario's own forward hooks), the pre-clip norms ``clip_grad_norm_`` returned.
 
-Until the session records activation statistics and clipping itself, the activation rows are added by
-rewriting the finished file once through :class:`gradlens.recorder.Recorder` (same records, one probe more),
-and the clip norms are logged with ``session.log`` as the scalars ``clip/preclip_norm`` and ``clip/max_norm``.
+The live doctor's cost is measured by wrapping its engine (:class:`TimedEngine`: CPU seconds of every call the
+session makes into it, feeding included); its findings are the run file's ``finding`` events.
 """
 
 from __future__ import annotations
@@ -23,10 +22,11 @@ from torch import nn
 
 import gradlens
 from benchmarks.doctor.models import MLP, ConvBN, Discriminator, Generator, TinyTransformer, initialise
-from gradlens.probes import GradStats, UpdateRatio
+from gradlens.doctor import LiveDoctor
+from gradlens.probes import ActivationStats, GradStats, UpdateRatio
 from gradlens.probes.base import GRADS, Probe, Quantity
-from gradlens.recorder import RESERVED_META, Recorder
 
+LIVE_EVERY = 5  # the live doctor checks every 5 steps (attach(live=5))
 KINDS = {nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.GELU: "gelu",
          nn.SiLU: "silu"}
 
@@ -66,6 +66,8 @@ class Knobs:
     inf_every: int = 0  # AMP: an Inf loss every N steps after step 20 (the scaler skips those steps)
     amp: bool = False
     broken_probe: bool = False
+    act_every: int = 1  # ActivationStats schedule (a sparse one shows the triggered detail)
+    histograms: bool = False  # a GradStats(bins=16) probe every 10 steps (heavier: switched on by a trigger)
     crash_at: int | None = None
     lr_jump_at: int | None = None  # the learning rate multiplied by lr_jump from this step (a bad schedule)
     lr_jump: float = 20.0
@@ -97,6 +99,9 @@ class Outcome:
     preclip: list[float] = field(default_factory=list)
     status: str = "finished"
     seconds: float = 0.0
+    live_cpu: float = 0.0  # CPU seconds spent in the live doctor (feeding and checking)
+    live_steps: int = 0  # training steps done while the live doctor watched
+    cpu: float = 0.0  # CPU seconds of the whole recorded training (gradlens and the live doctor included)
 
     def final_loss(self) -> float:
         """Median training loss of the last tenth of the steps (validation loss when one was logged)."""
@@ -136,7 +141,12 @@ def make_data(knobs: Knobs) -> Data:
 def make_model(knobs: Knobs, data: Data) -> nn.Module:
     torch.manual_seed(knobs.seed)
     if knobs.model in ("cnn", "resnet"):
-        return ConvBN(data.classes, residual=knobs.model == "resnet")
+        model = ConvBN(data.classes, residual=knobs.model == "resnet", unused=knobs.unused_module)
+        with torch.no_grad():  # bias_init shifts the BatchNorm outputs (β) in front of every ReLU
+            for module in model.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.bias.fill_(knobs.bias_init)
+        return model
     if knobs.model == "transformer":
         return TinyTransformer(16, data.classes, data.x.shape[1])
     model = MLP(data.x[0].numel(), data.classes, knobs.depth, knobs.width, knobs.activation, knobs.residual,
@@ -168,8 +178,11 @@ def make_optimizer(knobs: Knobs, model: nn.Module) -> torch.optim.Optimizer:
 class ActivationMonitor:
     """Forward hooks on the activation modules: per step the contract's statistics, computed from the outputs.
 
-    dead: units (every non-batch element of the output) exactly zero for every sample of the batch;
-    saturated: tanh |y| > 0.99, sigmoid y < 0.01 or > 0.99, GELU/SiLU input x < −4, for every sample.
+    The scenario's own measurement (the ground truth), independent of gradlens's probe: its own hooks, its own
+    arithmetic, the same definitions (:mod:`gradlens.metrics.activations`). Units are the features of ``[B, F]``
+    outputs, the channels of ``[B, C, H, W]`` ones, the last axis of ``[B, T, H]`` ones. dead: a unit exactly
+    zero for every sample (and position); saturated: tanh |y| > 0.99, sigmoid y < 0.01 or > 0.99, GELU input
+    x < −3, SiLU x < −6, for every sample.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -188,15 +201,16 @@ class ActivationMonitor:
         def hook(module, inputs, output):
             if self.step in self.rows:  # keep the first micro-batch of a step
                 return
-            y = output.detach().float().flatten(1)
-            x = inputs[0].detach().float().flatten(1)
+            y, x = _units(output.detach().float()), _units(inputs[0].detach().float())
             dead = float((y == 0).all(dim=0).float().mean())
             if kind == "tanh":
                 sat = (y.abs() > 0.99).all(dim=0)
             elif kind == "sigmoid":
                 sat = ((y < 0.01) | (y > 0.99)).all(dim=0)
-            elif kind in ("gelu", "silu"):
-                sat = (x < -4).all(dim=0)
+            elif kind == "gelu":
+                sat = (x < -3).all(dim=0)
+            elif kind == "silu":
+                sat = (x < -6).all(dim=0)
             else:
                 sat = torch.zeros(y.shape[1], dtype=torch.bool)
             self._current.setdefault("dead_fraction", [0.0] * len(self.modules))[index] = dead
@@ -219,6 +233,15 @@ class ActivationMonitor:
             if step < steps:
                 out[step] = row[quantity]
         return out
+
+
+def _units(t: torch.Tensor) -> torch.Tensor:
+    """``[samples, units]``: channels of a 4-d map, the last axis of a token sequence, features otherwise."""
+    if t.dim() == 4:
+        return t.transpose(0, 1).flatten(1).T
+    if t.dim() == 3:
+        return t.flatten(0, 1)
+    return t.flatten(1)
 
 
 class BrokenProbe(Probe):
@@ -258,12 +281,51 @@ def _pretrain(knobs: Knobs, model: nn.Module, data: Data) -> None:
         model.head.reset_parameters()
 
 
-def parameters_meta(model: nn.Module, optimizer: torch.optim.Optimizer, stored: list[dict]) -> list[dict]:
-    """``meta["parameters"]`` with ``in_optimizer`` added (the contract's field)."""
-    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    by_name = dict(model.named_parameters())
-    return [{**row, "in_optimizer": id(by_name[row["name"]]) in held} if row["name"] in by_name else row
-            for row in stored]
+class TimedEngine:
+    """The session's live doctor (:class:`gradlens.doctor.LiveDoctor`) with the CPU time of every call counted."""
+
+    def __init__(self, meta, layers) -> None:
+        self.engine = LiveDoctor(meta, layers)
+        self.cpu = 0.0
+
+    def _timed(self, method, *args, **kwargs):
+        started = time.process_time()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            self.cpu += time.process_time() - started
+
+    def observe(self, *args, **kwargs) -> None:
+        self._timed(self.engine.observe, *args, **kwargs)
+
+    def observe_scalars(self, *args, **kwargs) -> None:
+        self._timed(self.engine.observe_scalars, *args, **kwargs)
+
+    def observe_event(self, *args, **kwargs) -> None:
+        self._timed(self.engine.observe_event, *args, **kwargs)
+
+    def check(self, *args, **kwargs) -> list:
+        return self._timed(self.engine.check, *args, **kwargs)
+
+
+def _probes(knobs: Knobs) -> list:
+    probes = [GradStats(), UpdateRatio(), ActivationStats(every=knobs.act_every)]
+    if knobs.histograms:
+        probes.append(GradStats(every=10, bins=16, name="histograms"))
+    return probes + ([BrokenProbe()] if knobs.broken_probe else [])
+
+
+def _attach(knobs: Knobs, model: nn.Module, optimizer, path: str, classes: int | None, engines: list, **kw):
+    """``gradlens.attach`` as the scenarios use it: the live doctor on, its engine timed."""
+
+    def engine(meta, layers):
+        engines.append(TimedEngine(meta, layers))
+        return engines[-1]
+
+    meta = {"scenario": knobs.model, **({"num_classes": classes} if classes else {}),
+            **({"accumulation_steps": knobs.accumulation} if knobs.accumulation > 1 else {})}
+    return gradlens.attach(model, optimizer, path, probes=_probes(knobs), overwrite=True, meta=meta,
+                           flush_every=10_000, live=LIVE_EVERY, engine=engine, **kw)
 
 
 def record(knobs: Knobs, path: str) -> Outcome:
@@ -284,14 +346,14 @@ def record(knobs: Knobs, path: str) -> Outcome:
     base = [g["lr"] for g in optimizer.param_groups]
     monitor = ActivationMonitor(model)
     scaler = torch.amp.GradScaler("cpu") if knobs.amp else None
-    probes = [GradStats(), UpdateRatio()] + ([BrokenProbe()] if knobs.broken_probe else [])
     losses = np.full(knobs.steps, np.nan)
     outcome = Outcome(path, knobs, losses)
     g = torch.Generator().manual_seed(knobs.seed + 1)
     status = "finished"
+    engines: list[TimedEngine] = []
+    clock = time.process_time()
     try:
-        with gradlens.attach(model, optimizer, path, probes=probes, overwrite=True, scaler=scaler,
-                             meta={"scenario": knobs.model}, flush_every=10_000) as session:
+        with _attach(knobs, model, optimizer, path, data.classes, engines, scaler=scaler) as session:
             for step in range(knobs.steps):
                 monitor.step = step
                 scale = _schedule(knobs, step)
@@ -311,13 +373,11 @@ def record(knobs: Knobs, path: str) -> Outcome:
                     if knobs.inf_every and step >= 20 and step % knobs.inf_every == 0:
                         loss = loss * float("inf")  # the gradients overflow (the logged loss stays finite)
                     (scaler.scale(loss) if scaler else loss / knobs.accumulation).backward()
-                if knobs.clip is not None:
+                if knobs.clip is not None:  # the session captures the call itself (clip/preclip_norm, clip/max_norm)
                     if scaler:
                         scaler.unscale_(optimizer)
-                    pre = float(nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                                         knobs.clip))
-                    outcome.preclip.append(pre)
-                    session.log(**{"clip/preclip_norm": pre, "clip/max_norm": knobs.clip})
+                    pre = nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], knobs.clip)
+                    outcome.preclip.append(float(pre))
                 if scaler:
                     scaler.step(optimizer)
                     scaler.update()
@@ -325,6 +385,7 @@ def record(knobs: Knobs, path: str) -> Outcome:
                     optimizer.step()
                 optimizer.zero_grad()
                 losses[step] = total
+                outcome.live_steps = step + 1
                 session.log(loss=total, lr=optimizer.param_groups[0]["lr"])
                 if knobs.val_every and step % knobs.val_every == 0:
                     with torch.no_grad():
@@ -339,19 +400,19 @@ def record(knobs: Knobs, path: str) -> Outcome:
         status = "failed"
     finally:
         monitor.remove()
+        outcome.cpu = time.process_time() - clock
     outcome.status = status
-    outcome.act_labels = monitor.labels
-    outcome.dead = monitor.array("dead_fraction", knobs.steps)
-    outcome.saturated = monitor.array("saturated_fraction", knobs.steps)
-    add_activation_stats(path, monitor, {
-        "num_classes": data.classes,
-        "parameters": parameters_meta(model, optimizer, gradlens.load(path).meta.get("parameters", [])),
-        **({"accumulation_steps": knobs.accumulation} if knobs.accumulation > 1 else {}),
-        **({"clipping": {"max_norm": knobs.clip, "norm_type": 2.0, "algorithm": "norm",
-                         "source": "clip_grad_norm_"}} if knobs.clip is not None else {}),
-    })
-    outcome.seconds = time.perf_counter() - started
+    _measured(outcome, monitor, engines, started)
     return outcome
+
+
+def _measured(outcome: Outcome, monitor: ActivationMonitor, engines: list[TimedEngine], started: float) -> None:
+    steps = outcome.knobs.steps
+    outcome.act_labels = monitor.labels
+    outcome.dead = monitor.array("dead_fraction", steps)
+    outcome.saturated = monitor.array("saturated_fraction", steps)
+    outcome.live_cpu = sum(e.cpu for e in engines)
+    outcome.seconds = time.perf_counter() - started
 
 
 def _record_gan(knobs: Knobs, path: str, started: float) -> Outcome:
@@ -363,9 +424,11 @@ def _record_gan(knobs: Knobs, path: str, started: float) -> Outcome:
     g = torch.Generator().manual_seed(knobs.seed + 1)
     monitor = ActivationMonitor(generator)
     losses = np.full(knobs.steps, np.nan)
+    outcome = Outcome(path, knobs, losses)
     bce = nn.functional.binary_cross_entropy_with_logits
-    with gradlens.attach(generator, opt_g, path, probes=[GradStats(), UpdateRatio()], overwrite=True,
-                         meta={"scenario": "gan"}, flush_every=10_000) as session:
+    engines: list[TimedEngine] = []
+    clock = time.process_time()
+    with _attach(knobs, generator, opt_g, path, None, engines) as session:
         for step in range(knobs.steps):
             monitor.step = step
             angle = torch.rand(knobs.batch, generator=g) * 2 * math.pi
@@ -381,53 +444,12 @@ def _record_gan(knobs: Knobs, path: str, started: float) -> Outcome:
             loss_g.backward()
             opt_g.step()
             losses[step] = float(loss_g)
+            outcome.live_steps = step + 1
             session.log(loss_d=float(loss_d), loss_g=float(loss_g))
     monitor.remove()
-    add_activation_stats(path, monitor, {"parameters": parameters_meta(
-        generator, opt_g, gradlens.load(path).meta.get("parameters", []))})
-    outcome = Outcome(path, knobs, losses, act_labels=monitor.labels, dead=monitor.array("dead_fraction", knobs.steps),
-                      saturated=monitor.array("saturated_fraction", knobs.steps))
-    outcome.seconds = time.perf_counter() - started
+    outcome.cpu = time.process_time() - clock
+    _measured(outcome, monitor, engines, started)
     return outcome
-
-
-def add_activation_stats(path: str, monitor: ActivationMonitor, meta: dict) -> None:
-    """Rewrite the run at ``path`` with the same records plus the ``activation_stats`` probe and ``meta`` keys."""
-    run = gradlens.load(path)
-    stored = {k: v for k, v in run.meta.items() if k not in RESERVED_META}
-    entry = {"name": "activation_stats", "class": "ActivationStats", "schedule": "every 1", "kinds": monitor.kinds}
-    stored.update(meta, probes=[*stored.get("probes", []), entry] if monitor.labels else stored.get("probes", []))
-    quantities = {p: run.quantities(p) for p in run.probes}
-    records = {p: {q: run.array(p, q)[:2] for q in quantities[p]} for p in run.probes}
-    if monitor.labels:
-        label = {"layer": monitor.labels}
-        quantities["activation_stats"] = {q: Quantity((len(monitor.labels),), ("layer",), label, "float32")
-                                          for q in ("dead_fraction", "saturated_fraction", "mean", "std")}
-        steps = np.array(sorted(monitor.rows), dtype=np.int64)
-        records["activation_stats"] = {q: (steps, np.stack([monitor.rows[s][q] for s in steps]))
-                                       for q in quantities["activation_stats"]}
-    scalars, events, status = run.scalars(), run.events(), run.status
-    layers = [{**row, "shape": list(row["shape"])} for row in run.layers.to_dict("records")]
-    temporary = f"{path}.rewrite"
-    recorder = Recorder(temporary, meta=stored, mode="overwrite", flush_every=1_000_000, flush_seconds=3600)
-    recorder.start(layers, quantities)
-    positions = {p: {int(s): n for n, s in enumerate(next(iter(q.values()))[0])} for p, q in records.items() if q}
-    scalar_rows: dict[int, dict[str, float]] = {}
-    for step, name, value in zip(scalars["step"].tolist(), scalars["name"], scalars["value"].tolist(), strict=True):
-        scalar_rows.setdefault(step, {})[name] = value
-    event_rows: dict[int, list] = {}
-    for row in zip(events["step"].tolist(), events["kind"], events["source"], events["message"], strict=True):
-        event_rows.setdefault(row[0], []).append(row)
-    for step in sorted({s for p in positions.values() for s in p} | set(scalar_rows) | set(event_rows)):
-        for probe, where in positions.items():
-            if step in where:
-                recorder.record(probe, step, {q: v[1][where[step]] for q, v in records[probe].items()})
-        if step in scalar_rows:
-            recorder.log_scalars(step, **scalar_rows[step])
-        for row in event_rows.get(step, ()):
-            recorder.log_event(*row)
-    recorder.close(status if status in ("finished", "failed") else "finished")
-    os.replace(temporary, path)
 
 
 KILLED_SCRIPT = """

@@ -76,9 +76,11 @@ class MLP(nn.Module):
 
 
 class ConvBN(nn.Module):
-    """Conv–BN–ReLU ×2 (residual blocks when ``residual``), global average pool, linear head; 8×8 inputs."""
+    """Conv–BN–ReLU ×2 (residual blocks when ``residual``), global average pool, linear head; 8×8 inputs; an unused
+    1×1 convolution ``spare`` when ``unused``."""
 
-    def __init__(self, classes: int, width: int = 16, blocks: int = 2, residual: bool = False) -> None:
+    def __init__(self, classes: int, width: int = 16, blocks: int = 2, residual: bool = False,
+                 unused: bool = False) -> None:
         super().__init__()
         self.stem = nn.Conv2d(1, width, 3, padding=1)
         self.stem_bn = nn.BatchNorm2d(width)
@@ -88,6 +90,7 @@ class ConvBN(nn.Module):
                            "act": nn.ReLU()}) for _ in range(blocks))
         self.residual = residual
         self.head = nn.Linear(width, classes)
+        self.spare = nn.Conv2d(width, width, 1) if unused else None  # defined, never used: no gradient
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.stem_act(self.stem_bn(self.stem(x)))
@@ -105,7 +108,7 @@ class TinyTransformer(nn.Module):
         self.embed = nn.Embedding(vocab, width)
         self.position = nn.Parameter(torch.randn(length, width) * 0.1)
         layer = nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=2 * width, dropout=0.0,
-                                           batch_first=True, norm_first=True, activation="gelu")
+                                           batch_first=True, norm_first=True, activation=nn.GELU())
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.head = nn.Linear(width, classes)
 

@@ -1,5 +1,6 @@
 """Score one scenario: which of its true faults the doctor found with the right symptom, layer and onset
-(after the fact), when the live engine found them (detection delay), and which findings were false alarms.
+(after the fact), when the live doctor found them while the run trained (detection delay), and which findings
+were false alarms.
 
 A fault counts as found when a warning or severe finding of one of its symptom's rules names one of its layers
 (any, for a fault of the whole run) and its step lies within the scenario's tolerance of the true onset. A
@@ -10,11 +11,16 @@ finding is one.
 
 from __future__ import annotations
 
+import os
+import time
+import warnings
 from dataclasses import dataclass, field
 
-from benchmarks.doctor.harness import Outcome
-from benchmarks.doctor.scenarios import RULE_SYMPTOM, SYMPTOMS, Scenario, Truth, measured_extras, tolerance
-from gradlens.doctor import Finding
+import gradlens
+from benchmarks.doctor.harness import Outcome, record, record_killed
+from benchmarks.doctor.scenarios import RULE_SYMPTOM, SYMPTOMS, Scenario, Truth, by_name, measured_extras, tolerance
+from gradlens.doctor import Finding, diagnose
+from gradlens.doctor.finding import EVENT_KIND, finding_from_event
 from gradlens.doctor.live import Detection
 
 
@@ -22,7 +28,7 @@ from gradlens.doctor.live import Detection
 class TruthScore:
     truth: Truth
     found: Finding | None = None  # the matching post-hoc finding
-    live_step: int | None = None  # the check step at which the live engine first returned a match
+    live_step: int | None = None  # the step of the live doctor's first matching ``finding`` event in the file
 
     @property
     def delay(self) -> int | None:
@@ -40,6 +46,19 @@ class RunScore:
     seconds_diagnose: float = 0.0
     live_checks: int = 0
     live_seconds: float = 0.0
+
+
+def live_detections(run) -> list[Detection]:
+    """What the live doctor found while the run trained: the run file's ``finding`` events, each with the step
+    it was found at (``checked_at``) and the finding it wrote (its ``step`` is the onset it reported)."""
+    events = run.events()
+    out = []
+    for step, kind, source, message in zip(events["step"], events["kind"], events["source"], events["message"],
+                                            strict=True):
+        finding = finding_from_event(str(source), str(message), int(step)) if kind == EVENT_KIND else None
+        if finding is not None:
+            out.append(Detection(int(step), finding))
+    return out
 
 
 def matches(finding: Finding, truth: Truth, tol: int, check_onset: bool = True) -> bool:
@@ -71,3 +90,19 @@ def score(scenario: Scenario, outcome: Outcome, findings: list[Finding], detecti
     result.false_alarms = [f for f in findings if false(f)]
     result.live_false_alarms = [d.finding for d in detections if false(d.finding)]
     return result
+
+
+def recorded(name: str, folder: str) -> tuple:
+    """Record (the live doctor on), then diagnose the scenario called ``name``: what scoring it needs (picklable,
+    for ``--jobs``)."""
+    warnings.simplefilter("ignore")
+    scenario = by_name(name)
+    path = os.path.join(folder, f"{scenario.name}.h5")
+    if scenario.kind == "train":
+        outcome = record(scenario.knobs, path)
+    else:
+        outcome = record_killed(path, scenario.knobs.steps, repaired=scenario.kind == "interrupted")
+    started = time.perf_counter()
+    findings = diagnose(gradlens.load(path))
+    seconds = time.perf_counter() - started
+    return outcome, findings, live_detections(gradlens.load(path)), seconds

@@ -3,9 +3,9 @@ per activation module, as a fraction of its units, from the step they appear.
 
 Recorded per module and step: ``dead_fraction`` (units whose output is exactly zero for every sample of the
 batch: a ReLU-like unit then passes no gradient for any of them) and ``saturated_fraction`` (units in the flat
-tail of a saturating activation for every sample: tanh |y| > 0.99, sigmoid y < 0.01 or > 0.99, GELU/SiLU
-x < −4; the local slope is then below ~2 % of its peak). The probe sees activation *modules* only: an
-``F.relu`` inside a ``forward`` is invisible to it.
+tail of a saturating activation for every sample: tanh |y| > 0.99, sigmoid y < 0.01 or > 0.99, GELU input
+x < −3, SiLU x < −6; the local slope is then below 2 % of its peak: :mod:`gradlens.metrics.activations`).
+The probe sees activation *modules* only: an ``F.relu`` inside a ``forward`` is invisible to it.
 
 Why these numbers: for a unit with random symmetric pre-activations, being zero for all B samples of a batch
 has probability 2^−B (1e−10 for B = 32): a sizeable dead fraction is never chance, it is units pushed to the

@@ -15,6 +15,7 @@ import numpy as np
 
 from gradlens.doctor.evidence import Evidence
 from gradlens.doctor.finding import Finding, Fix, fmt
+from gradlens.doctor.norms import SPIKE_FACTOR
 from gradlens.doctor.rule import Rule, Unchecked, sustained_from
 
 PRECLIP, MAX_NORM = "clip/preclip_norm", "clip/max_norm"
@@ -56,7 +57,7 @@ class ClippingDominates(Rule):
             return []
         factor = float(np.median(norms[clipped] / maxima[clipped]))
         natural = float(np.median(norms))
-        suggested = float(np.quantile(norms, 0.9))
+        suggested = SPIKE_FACTOR * natural  # a threshold that cuts spikes only (what the spike rule calls one)
         severe = share >= CLIP_SEVERE_SHARE and factor >= CLIP_SEVERE_FACTOR
         onset = sustained_from(clipped, share=CLIP_WARN_SHARE, at_end=False) or 0
         setting = ev.setting("clipping") if isinstance(ev.setting("clipping"), dict) else {}
@@ -70,9 +71,10 @@ class ClippingDominates(Rule):
             f"share of steps with pre-clip norm > max_norm ≥ {CLIP_WARN_SHARE:.0%} (severe: ≥ {CLIP_SEVERE_SHARE:.0%} "
             f"of the steps shrunk ≥ {CLIP_SEVERE_FACTOR:g}×)",
             step=int(steps[onset]),
-            fixes=(Fix(f"raise the clip threshold to about {fmt(suggested)} (the 90th percentile of the pre-clip "
-                       "norms), or remove clipping", f"the threshold is {factor:.3g}× below the natural norm "
-                       f"{fmt(natural)}", {"kind": "clip", "max_norm": suggested}),),
+            fixes=(Fix(f"raise the clip threshold to about {fmt(suggested)} ({SPIKE_FACTOR:g}× the median pre-clip "
+                       "norm: clipping then cuts spikes only), or remove clipping",
+                       f"the threshold is {factor:.3g}× below the natural norm {fmt(natural)}",
+                       {"kind": "clip", "max_norm": suggested}),),
             values={"share": share, "factor": factor, "natural_norm": natural},
         )]
 

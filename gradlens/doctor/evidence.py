@@ -8,6 +8,16 @@ Which probe feeds what: the first probe of class ``GradStats`` recording ``mean_
 the first ``UpdateRatio`` probe (``ratio``, ``update_norm``, ``weight_norm``), the first probe recording
 ``dead_fraction`` per layer (activations, the ``activation_stats`` contract), ``DominantFlow``/cushion probes
 (``science``).
+
+**Long runs.** A probe with more than ``FULL_RECORDS`` records is read as block summaries
+(:meth:`gradlens.loader.Run.summary`, ``SUMMARY_POINTS`` points: blocks of 32 records or more), never record by
+record, so the doctor's cost does not grow with the run. Each block becomes one row whose step is its first
+record's and whose value is the block statistic of ``BLOCK_STATISTIC`` (the one that keeps what the rules test
+exact: the largest norm for sizes and spikes, so a gradient that is exactly zero over a block reads 0, and a
+count of non-finite entries > 0 whenever one record had one); a block holding a non-finite value reads
+non-finite (the summary's mean is), and the first ``EXACT_BLOCKS`` such blocks are read again record by record
+and put back in place, so the first non-finite step and layer are exact. Record counts in the rules' thresholds
+then count blocks (each of ≥ 32 records), which only makes them stricter.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gradlens.schema import SUMMARY_BLOCKS
+
 GRADIENT_CLASSES = ("GradStats",)
 RATIO_CLASSES = ("UpdateRatio",)
 SCIENCE = {"DominantFlow": ("sigma",), "LayerCushion": ("min",), "InterlayerCushion": ("min",)}
@@ -27,6 +39,12 @@ GRADIENT_QUANTITIES = ("mean_abs", "norm", "max_abs", "nonfinite")
 RATIO_QUANTITIES = ("ratio", "update_norm", "weight_norm")
 ACTIVATION_QUANTITIES = ("dead_fraction", "saturated_fraction", "mean", "std")
 NO_GRADIENT = -1.0  # GradStats' nonfinite value of a parameter that had no .grad at a firing
+SUMMARY_POINTS = 250  # long probes are read as at least this many blocks: 10^4 records -> blocks of 32, 10^5 -> 128
+FULL_RECORDS = SUMMARY_BLOCKS[0] * SUMMARY_POINTS  # longer probes are read as blocks (from here they compress)
+EXACT_BLOCKS = 64  # the first blocks holding non-finite values, read again record by record
+# the block statistic that stands for a block's records, per quantity (mean: the typical value; max: the largest
+# value is what a rule tests, e.g. a size bound, an exactly-zero gradient, a count of non-finite entries)
+BLOCK_STATISTIC = {"norm": "max", "max_abs": "max", "nonfinite": "max", "weight_norm": "max"}
 
 
 @dataclass
@@ -207,18 +225,77 @@ def probe_classes(meta: dict) -> dict[str, str]:
     return {str(e["name"]): str(e.get("class", "?")) for e in entries or [] if isinstance(e, Mapping) and "name" in e}
 
 
-def _read(run, probe: str, quantity: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+def _read(run, probe: str, quantity: str, stop: int | None) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     declared = run.quantities(probe).get(quantity)
     if declared is None or tuple(declared.axes) != ("layer",):
         return None
-    steps, values, _, labels = run.array(probe, quantity)
+    steps, values, _, labels = run.array(probe, quantity, stop=stop)
     layers = list(labels.get("layer", [str(i) for i in range(values.shape[1])]))
     return np.asarray(steps), np.asarray(values, dtype=np.float64), layers
 
 
-def _series(run, probe: str, names: tuple[str, ...], missing_from=None) -> dict[str, LayerSeries]:
+def _summarised(run, probe: str, quantity: str, stop: int | None) -> tuple | None:
+    """:func:`_read` of a long run: one row per block (its first step, the ``BLOCK_STATISTIC`` of its records;
+    non-finite where one record was)."""
+    declared = run.quantities(probe).get(quantity)
+    if declared is None or tuple(declared.axes) != ("layer",):
+        return None
+    summary = run.summary(probe, quantity, points=SUMMARY_POINTS, stop=stop)
+    mean = np.asarray(summary.mean, dtype=np.float64)
+    chosen = np.asarray(getattr(summary, BLOCK_STATISTIC.get(quantity, "mean")), dtype=np.float64)
+    values = np.where(np.isfinite(mean), chosen, mean)
+    labels = run.quantities(probe)[quantity].labels
+    layers = list(labels.get("layer", [str(i) for i in range(values.shape[1])]))
+    return np.asarray(summary.first_step), values, layers, np.asarray(summary.last_step)
+
+
+def _exact_blocks(run, probe: str, read: dict, missing: np.ndarray | None, excused: set[int]) -> dict:
+    """Blocks holding a non-finite value (or a non-finite count > 0) put back as their records, in place, in step
+    order until one holds a non-finite cell at a step the AMP scaler did not skip (at most ``EXACT_BLOCKS``):
+    the first non-finite step and layer of a long run are exact, and the scaler's overflows stay excused."""
+    present = {name: got for name, got in read.items() if got is not None}
+    if not present:
+        return read
+    first, last = next(iter(present.values()))[0], next(iter(present.values()))[3]
+    bad = np.zeros(len(first), dtype=bool)
+    for name, (_, values, _, _) in present.items():
+        cells = ~np.isfinite(values) | (values > 0 if name == "nonfinite" else False)
+        if missing is not None and missing.shape == cells.shape:
+            cells &= ~missing
+        bad |= cells.any(axis=1)
+    exact: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for block in np.flatnonzero(bad)[:EXACT_BLOCKS].tolist():
+        exact[block] = {}
+        for name in present:
+            steps, values, _, _ = run.array(probe, name, start=int(first[block]), stop=int(last[block]) + 1)
+            exact[block][name] = (np.asarray(steps), np.asarray(values, dtype=np.float64))
+        steps, values = next(iter(exact[block].values()))
+        if (~np.isfinite(values[~np.isin(steps, list(excused))])).any():
+            break  # the first non-finite record the scaler did not excuse: the later blocks do not matter
+    out = {}
+    for name, got in read.items():
+        if got is None or not exact:
+            out[name] = None if got is None else got[:3]
+            continue
+        steps, values, cut = [], [], 0
+        for block, records in exact.items():
+            steps += [got[0][cut:block], records[name][0]]
+            values += [got[1][cut:block], records[name][1]]
+            cut = block + 1
+        out[name] = (np.concatenate([*steps, got[0][cut:]]), np.concatenate([*values, got[1][cut:]]), got[2])
+    return out
+
+
+def _series(run, probe: str, names: tuple[str, ...], missing_from=None, excused: set[int] = frozenset()
+            ) -> dict[str, LayerSeries]:
     out: dict[str, LayerSeries] = {}
-    read = {name: _read(run, probe, name) for name in names}
+    span = run.span(probe)  # every quantity up to the same step: a file still being written grows meanwhile
+    stop = None if span is None else int(span[1]) + 1
+    if run.n_records(probe) > FULL_RECORDS:
+        read = {name: _summarised(run, probe, name, stop) for name in names}
+        read = _exact_blocks(run, probe, read, None if missing_from is None else missing_from(read), excused)
+    else:
+        read = {name: _read(run, probe, name, stop) for name in names}
     missing = None if missing_from is None else missing_from(read)
     for name, got in read.items():
         if got is not None:
@@ -238,6 +315,18 @@ def _zero_weight(read: dict) -> np.ndarray | None:
     return None if got is None else got[1] == 0
 
 
+def thinned(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A scalar of more than ``FULL_RECORDS`` values as every k-th value (k = ⌈n / FULL_RECORDS⌉: single values
+    keep their noise, so the loss rules' medians and standard errors stay what they estimate), its last value,
+    and its first ``EXACT_BLOCKS`` non-finite values at their own steps (the first NaN stays exact)."""
+    if len(values) <= FULL_RECORDS:
+        return steps, values
+    stride = -(-len(values) // FULL_RECORDS)
+    keep = np.union1d(np.arange(0, len(values), stride), np.flatnonzero(~np.isfinite(values))[:EXACT_BLOCKS])
+    keep = np.union1d(keep, [len(values) - 1])
+    return steps[keep], values[keep]
+
+
 def _scalars(run) -> dict[str, Scalar]:
     frame = run.scalars()
     names = frame["name"].to_numpy()
@@ -245,7 +334,8 @@ def _scalars(run) -> dict[str, Scalar]:
     out = {}
     for name in dict.fromkeys(names):
         chosen = names == name
-        out[str(name)] = Scalar(steps[chosen].astype(np.int64), values[chosen].astype(np.float64))
+        kept = thinned(steps[chosen].astype(np.int64), values[chosen].astype(np.float64))
+        out[str(name)] = Scalar(*kept)
     return out
 
 
@@ -288,11 +378,12 @@ def from_run(run, *, loss: str | None = None, num_classes: int | None = None, no
         num_classes=num_classes,
         now=time.time() if now is None else now,
     )
+    evidence.events = _events(run)
     for probe in run.probes:
         cls, quantities = evidence.probes[probe], run.quantities(probe)
         if evidence.grad_probe is None and cls in GRADIENT_CLASSES and {"mean_abs", "norm"} & set(quantities):
             evidence.grad_probe = probe
-            evidence.grads = _series(run, probe, GRADIENT_QUANTITIES, _no_gradient)
+            evidence.grads = _series(run, probe, GRADIENT_QUANTITIES, _no_gradient, evidence.skipped_steps())
         elif evidence.ratio_probe is None and cls in RATIO_CLASSES and "ratio" in quantities:
             evidence.ratio_probe = probe
             evidence.ratios = _series(run, probe, RATIO_QUANTITIES, _zero_weight)
@@ -304,7 +395,6 @@ def from_run(run, *, loss: str | None = None, num_classes: int | None = None, no
                 evidence.science[(cls, quantity)] = _series(run, probe, (quantity,)).get(quantity)
     evidence.science = {k: v for k, v in evidence.science.items() if v is not None}
     evidence.scalars = _scalars(run)
-    evidence.events = _events(run)
     evidence.status = run.status
     evidence.last_flush = run.last_flush
     if evidence.status == "running":

@@ -97,7 +97,7 @@ class DepthProfile(Rule):
         key = ("depth", tuple(series.layers[i] for i in columns))
         known = ev.memo.setdefault(key, {})  # step -> d(t): a record never changes once observed
         decades = np.array([known.get(int(series.steps[n]), np.nan) for n in picked])
-        todo = np.flatnonzero(~np.isfinite(decades))
+        todo = np.flatnonzero([int(series.steps[n]) not in known for n in picked])  # NaN is a known answer too
         full = todo[usable[picked[todo]].all(axis=1)]
         if len(full):  # the common case, every weight usable: all new records in one call
             decades[full] = depth_profile(np.log10(values[picked[full]]))

@@ -24,7 +24,7 @@ RATIO_LOW = 1e-5  # median ‖Δw‖/‖w‖ below: the layer barely moves
 RATIO_HIGH = 1e-1  # ... above: updates too large for the weights
 RATIO_SEVERE = 1.0  # ... above: each step replaces the weights
 RATIO_TARGET = 3e-3  # the fix aims the median ratio here (between the 1e-3 rule of thumb and 1e-2)
-RATIO_MIN_RECORDS = 20  # medians over fewer records are not judged (the first steps of a fresh layer are large)
+RATIO_MIN_RECORDS = 40  # medians over fewer records are not judged (the first steps of a fresh layer are large)
 RATIO_SEVERE_RECORDS = 3  # records whose median ratio over the weights exceeds RATIO_SEVERE: too high at once
 
 
@@ -54,7 +54,8 @@ class UpdateRatios(Rule):
         "second step is ~1-2× its first (one record)",
         "RATIO_TARGET": "the suggested change aims at ~3e-3, inside the rule-of-thumb band",
         "RATIO_MIN_RECORDS": "a freshly initialised layer (a new head) moves by a tenth of its weights per step for "
-        "its first ten or so steps: medians are taken over the later half of at least twenty records",
+        "its first ten or so steps, and momentum or Adam's first moment (β = 0.9: an average over 1/(1 − β) = 10 "
+        "steps) carries those steps for ten more: medians are taken over the later half of at least forty records",
     }
 
     def check(self, ev: Evidence) -> list[Finding] | Unchecked:

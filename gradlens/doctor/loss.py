@@ -32,12 +32,14 @@ LOSS_MIN_RECORDS = 20  # fewer finite loss records: trend rules wait (a trend of
 LOSS_WINDOW_FRACTION = 0.1  # first/last 10 % of a loss's records compared
 LOSS_MIN_DROP = 0.02  # the final median must be at least 2 % below the initial one ...
 LOSS_NOISE_SIGMAS = 3.0  # ... and three standard errors of the two medians
+LOSS_FLAT_SIGMAS = 1.0  # ... and is not said when the drop exceeds LOSS_MIN_DROP by more than one standard error
 CONVERGED_FRACTION = 0.25  # a classifier whose loss is below 25 % of ln K has learned: a flat loss is converged
 CHANCE_MARGIN_NATS = 0.05  # within 10 % of ln K (at least 0.05 nats) of ln K: at chance
 CHANCE_MARGIN_FRACTION = 0.1
 UNSTABLE_FACTOR = 2.0  # the smoothed loss rises to twice its running minimum ...
 UNSTABLE_MIN_RISE = 0.25  # ... by at least a quarter of its starting level (or of ln K, the larger)
 UNSTABLE_BASELINE_WIDTHS = 3  # the minimum is taken of a median over three smoothing windows
+LEARNING_FRACTION = 0.5  # a loss that ends at half its start (or less) clearly learns
 OVERFIT_RISE = 0.1  # validation loss 10 % above its minimum while the training loss still falls
 OVERFIT_MIN_RECORDS = 4
 OVERFIT_PERSIST = 3  # the last three validation records all above (1 + OVERFIT_RISE) × the minimum
@@ -58,7 +60,8 @@ def learning(ev: Evidence) -> bool | None:
             window = _window(values)
             start, end = float(np.median(values[:window])), float(np.median(values[-window:]))
             level, _ = chance_level(ev, values)
-            verdicts.append(end <= 0.5 * start or (level is not None and end < CONVERGED_FRACTION * level))
+            converged = level is not None and end < CONVERGED_FRACTION * level
+            verdicts.append(end <= LEARNING_FRACTION * start or converged)
     return any(verdicts) if verdicts else None
 
 
@@ -104,6 +107,9 @@ class LossNotDecreasing(_LossTrend):
         "LOSS_NOISE_SIGMAS": "a drop within three standard errors of the two medians is mini-batch noise",
         "CONVERGED_FRACTION": "a classifier below a quarter of ln K already predicts far above chance: a flat "
         "loss there is a converged run, not a stuck one",
+        "LOSS_FLAT_SIGMAS": "'did not decrease' is said when the data show no decrease: the drop is within one "
+        "standard error of the 2 % any learning run makes (a flat loss is caught at ≥ 84 % of the checks); a "
+        "drop further above is a decrease the noise does not yet make significant (batches of two), not a flat loss",
     }
 
     def judge(self, ev: Evidence, name: str, steps: np.ndarray, values: np.ndarray, how: str) -> Finding | None:
@@ -112,6 +118,8 @@ class LossNotDecreasing(_LossTrend):
         start, end = float(np.median(first)), float(np.median(last))
         noise = float(np.hypot(median_error(first), median_error(last)))
         if start - end >= max(LOSS_MIN_DROP * start, LOSS_NOISE_SIGMAS * noise) or at_chance(ev, values)[0]:
+            return None
+        if start - end >= LOSS_MIN_DROP * start + LOSS_FLAT_SIGMAS * noise:  # a drop, if not a significant one
             return None
         level, _ = chance_level(ev, values)
         if level is not None and end < CONVERGED_FRACTION * level:

@@ -1,19 +1,21 @@
 """The labelled benchmark in the suite: its subset (healthy and faulty scenarios of ``ci=True``) must find every
 fault with the right rule, layer and onset and raise no false alarm; and, for every faulty scenario a knob can
 fix, the first suggested fix applied to the same scenario removes the finding and lowers the loss (verified
-fixes). ``make doctor-bench`` runs all 43 scenarios and prints the table (docs/doctor.md)."""
+fixes; marked slow: two tiny runs per faulty scenario). ``make doctor-bench`` runs all 63 scenarios and prints the
+table (docs/doctor.md)."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
 
 import gradlens
 from benchmarks.doctor.harness import Knobs, Outcome, record
-from benchmarks.doctor.scenarios import SCENARIOS, SYMPTOMS, apply_fix, tolerance
-from benchmarks.doctor.score import matches, score
-from gradlens.doctor import diagnose, replay
+from benchmarks.doctor.scenarios import SCENARIOS, SYMPTOMS, apply_fix, by_name, tolerance
+from benchmarks.doctor.score import live_detections, matches, score
+from gradlens.doctor import diagnose
 
 RECORDED: dict[Knobs, tuple[Outcome, list]] = {}  # knobs -> (outcome, findings): runs shared by the tests
 
@@ -39,12 +41,12 @@ def test_the_subset_finds_every_fault_and_raises_no_false_alarm(folder):
     faults = found = 0
     for scenario in chosen:
         outcome, findings = run(scenario.knobs, folder)
-        result = score(scenario, outcome, findings, replay(gradlens.load(outcome.path)))
+        result = score(scenario, outcome, findings, live_detections(gradlens.load(outcome.path)))
         assert result.false_alarms == [], (scenario.name, [f.title for f in result.false_alarms])
         assert result.live_false_alarms == [], (scenario.name, [f.title for f in result.live_false_alarms])
         faults += len(result.truths)
         found += sum(t.found is not None for t in result.truths)
-        for truth in result.truths:  # the live engine finds it too, from its onset on
+        for truth in result.truths:  # the live doctor found it too while the run trained, from its onset on
             assert truth.delay is not None and truth.delay >= 0, (scenario.name, truth.truth)
     assert faults >= 6 and found / faults >= 0.95
 
@@ -52,6 +54,7 @@ def test_the_subset_finds_every_fault_and_raises_no_false_alarm(folder):
 FIXABLE = [s.name for s in SCENARIOS if not s.healthy and s.judge is not None]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FIXABLE)
 def test_the_first_fix_removes_the_finding_and_lowers_the_loss(name, folder):
     scenario = next(s for s in SCENARIOS if s.name == name)
@@ -66,3 +69,22 @@ def test_the_first_fix_removes_the_finding_and_lowers_the_loss(name, folder):
         assert now <= before + 1e-6, (before, now)
     else:
         assert now < before, (finding.fixes[0].action, before, now)
+
+
+def test_after_a_nan_the_activation_probe_and_histograms_record_every_step_of_the_detail_window(folder):
+    """``nan_detail``: ActivationStats and GradStats(bins=16) every 10 steps, the live doctor on; the loss is NaN
+    from step 60. The session's trigger opens a window of 20 steps (``detail`` events) in which both record at
+    every step; outside the windows they keep their schedule."""
+    scenario = by_name("nan_detail")
+    outcome, findings = run(scenario.knobs, folder)
+    saved = gradlens.load(outcome.path)
+    events = saved.events()
+    windows = [tuple(map(int, re.search(r"every step (\d+)\.\.(\d+)", m).groups()))
+               for m in events["message"][events["kind"] == "detail"]]
+    assert windows[0] == (61, 80)  # the NaN loss of step 60 was logged after its optimizer step
+    inside = {s for a, b in windows for s in range(a, b + 1) if s < scenario.knobs.steps}
+    expected = sorted(inside | set(range(0, scenario.knobs.steps, 10)))
+    for probe in ("activation_stats", "histograms"):
+        assert saved.steps(probe).tolist() == expected, probe
+    nonfinite = [f for f in findings if f.rule == "nonfinite"]
+    assert nonfinite and nonfinite[0].step == 60

@@ -88,6 +88,7 @@ def train_recorded(
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     after_step: Callable[[], None] | None = None,
     extra_meta: dict | None = None,
+    updated_elsewhere: Sequence[str] = (),
 ) -> History:
     """Train ``model`` with ``probes`` recorded into ``path``; checkpoint each epoch; resume if asked.
 
@@ -118,6 +119,7 @@ def train_recorded(
         meta=meta,
         overwrite=resume_from is None,
         resume_step=None if resume_from is None else resume_from.history.steps - 1,
+        updated_elsewhere=updated_elsewhere,
     )
     with session:
         return train(

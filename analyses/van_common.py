@@ -123,4 +123,5 @@ def train_variant(
         probe_batch=probe_batch(data, params["probe_batch"], seed=params.get("seed", 0)),
         optimizer=optimizer,
         after_step=after_step,
+        updated_elsewhere=[f"{name}.alpha" for name, _ in van_skips(model)],  # VANUpdate's rule, not the optimizer
     )

@@ -198,6 +198,24 @@ def test_no_warning_when_every_trainable_parameter_is_optimized(tmp_path):
     assert all(row["in_optimizer"] for row in rows)
 
 
+def test_parameters_updated_by_the_users_own_rule_are_named_not_warned_and_not_diagnosed(tmp_path):
+    from gradlens.doctor import diagnose
+
+    model = _net()
+    optimizer = torch.optim.SGD(model[0].parameters(), lr=0.1)  # model[2] is updated by a rule of the user's own
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ParameterGroupWarning)
+        session = gradlens.attach(model, optimizer, tmp_path / "run.h5", updated_elsewhere=["2.weight", "2.bias"])
+    session.close()
+    run = gradlens.load(tmp_path / "run.h5")
+    rows = {row["name"]: row for row in run.meta["parameters"]}
+    assert [n for n, r in rows.items() if r.get("updated_elsewhere")] == ["2.weight", "2.bias"]
+    assert not rows["2.weight"]["in_optimizer"] and rows["0.weight"]["in_optimizer"]
+    assert "not_in_optimizer" not in {f.rule for f in diagnose(run)}
+    with pytest.raises(ValueError, match=r"updated_elsewhere names '2\.alpha'.*named_parameters"):
+        gradlens.attach(model, optimizer, tmp_path / "other.h5", updated_elsewhere=["2.alpha"])
+
+
 def _total_norms(run) -> list[float]:
     frame = run.frame("grad_stats")
     norms = frame[frame.quantity == "norm"]

@@ -143,7 +143,8 @@ class NotInOptimizer(Rule):
         if not known:
             return Unchecked("parameters outside the optimizer", "which parameters the optimizer holds was not "
                              "recorded (meta['parameters'][i]['in_optimizer'])")
-        missing = [str(p.get("name")) for p in known if p.get("in_optimizer") is False]
+        missing = [str(p.get("name")) for p in known
+                   if p.get("in_optimizer") is False and not p.get("updated_elsewhere")]
         if not missing:
             return []
         return [Finding(

@@ -16,7 +16,11 @@ buffer (about 5 µs in a hot loop, 45 µs inside a step):
 It is compiled against the installed torch (its headers, ``libtorch_python``, the same C++ ABI) with the
 system C++ compiler (``$CXX``, else ``c++``/``g++``), which takes 15-30 s, so it is built once per machine in a
 background thread and kept in ``$GRADLENS_CACHE`` (default ``~/.cache/gradlens``) under a name that hashes the
-source, torch's version and location, Python's version and the compiler. Until it is loaded, and wherever it
+source, torch's version and location, Python's version and the compiler. One build at a time per library:
+the process that starts it holds ``<library>.building`` (created exclusively, removed by the build script), and
+every other process meanwhile keeps the Python route instead of starting a build of its own (a test suite
+starts hundreds of processes; each build holds ~0.9 GB and, on a busy machine, minutes of CPU); a lock older
+than ``BUILD_LOCK_SECONDS`` is a killed build's and is taken over. Until it is loaded, and wherever it
 cannot be (no compiler or headers, a failed self-check, ``GRADLENS_KERNEL=0``), GradStats reads ``p.grad`` in
 Python, with the same results.
 """
@@ -24,6 +28,7 @@ Python, with the same results.
 from __future__ import annotations
 
 import array
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -66,6 +71,8 @@ extern "C" int64_t gradlens_grad_pointers(PyObject* params, int64_t n, const int
 }
 """
 
+BUILD_LOCK_SECONDS = 1800  # a build that holds its lock longer than this was killed (its script never ended)
+
 _lock = threading.Lock()
 _function = None  # the loaded gradlens_grad_pointers, once the background build has finished and checked it
 _thread: threading.Thread | None = None
@@ -95,11 +102,31 @@ def _target(compiler: str) -> str:
 
 
 # Compile with the C++20 standard (torch's headers ask for it), else C++17; rename the result into the cache;
-# remove the build folder. One shell script, so that a process that exits before the build ends (a short run:
-# the thread is a daemon) still leaves the finished library for the next process instead of a wasted build.
+# remove the build folder and the build lock. One shell script, so that a process that exits before the build
+# ends (a short run: the thread is a daemon) still leaves the finished library for the next process instead of a
+# wasted build.
 _BUILD_SCRIPT = (
-    '{ "$@" -std=c++20 || "$@" -std=c++17; } && mv -f "$BUILT" "$TARGET"; status=$?; rm -rf "$FOLDER"; exit $status'
+    '{ "$@" -std=c++20 || "$@" -std=c++17; } && mv -f "$BUILT" "$TARGET"; status=$?; rm -rf "$FOLDER"; '
+    'rm -f "$LOCK"; exit $status'
 )
+
+
+def _claim_build(target: str) -> bool:
+    """True when this process may build ``target``: it created ``target.building`` (exclusively), or took over a
+    lock older than :data:`BUILD_LOCK_SECONDS`; False while another process's build holds it."""
+    lock = target + ".building"
+    for _ in range(2):
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - os.path.getmtime(lock) < BUILD_LOCK_SECONDS:
+                    return False
+                os.remove(lock)  # a killed build's: take it over
+            except OSError:
+                return False
+    return False
 
 
 def _compile(compiler: str, target: str) -> bool:
@@ -122,12 +149,15 @@ def _compile(compiler: str, target: str) -> bool:
         "-I", os.path.join(torch_dir, "include"), "-I", sysconfig.get_paths()["include"],
         source, "-o", built, "-L", library_dir, "-ltorch_python", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{library_dir}",
     ]
-    environment = {**os.environ, "BUILT": built, "TARGET": target, "FOLDER": folder}
+    environment = {**os.environ, "BUILT": built, "TARGET": target, "FOLDER": folder, "LOCK": target + ".building"}
     try:
         subprocess.run(["sh", "-c", _BUILD_SCRIPT, "sh", *compile_command], env=environment, capture_output=True,
                        timeout=600, check=True)
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError) as error:
         shutil.rmtree(folder, ignore_errors=True)
+        if not isinstance(error, subprocess.TimeoutExpired):  # a compiler still running keeps its lock until stale
+            with contextlib.suppress(OSError):
+                os.remove(target + ".building")
         return False
     return os.path.exists(target)
 
@@ -171,7 +201,7 @@ def _build_and_load() -> None:
         if compiler is None:
             return
         target = _target(compiler)
-        if not os.path.exists(target) and not _compile(compiler, target):
+        if not os.path.exists(target) and not (_claim_build(target) and _compile(compiler, target)):
             return
         _function = _load(target)
     except Exception:  # a reader that cannot be built or loaded leaves the Python route in place, silently

@@ -104,6 +104,7 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog, LiveDoctoring):
         writer_rank: int = 0,
         collective_timeout: datetime.timedelta | float = DEFAULT_TIMEOUT,
         live: LiveSettings | None = None,
+        updated_elsewhere: Sequence[str] = (),
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -144,7 +145,8 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog, LiveDoctoring):
             resolve_layers(model, self._spec)  # every declared layer has a .weight
         for probe in self.probes:
             probe.validate(model, self._spec)
-        self._in_optimizer = optimized_parameters(self._parameters, optimizer)
+        self._elsewhere = checked_elsewhere(self._parameters, updated_elsewhere)
+        self._in_optimizer = optimized_parameters(self._parameters, optimizer, self._elsewhere)
         self._setup_live(live or LiveSettings())
         if self._spec is None:
             self._trace_forward_order()
@@ -210,7 +212,9 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog, LiveDoctoring):
             ],
             "probe_batch_size": None if self._probe_batch is None else int(self._probe_batch[0].shape[0]),
             "parameters": [
-                {**info.row(), "in_optimizer": info.name in self._in_optimizer} for info in self._parameters
+                {**info.row(), "in_optimizer": info.name in self._in_optimizer,
+                 **({"updated_elsewhere": True} if info.name in self._elsewhere else {})}
+                for info in self._parameters
             ],
             "distributed": {**self.topology.meta(), "mode": self.distributed_mode},
         }
@@ -303,21 +307,39 @@ class Session(StepHooks, ProbeFiring, LayerDiscovery, ScalarLog, LiveDoctoring):
         self.close(status="failed")
 
 
-def optimized_parameters(parameters: Sequence[ParameterInfo], optimizer: torch.optim.Optimizer) -> set[str]:
+def checked_elsewhere(parameters: Sequence[ParameterInfo], names: Sequence[str]) -> set[str]:
+    """``attach(updated_elsewhere=...)``: the qualified names of parameters the user's own code updates (e.g. the
+    α of a VAN skip by its own rule), checked against the model's parameters."""
+    if isinstance(names, str):
+        names = [names]
+    known = {info.name for info in parameters}
+    for name in names:
+        if name not in known:
+            raise ValueError(f"updated_elsewhere names {name!r}, which is not a parameter of the model; give qualified "
+                             "names as model.named_parameters() spells them")
+    return set(names)
+
+
+def optimized_parameters(
+    parameters: Sequence[ParameterInfo], optimizer: torch.optim.Optimizer, elsewhere: set[str] = frozenset()
+) -> set[str]:
     """Names of the parameters that are in one of ``optimizer``'s param groups.
 
     A trainable parameter (``requires_grad=True``) in no group gets gradients that no step ever applies: said
     once here as a :class:`ParameterGroupWarning` naming it (frozen parameters are left out on purpose and are
-    not warned about). ``meta["parameters"]`` keeps ``in_optimizer`` per parameter.
+    not warned about, nor are those named in ``elsewhere``: updated by the user's own code).
+    ``meta["parameters"]`` keeps ``in_optimizer`` per parameter (and ``updated_elsewhere``).
     """
     grouped = {id(p) for group in optimizer.param_groups for p in group["params"]}
     inside = {info.name for info in parameters if id(info.parameter) in grouped}
-    forgotten = [info.name for info in parameters if info.trainable and info.name not in inside]
+    forgotten = [info.name for info in parameters
+                 if info.trainable and info.name not in inside and info.name not in elsewhere]
     if forgotten:
         warnings.warn(
             f"gradlens: {len(forgotten)} trainable parameter(s) are in no param group of "
             f"{type(optimizer).__name__}, so their gradients are never applied: {forgotten}; add them to the "
-            "optimizer, or set requires_grad=False when they are meant to stay fixed",
+            "optimizer, set requires_grad=False when they are meant to stay fixed, or name them in "
+            "attach(updated_elsewhere=[...]) when your own code updates them",
             ParameterGroupWarning,
             stacklevel=4,
         )
@@ -361,6 +383,7 @@ def attach(
     detail_steps: int = 20,
     flight_steps: int = 0,
     engine: Engine | None = None,
+    updated_elsewhere: Sequence[str] = (),
 ) -> Session:
     """Attach probes to a training run and record them into the HDF5 file at ``path``.
 
@@ -400,6 +423,9 @@ def attach(
         engine: the live doctor to use instead of :class:`gradlens.doctor.LiveDoctor` (an object with
             ``observe``, ``observe_scalars``, ``observe_event`` and ``check``, or a factory
             ``(meta, layers) -> engine``).
+        updated_elsewhere: qualified names of trainable parameters that your own code updates outside the
+            optimizer (e.g. VAN's α by its own rule): not warned about as missing from the optimizer, and stored
+            as ``updated_elsewhere`` in ``meta["parameters"]`` so the doctor does not report them.
 
     Returns:
         A :class:`Session`; use it as a context manager.
@@ -423,4 +449,5 @@ def attach(
         writer_rank,
         collective_timeout,
         LiveSettings(live, engine, on_finding, stop_on, detail, detail_steps, flight_steps),
+        updated_elsewhere,
     )

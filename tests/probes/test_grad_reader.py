@@ -157,6 +157,42 @@ def test_a_reader_that_cannot_be_built_leaves_the_python_route(tmp_path, monkeyp
     np.testing.assert_allclose(records["norm"], norms, rtol=1e-7)
 
 
+def test_one_build_at_a_time_other_processes_keep_the_python_route(tmp_path, monkeypatch):
+    """A process that finds another's build lock starts no compiler; a lock older than BUILD_LOCK_SECONDS (a killed
+    build's) is taken over, and the build script removes it when it ends."""
+    monkeypatch.setenv("GRADLENS_CACHE", str(tmp_path / "cache"))
+    compiler = grad_reader._compiler()
+    if compiler is None:
+        pytest.skip("no C++ compiler here")
+    target = grad_reader._target(compiler)
+    lock = target + ".building"
+    with open(lock, "w"):
+        pass  # another process is building
+    built = []
+    monkeypatch.setattr(grad_reader, "_compile", lambda compiler, target: built.append(target) or False)
+    for _ in range(2):
+        monkeypatch.setattr(grad_reader, "_function", None)
+        monkeypatch.setattr(grad_reader, "_thread", None)
+        grad_reader.start(wait=True)
+        assert grad_reader.loaded() is None
+    assert built == [] and os.path.exists(lock)
+    stale = time.time() - grad_reader.BUILD_LOCK_SECONDS - 60
+    os.utime(lock, (stale, stale))
+    monkeypatch.setattr(grad_reader, "_thread", None)
+    grad_reader.start(wait=True)
+    assert built == [target] and os.path.getmtime(lock) > stale  # taken over: a fresh lock, one build
+    assert "rm -f \"$LOCK\"" in grad_reader._BUILD_SCRIPT
+
+
+def test_a_failed_build_leaves_no_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(grad_reader, "_function", None)
+    monkeypatch.setattr(grad_reader, "_thread", None)
+    monkeypatch.setenv("GRADLENS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", "/bin/false")
+    grad_reader.start(wait=True)
+    assert os.listdir(tmp_path / "cache") == []  # no library, no build folder, no lock: the next process may try
+
+
 def test_gradlens_kernel_0_starts_no_build(monkeypatch):
     monkeypatch.setattr(grad_reader, "_function", None)
     monkeypatch.setattr(grad_reader, "_thread", None)

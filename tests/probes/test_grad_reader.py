@@ -258,10 +258,13 @@ def test_a_process_that_exits_during_the_build_still_leaves_the_library(reader, 
     deadline = time.monotonic() + 600  # a hang guard: the script copies one file once it has the go
     while not any(name.endswith(".so") for name in os.listdir(cache)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    while any(name.startswith("gradlens-reader-") for name in os.listdir(cache)) and time.monotonic() < deadline:
+    # the script removes the build folder, then the build lock
+    while any(n.startswith("gradlens-reader-") or n.endswith(".building") for n in os.listdir(cache)) and (
+        time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     libraries = [name for name in os.listdir(cache) if name.endswith(".so")]
-    assert len(libraries) == 1 and len(os.listdir(cache)) == 1  # the library, and no build folder left
+    assert len(libraries) == 1 and len(os.listdir(cache)) == 1  # the library, and no build folder or lock left
     loaded = "from gradlens.probes import grad_reader as r; r.start(wait=True); print(r.loaded() is not None)"
     out = subprocess.run([sys.executable, "-c", loaded], env=environment, capture_output=True, text=True,
                          check=True, timeout=600).stdout

@@ -254,8 +254,9 @@ def test_a_gradient_that_never_fits_the_plan_is_not_planned_again_at_every_firin
             expected.append([float(p.grad.double().norm()) for p in model.parameters()])
             optimizer.step()
     assert searches == [1] and builds == []
+    # GradStats stores its float64-accumulated statistics as float32 (schema 3): relative 6e-8
     np.testing.assert_allclose(gradlens.load(tmp_path / "run.h5").array("grad_stats", "norm")[1], expected,
-                               rtol=1e-12)
+                               rtol=1e-7)
 
 
 def test_the_counts_are_stored_as_uint32_and_exponents_must_be_a_bool():

@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 
-from analyses.estimate import TIMED_BATCHES, Estimator, format_seconds
+from analyses.estimate import Estimator, format_seconds
 from analyses.executors import EXECUTORS, LocalExecutor, make_executor
 from analyses.optional_data import NOT_RUN
 from analyses.runner import RunSpec, plan, run_all, status
@@ -223,9 +223,10 @@ def plan_lines(
         f"{steps:,} optimizer steps; estimated {cpu} of compute on {estimator.kind}, or {cuda} on one CUDA GPU "
         f"({estimator.cuda_basis}), one run after another",
         "estimate: steps = epochs × ceil(training images / batch) (images from: " + ", ".join(bases) + "); seconds "
-        f"per step measured for each model on random inputs at batches {' and '.join(map(str, TIMED_BATCHES))} "
-        "here, extrapolated linearly to the run's batch (probes and evaluation not included; '+': some models "
-        "could not be timed; computed results are not estimated); timings cached in " + str(root / "timings.json"),
+        "per step measured for each model on random inputs at the run's batch here (the least of repeated steps' "
+        "wall and CPU times), plus the evaluation's forwards and loading the data (probes not included; '+': some "
+        "models could not be timed; computed results are not estimated); timings cached in "
+        + str(root / "timings.json"),
     ]
     return lines
 

@@ -74,8 +74,16 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    from gradlens.watch import watch
+    from gradlens.watch import serve, watch
+    from gradlens.watch.server import DEFAULT_HOST
 
+    if args.port is not None:
+        if args.out is not None:
+            raise ValueError("watch --out writes a file; with --port the page is served instead: give one of the two")
+        host = args.host if args.host is not None else DEFAULT_HOST
+        return serve(args.run, args.port, host=host, every=args.every, stale=args.stale, timeout=args.timeout)
+    if args.host is not None:
+        raise ValueError(f"watch --host {args.host} needs --port N (without --port, watch writes a file)")
     return watch(args.run, out=args.out, every=args.every, timeout=args.timeout, stale=args.stale)
 
 
@@ -233,11 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "loss is ln K (default: meta num_classes, or the last layer's outputs)")
     doctor.set_defaults(func=_cmd_doctor)
 
-    watch = commands.add_parser("watch", help="keep a run's HTML report current while it trains")
+    watch = commands.add_parser(
+        "watch", help="follow a run while it trains: a page led by the doctor's verdict (a file, or served)"
+    )
     watch.add_argument("run", help="the gradlens HDF5 file being written (may not exist yet)")
-    watch.add_argument("--out", help="HTML file to keep current (default: RUN.html)")
-    watch.add_argument("--every", type=float, default=5.0, help="seconds between refreshes (default: 5)")
-    watch.add_argument("--timeout", type=float, help="stop after this many seconds (default: when the run ends)")
+    watch.add_argument("--out", help="HTML file to keep current (default: RUN.html; not with --port)")
+    watch.add_argument(
+        "--port", type=int, help="serve the page at http://HOST:PORT/ instead of writing a file (0: any free port)"
+    )
+    watch.add_argument("--host", help="address to serve on with --port (default: 127.0.0.1, this machine only)")
+    watch.add_argument(
+        "--every", type=float, default=1.0, help="seconds between looks at the run / page updates (default: 1)"
+    )
+    watch.add_argument(
+        "--timeout", type=float, help="stop after this many seconds (default: file: when the run ends; served: Ctrl-C)"
+    )
     watch.add_argument(
         "--stale", type=float, default=120.0, help="say the run stopped after this many seconds without a flush"
     )

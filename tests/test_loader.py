@@ -300,3 +300,127 @@ def test_a_version_2_file_made_by_the_old_recorder_loads_identically():
     assert summary.block == 1 and summary.count.tolist() == [1] * 12
     np.testing.assert_array_equal(summary.max, expected["grad_stats/max_abs/values"])
     assert run.scalar_names() == ["loss", "lr"]
+
+
+def assert_summary_equal(summary, expected, key: str, mean_rtol: float) -> None:
+    """Every field of a Summary equals the saved one; the mean within ``mean_rtol`` (0: exactly). Blocks of
+    more than one float32 record were saved at full precision (schema 3) and are now given at display precision
+    (schema.display_precision): they equal the saved values rounded so (a mean within ``mean_rtol`` of the saved
+    one may round to the neighbouring display value: 2**-7 apart)."""
+    from gradlens.schema import display_precision
+
+    display = summary.block > 1 and summary.min.dtype == np.float32
+    for field in summary._fields:
+        actual, wanted = getattr(summary, field), expected[f"{key}/{field}"]
+        if display and field in ("min", "max", "mean", "last"):
+            wanted = display_precision(wanted).astype(wanted.dtype)
+        if field == "mean" and mean_rtol:
+            np.testing.assert_allclose(actual, wanted, rtol=2**-7 if display else mean_rtol, err_msg=key)
+        else:
+            np.testing.assert_array_equal(actual, wanted, err_msg=f"{key}/{field}")
+
+
+def assert_loads_as_saved(run, expected, prefix: str, mean_rtol: float = 0.0) -> None:
+    """Every array, summary, scalar and event ``run`` returns equals what was saved under ``prefix``, dtypes
+    included; summary means within ``mean_rtol`` (0: exactly)."""
+    for probe in run.probes:
+        for quantity, declared in run.quantities(probe).items():
+            key = f"{prefix}/{probe}/{quantity}"
+            steps, values, _, _ = run.array(probe, quantity)
+            np.testing.assert_array_equal(steps, expected[f"{key}/steps"])
+            np.testing.assert_array_equal(values, expected[f"{key}/values"])
+            assert values.dtype == expected[f"{key}/values"].dtype, key
+            if declared.axes in (("layer",), ()):
+                for points in (1, 3, 30):
+                    summary = run.summary(probe, quantity, points=points)
+                    assert_summary_equal(summary, expected, f"{key}/summary{points}", mean_rtol)
+    scalars = run.scalars()
+    np.testing.assert_array_equal(scalars["step"], expected[f"{prefix}/scalars/step"])
+    assert scalars["name"].tolist() == expected[f"{prefix}/scalars/name"].tolist()
+    np.testing.assert_array_equal(scalars["value"], expected[f"{prefix}/scalars/value"])
+    assert run.scalar_names() == ["loss", "lr"]
+    for name in run.scalar_names():
+        steps, values = run.scalar(name)
+        np.testing.assert_array_equal(steps, expected[f"{prefix}/scalar/{name}/steps"])
+        np.testing.assert_array_equal(values, expected[f"{prefix}/scalar/{name}/values"])
+        summary = run.scalar_summary(name, points=3)
+        assert_summary_equal(summary, expected, f"{prefix}/scalar/{name}/summary3", mean_rtol)
+    events = run.events()
+    assert len(events) == 1
+    for column in events.columns:
+        assert events[column].tolist() == expected[f"{prefix}/events/{column}"].tolist()
+
+
+@pytest.mark.parametrize("name", ["v3_run", "v3_killed"])
+def test_version_3_files_made_by_the_old_recorder_load_identically(name, tmp_path):
+    """tests/data/v3_run.h5 (closed) and v3_killed.h5 (its writer SIGKILLed: rows in tails, status running) were
+    written by gradlens at schema version 3 (tests/data/make_v3_run.py), with what that version's loader returned
+    saved beside them: today's loader returns the same arrays, summaries, scalars and events."""
+    expected = np.load(DATA / "v3_run_expected.npz")
+    path = tmp_path / f"{name}.h5"
+    shutil.copy(DATA / f"{name}.h5", path)
+    run = load(path)
+    assert run.schema_version == 3 and run.status == str(expected[f"{name}/status"])
+    assert_loads_as_saved(run, expected, name)
+
+
+def test_repairing_a_killed_version_3_file_keeps_every_record_and_summary(tmp_path):
+    """``gradlens repair`` rewrites a killed version 3 writer's file in today's format: it reads the same (summary
+    means of float32 values within float32 precision: the killed file's coarser blocks are made by the reader
+    from stored float32 means of finer ones, the copy's by the writer from the records)."""
+    from gradlens.recorder import repair
+
+    expected = np.load(DATA / "v3_run_expected.npz")
+    path = tmp_path / "v3_killed.h5"
+    shutil.copy(DATA / "v3_killed.h5", path)
+    assert repair(path, backup=False).repaired
+    run = load(path)
+    assert run.status == "interrupted"
+    with h5py.File(path, "r") as file:  # closed: every HDF5 tool opens it
+        assert file.attrs["format"] == "gradlens"
+    assert_loads_as_saved(run, expected, "v3_killed", mean_rtol=2**-22)
+
+
+def test_a_failing_read_of_a_file_being_written_is_tried_again_only_while_its_writer_lives(tmp_path, monkeypatch):
+    """A live file can fail a read for a moment (HDF5 gives up on a metadata entry the writer is rewriting, a
+    busy machine stalls the writer between recording the file's new end and growing to it): while a writer
+    holds the file's lock, the read is tried again from a fresh open and returns exact rows; a file nobody
+    writes fails at once (nothing in it will change)."""
+    from gradlens.loader import RunFileError, rows
+
+    path = tmp_path / "run.h5"
+    recorder = Recorder(path, meta={}, flush_every=1)
+    recorder.start(LAYERS, QUANTITIES)
+    for step in STEPS:
+        recorder.record("grad", step, {"mean_abs": mean_abs(step), "loss_probe": 0.5, "hist": np.zeros((2, 4))})
+    original, failures = rows.TableReader._rows, []
+
+    def flaky(self, dataset, wanted, select):
+        if len(failures) < 3:
+            failures.append(dataset.name)
+            raise OSError("Can't synchronously read data (incorrect metadata checksum after all read attempts)")
+        return original(self, dataset, wanted, select)
+
+    monkeypatch.setattr(rows.TableReader, "_rows", flaky)
+    run = load(path)
+    steps, values, _, _ = run.array("grad", "mean_abs")
+    assert len(failures) == 3 and steps.tolist() == STEPS
+    np.testing.assert_array_equal(values, [mean_abs(step) for step in STEPS])
+    recorder.close()
+    failures.clear()
+    with pytest.raises(RunFileError, match="metadata checksum"):
+        run.array("grad", "mean_abs")
+    assert len(failures) == 1
+
+
+def test_a_run_with_no_records_yet_has_empty_summaries(tmp_path):
+    """A live run's file appears at its first commit, before any record: its summary is empty, not an error (a
+    reader racing the writer there used to get 'damaged (cannot reshape array of size 0 ...)')."""
+    path = tmp_path / "run.h5"
+    with Recorder(path, meta={}) as recorder:
+        recorder.start(LAYERS, QUANTITIES)
+        run = load(path)
+        for points in (1, 3):
+            summary = run.summary("grad", "mean_abs", points=points, stop=0)
+            assert summary.block == 1 and summary.count.tolist() == [] and summary.max.shape == (0, 2)
+        assert run.summary("grad", "loss_probe").mean.shape == (0,)

@@ -20,6 +20,7 @@ import torch
 from gradlens.loader import load
 from gradlens.probes.base import Quantity
 from gradlens.recorder import Recorder
+from gradlens.schema import display_precision
 
 LAYERS = [
     {"name": "fc1", "kind": "Linear", "shape": [4, 3], "params": 16, "residual": False},
@@ -103,7 +104,7 @@ def test_round_trip_is_exact_and_follows_the_documented_layout(tmp_path):
 
     # The same file read with plain h5py, as docs/schema.md describes it.
     with h5py.File(path, "r") as f:
-        assert f.attrs["format"] == "gradlens" and f.attrs["schema_version"] == 3
+        assert f.attrs["format"] == "gradlens" and f.attrs["schema_version"] == 4
         assert json.loads(f.attrs["meta"])["config"] == {"lr": 0.1}
         assert f["run/status"][()] == b"finished" and f["run/last_flush"][()] > 0
         assert f["layers"]["name"].tolist() == [b"fc1", b"fc2"] and f["layers"]["params"].tolist() == [16, 10]
@@ -392,7 +393,7 @@ def test_schema_version_1_files_stay_readable_with_no_events(tmp_path):
         recorder.start(LAYERS, QUANTITIES)
         recorder.log_event(3, "warning", "resumed", "now with events")
     run = load(path)
-    assert run.schema_version == 3 and run.events()["message"].tolist() == ["now with events"]
+    assert run.schema_version == 4 and run.events()["message"].tolist() == ["now with events"]
 
 
 def test_values_left_on_an_accelerator_cross_to_the_host_in_one_transfer_per_flush(tmp_path, monkeypatch):
@@ -495,8 +496,9 @@ def test_whole_chunks_are_compressed_once_and_the_rest_waits_in_the_tail(tmp_pat
 
 
 def test_the_summary_blocks_are_written_as_the_run_records(tmp_path):
-    """Blocks of 32, 128, 512 records: min / max / mean / last of every [layer] and [] quantity, written when
-    complete (whole chunks of 32 blocks while the file is written, every complete block once it is closed)."""
+    """Blocks of 128, 512, 2048 records: min / max / mean / last of every [layer] and [] quantity, written when
+    complete (whole chunks of 32 blocks while the file is written, every complete block once it is closed),
+    float32 ones at display precision."""
     from gradlens.loader import summarise
 
     path = tmp_path / "run.h5"
@@ -508,12 +510,12 @@ def test_the_summary_blocks_are_written_as_the_run_records(tmp_path):
         }
     }
     rng = np.random.default_rng(0)
-    norms = rng.lognormal(size=(1100, 3)).astype(np.float32)
+    norms = rng.lognormal(size=(4200, 3)).astype(np.float32)
     norms[40, 1], norms[700, 2] = np.nan, np.inf
-    counts = rng.integers(-1, 3, (1100, 3)).astype(np.int32)
+    counts = rng.integers(-1, 3, (4200, 3)).astype(np.int32)
     recorder = Recorder(path, meta={}, flush_every=50)
     recorder.start(LAYERS + [dict(LAYERS[0], name="fc3")], quantities)
-    for step in range(1100):
+    for step in range(4200):
         recorder.record("g", 3 * step, {"norm": norms[step], "count": counts[step], "hist": np.zeros((3, 2))})
     recorder.flush()
 
@@ -523,23 +525,107 @@ def test_the_summary_blocks_are_written_as_the_run_records(tmp_path):
         return n, group["step"][:n], group["last_step"][:n], group["norm"][:n], group["count"][:n]
 
     with h5py.File(path, "r", swmr=True) as f:
-        assert "hist" not in f["probes/g/summary/32"]  # [layer, bin]: read by range, not summarised
+        assert "hist" not in f["probes/g/summary/128"]  # [layer, bin]: read by range, not summarised
         assert list(f["probes/g/summary"].attrs["stats"]) == ["min", "max", "mean", "last"]
-        assert [blocks(f, size)[0] for size in (32, 128, 512)] == [32, 0, 0]  # whole chunks of 32 blocks
+        assert list(f["probes/g/summary"].attrs["blocks"]) == [128 * 4**k for k in range(7)]  # no 32: made on reading
+        assert [blocks(f, size)[0] for size in (128, 512)] == [32, 0]  # whole chunks of 32 blocks
     recorder.close()
-    steps = 3 * np.arange(1100)
-    with h5py.File(path, "r") as f:
-        for size in (32, 128, 512, 2048):
+    steps = 3 * np.arange(4200)
+    with h5py.File(path, "r") as f:  # compacted at close: levels up to the run's length
+        assert sorted(f["probes/g/summary"], key=int) == ["128", "512", "2048"]
+        for size in (128, 512, 2048):
             n, first, last, norm, count = blocks(f, size)
-            assert n == 1100 // size
+            assert n == 4200 // size
             reference = summarise(steps, norms, 0, size)
             np.testing.assert_array_equal(first, reference.first_step[:n])
             np.testing.assert_array_equal(last, reference.last_step[:n])
+            exact = summarise_exact(steps, norms, size)
             for k, stat in enumerate(("min", "max", "mean", "last")):
                 np.testing.assert_array_equal(norm[..., k], getattr(reference, stat)[:n].astype(np.float32))
+                np.testing.assert_array_equal(norm[..., k], display_precision(exact[stat][:n]))
+                finite = np.isfinite(exact[stat][:n]) & (exact[stat][:n] != 0)
+                error = np.abs(norm[..., k][finite] / exact[stat][:n][finite].astype(np.float64) - 1)
+                assert error.max() <= 2**-8, stat  # rounded, within 0.39 %
             assert norm.dtype == np.float32 and count.dtype == np.float64  # int32 counts: exact in float64
             np.testing.assert_array_equal(count[..., 0], summarise(steps, counts, 0, size).min[:n])
-        assert np.isnan(f["probes/g/summary/32/norm"][1, 1, 2])  # the block holding the NaN has a NaN mean
+        assert np.isnan(f["probes/g/summary/128/norm"][0, 1, 2])  # the block holding the NaN has a NaN mean
+
+
+def summarise_exact(steps, values, block):
+    """min / max / mean / last per block of ``block`` records, exact float32 (no display rounding)."""
+    n = len(steps) // block
+    blocks = values[: n * block].reshape(n, block, -1).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return {
+            "min": np.fmin.reduce(blocks, axis=1).astype(np.float32),
+            "max": np.fmax.reduce(blocks, axis=1).astype(np.float32),
+            "mean": blocks.mean(axis=1).astype(np.float32),
+            "last": blocks[:, -1].astype(np.float32),
+        }
+
+
+def test_display_precision_rounds_to_8_significant_bits_and_keeps_order_and_non_finite_values():
+    values = np.random.default_rng(1).lognormal(0.0, 20.0, 100_000).astype(np.float32)
+    rounded = display_precision(values)
+    normal = values > np.finfo(np.float32).tiny
+    error = np.abs(rounded[normal] / values[normal].astype(np.float64) - 1)
+    assert rounded.dtype == np.float32 and 2**-8 * 0.99 < error.max() <= 2**-8
+    assert np.all(rounded.view(np.uint32) & 0xFFFF == 0)  # the two low bytes: zero
+    assert np.all(np.diff(display_precision(np.sort(values))) >= 0)  # order kept
+    special = np.array([1 + 2**-8, 1 + 3 * 2**-8, np.nan, -np.inf, np.finfo(np.float32).max, -2.5, 0.0], np.float32)
+    np.testing.assert_array_equal(  # ties to even; non-finite and the largest float32 as they were
+        display_precision(special), [1.0, 1 + 4 * 2**-8, np.nan, -np.inf, np.finfo(np.float32).max, -2.5, 0.0]
+    )
+
+
+def test_a_small_run_is_compacted_at_close_with_the_same_records(tmp_path, monkeypatch):
+    """The tails of a closed file are dead space (SWMR never frees it): a run where they are >= 0.5 % of the file
+    is rewritten at close with no tails, one layer per chunk at deflate 6, and exactly the same records; a
+    compaction that fails leaves the closed file whole, with a warning."""
+    import warnings
+
+    from gradlens.recorder import compact as compacting
+
+    quantities = {"g": {"norm": Quantity((150,), ("layer",), dtype="float32")}}
+    expected = np.stack([wide_norm(s) for s in range(1000)])
+    for fail in (False, True):
+        path = tmp_path / f"run-{fail}.h5"
+        recorder = Recorder(path, meta={"config": {"fail": fail}}, flush_every=10)
+        recorder.start(WIDE, quantities)
+        for step in range(1000):
+            recorder.record("g", step, {"norm": wide_norm(step)})
+            recorder.log_scalars(step, loss=1.0 / (step + 1))
+        recorder.flush()
+        live = load(path)
+        live_summary = live.summary("g", "norm", points=3)
+        if fail:
+            def refuse(*args):
+                raise OSError("disk full")
+
+            monkeypatch.setattr(compacting.os, "replace", refuse)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            recorder.close()
+        run = load(path)
+        assert run.status == "finished" and run.meta["config"] == {"fail": fail}
+        np.testing.assert_array_equal(run.array("g", "norm")[1], expected)
+        assert run.scalar("loss")[1].tolist() == [1.0 / (s + 1) for s in range(1000)]
+        summary = run.summary("g", "norm", points=3)
+        for field in ("first_step", "count", "min", "max", "mean", "last"):
+            np.testing.assert_array_equal(getattr(summary, field), getattr(live_summary, field), err_msg=field)
+        with h5py.File(path, "r") as f:
+            norm = f["probes/g/norm"]
+            if fail:
+                assert "tail" in f["probes/g"] and norm.chunks == (436, 8)
+                assert [str(w.message) for w in caught] == [f"{path} is complete but was not compacted (disk full)"]
+            else:
+                assert "tail" not in f["probes/g"] and "tail" not in f["scalars"] and not caught
+                assert norm.chunks == (4096, 1) and norm.compression_opts == 6 and norm.fletcher32
+        assert not path.with_name(path.name + ".compact-tmp").exists()
+    assert (tmp_path / "run-False.h5").stat().st_size < 0.8 * (tmp_path / "run-True.h5").stat().st_size
+    before = (tmp_path / "run-False.h5").read_bytes()
+    assert not compacting.compact(tmp_path / "run-False.h5")  # nothing dead left: left as it is
+    assert (tmp_path / "run-False.h5").read_bytes() == before
 
 
 def test_nothing_in_memory_grows_with_the_number_of_steps(tmp_path):
@@ -603,7 +689,7 @@ def test_resuming_a_version_2_file_keeps_its_float64_statistics(tmp_path):
         recorder.record("grad_stats", 8, values)
     run = load(path)
     steps, norm, _, _ = run.array("grad_stats", "norm")
-    assert run.schema_version == 3 and steps.tolist() == list(range(9)) and norm.dtype == np.float64
+    assert run.schema_version == 4 and steps.tolist() == list(range(9)) and norm.dtype == np.float64
     np.testing.assert_array_equal(norm[:8], expected["grad_stats/norm/values"][:8])
     assert norm[8].tolist() == [0.5] * 4
     assert run.summary("grad_stats", "norm", points=1).max.tolist() == [norm.max(axis=0).tolist()]

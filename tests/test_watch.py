@@ -1,12 +1,16 @@
-"""gradlens watch keeps a report current while a real training subprocess writes the run (SWMR), says when
-the run stopped flushing, and stops with a final report when the run finishes."""
+"""gradlens watch (file mode) keeps a page current while a real training subprocess writes the run (SWMR): led
+by the verdict, with the run's points inline; it says when the run stopped flushing, and stops with the full
+report when the run finishes."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 import time
+
+import numpy as np
 
 import gradlens
 from gradlens.cli import main
@@ -40,20 +44,31 @@ TRAINER = textwrap.dedent(
 )
 
 
+def _inline(page: str) -> dict:
+    """The data a live watch page carries (its script's ``EMBEDDED``)."""
+    return json.loads(page.split("const EMBEDDED = ", 1)[1].split(", EVERY_MS = ", 1)[0])
+
+
 def test_watch_follows_a_training_subprocess(tmp_path):
     path, out, go = tmp_path / "live.h5", tmp_path / "live.html", tmp_path / "go"
     script = tmp_path / "train.py"
     script.write_text(TRAINER)
     trainer = subprocess.Popen([sys.executable, str(script), str(path), str(go)])
     lines: list[str] = []
+    pages: list[str] = []  # the page when the watcher said the stall, and the index of that line
 
     def say(line: str) -> None:
-        # the trainer stalls after step 2 until the watcher reports the stall
-        refreshed = [item for item in lines if item.startswith("refreshed: ")]
-        if line.startswith("the run stopped flushing") and refreshed and refreshed[-1].startswith("refreshed: step 2,"):
-            go.touch()
+        # the trainer stalls after step 2 until the watcher reports the stall of a page that shows step 2 whole
+        # (on a loaded machine a slow step can look stale too: those stall lines do not count)
+        if line.startswith("the run stopped flushing") and not pages:
+            data = _inline(out.read_text())
+            if data["step"] == 2 and data["scalars"]["loss"]["last"][-1:] == [2]:
+                pages.append(out.read_text())
+                trigger.append(len(lines))
+                go.touch()
         lines.append(line)
 
+    trigger: list[int] = []
     try:
         status = watch(path, out=out, every=0.2, timeout=90, stale=1.5, say=say)
     finally:
@@ -64,17 +79,24 @@ def test_watch_follows_a_training_subprocess(tmp_path):
     assert lines[0] == f"waiting for {path} (the recorder creates it at the first optimizer step)"
     refreshed = [int(line.split()[2].rstrip(",")) for line in lines if line.startswith("refreshed: step")]
     assert len(refreshed) >= 2 and refreshed == sorted(refreshed), text
-    stale = [i for i, line in enumerate(lines) if line.startswith("the run stopped flushing")]
-    assert stale, text
+    assert trigger, text
     # the stall came after step 2 (flushed at every record): the refresh before the stall message saw step 2,
     # and after it the watcher followed the run to its end
-    before = [line for line in lines[: stale[-1]] if line.startswith("refreshed: ")]
+    before = [line for line in lines[: trigger[0]] if line.startswith("refreshed: ")]
     assert before[-1].startswith("refreshed: step 2,"), text
-    assert "status still running, last flush" in lines[stale[-1]]
+    assert "status still running, last flush" in lines[trigger[0]]
     assert lines[-1] == f"run finished at step 5; final report: {out}", text
     page = out.read_text()
     assert "run finished; final report" in page and "http-equiv='refresh'" not in page
     assert gradlens.load(path).status == "finished"
+    # the page while the run stalled: led by the verdict at step 2, the points of steps 0..2 inline
+    data = _inline(pages[0])
+    assert "http-equiv='refresh' content='0.2'" in pages[0]
+    assert data["step"] == 2 and data["status"] == "running"
+    assert data["headline"]["text"].startswith("At step 2, run not finished but stopped flushing: last flush ")
+    steps, loss = gradlens.load(path).scalar("loss", stop=3)
+    assert data["scalars"]["loss"]["first"] == steps.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(data["scalars"]["loss"]["mean"], loss, rtol=1e-15)
 
 
 def test_watch_timeout_on_a_missing_file(tmp_path, capsys):

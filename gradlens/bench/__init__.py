@@ -9,7 +9,10 @@ and the flush every 64 records are included).
 
 Variants (:mod:`gradlens.bench.variants`, one line each in ``VARIANTS``): ``bare``; ``gradstats``
 (``GradStats()`` every step); ``gradstats+exp`` (``GradStats(exponents=True)``: the exponent histograms);
-``gradstats+hist40`` (``GradStats(bins=40)``); peers when installed, else a ``skipped: <why>`` line:
+``gradstats+hist40`` (``GradStats(bins=40)``); ``activations`` (``ActivationStats(every=10)``) and
+``gradstats+activations`` (both probes), timed in rounds of their own with ``bare`` whose blocks are whole
+periods of 10 steps (one firing per block, so the ratio is the probe's cost averaged over its schedule: the
+hooks' cost at the nine skipped steps and the measuring step); peers when installed, else a ``skipped: <why>`` line:
 ``lightning`` (``lightning.pytorch.utilities.grad_norm`` at every optimizer step, L2 norms only),
 ``tensorboard`` (``SummaryWriter.add_histogram`` of every gradient) and ``wandb``
 (``wandb.watch(log="gradients", log_freq=1)``, offline, files in a temporary folder, plus the ``run.log`` of the

@@ -17,7 +17,7 @@ from gradlens.bench.cases import Case, fixed_batch
 from gradlens.bench.variants import LIGHTNING_MARGIN, TARGETS, VARIANTS, Runner, Skipped, groups
 
 LOAD_NOISY = 2.5  # 1-minute load average above which a run on this machine is too noisy to trust
-HEAVY_ROUNDS = 3  # groups other than "main" run rounds // HEAVY_ROUNDS rounds (at least 5)
+HEAVY_ROUNDS = 3  # groups with a peer run rounds // HEAVY_ROUNDS rounds (at least 5)
 
 
 def verdict(value: float, target: float) -> str:
@@ -131,6 +131,22 @@ def _report(key: str, case: Case, times: dict[str, list[tuple[float, float]]],
     return results, missed
 
 
+def group_shape(group: list[str], rounds: int, steps: int) -> tuple[int, int]:
+    """(rounds, steps per round) of one group of variants (``group[0]`` is ``bare``).
+
+    Steps per round: ``steps`` rounded up to a whole number of the group's largest schedule period (a probe every
+    10 steps then fires exactly once per 10 timed steps, whatever the phase). Rounds: as many as keep the timed
+    steps of the case's ``rounds`` x ``steps`` (at least 5); a group with a peer (slow, or with a background
+    process) gets a third of them (:data:`HEAVY_ROUNDS`).
+    """
+    period = max(VARIANTS[name].period for name in group)
+    group_steps = -(-steps // period) * period
+    group_rounds = max(5, -(-rounds * steps // group_steps))
+    if any(VARIANTS[name].peer for name in group[1:]):
+        group_rounds = max(5, group_rounds // HEAVY_ROUNDS)
+    return group_rounds, group_steps
+
+
 def run_case(key: str, case: Case, rounds: int | None, steps: int | None, peers: bool,
              variants: list[str] | None = None) -> list[str]:
     """Time every variant (or those named) of one case; returns the lines that report a missed target."""
@@ -153,18 +169,19 @@ def run_case(key: str, case: Case, rounds: int | None, steps: int | None, peers:
             for index, group in enumerate(groups(variants)):
                 runners = _runners(group, base, case, x, y, folder, bare, peers)
                 bare = next((r for r in runners if r.name == "bare"), bare)
-                heavy = index > 0
+                group_rounds, group_steps = group_shape(group, rounds, steps)
                 try:
                     if len(runners) < 2:
                         continue
-                    times = interleave(runners, max(5, rounds // HEAVY_ROUNDS) if heavy else rounds, steps)
+                    times = interleave(runners, group_rounds, group_steps)
                 finally:
                     for runner in runners:
                         if runner is not bare:
                             runner.close()
-                if heavy:
+                if index > 0:
                     note = " (its background process's CPU is not counted)" if "wandb" in group else ""
-                    print(f"  -- {group[1]} in rounds of its own with bare{note}")
+                    print(f"  -- {', '.join(r.name for r in runners[1:])} in rounds of their own with bare: "
+                          f"{group_rounds} rounds x {group_steps} steps{note}")
                 group_results, group_missed = _report(key, case, times, {r.name: r.firings for r in runners})
                 results.update(group_results)
                 missed += group_missed

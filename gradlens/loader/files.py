@@ -19,11 +19,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import h5py
 import numpy as np
 
+from gradlens.lock import writer
 from gradlens.schema import (
     FORMAT,
     HDF5_SIGNATURE,
@@ -35,6 +36,12 @@ from gradlens.schema import (
 
 SUPERBLOCK_BYTES = 48  # a version 2/3 superblock with 8-byte addresses: what gradlens writes
 LIVE_GROWTH_SECONDS = 0.5  # how long a file open for write may stay shorter than its recorded end
+# A read of a file whose writer is alive that fails (HDF5 gave up on a metadata entry the writer was rewriting,
+# the file was caught between recording a new end and growing to it, a chunk kept changing) is tried again,
+# from a fresh open, for this long; a busy machine can stall the writer mid-write for a good fraction of a second.
+LIVE_RETRY_SECONDS = 30.0
+LIVE_RETRY_PAUSE = 0.05
+Method = TypeVar("Method")
 
 
 class RunFileError(ValueError):
@@ -236,6 +243,32 @@ def open_run_file(path: str | os.PathLike) -> Iterator[h5py.File]:
         yield file
     finally:
         file.close()
+
+
+def retried_while_written(method: Method) -> Method:
+    """``method(self, ...)`` (a read of the run at ``self.path``) tried again while it fails with a
+    :class:`RunFileError` and a live writer holds the file's lock, for up to ``LIVE_RETRY_SECONDS``.
+
+    A live reader must never fail on a healthy file being written, however busy the machine: SWMR readers see
+    the writer's metadata and rows change under them, and HDF5 retries a torn metadata read only ~67 ms
+    (``SWMR_READ_ATTEMPTS``), the superblock's end of file is recorded before the file grows to it, and a tail
+    may be rewritten between two reads. A file nobody writes (closed, or left by a killed writer) fails at once:
+    nothing in it will change.
+    """
+
+    @functools.wraps(method)
+    def retried(self, *args, **kwargs):
+        deadline = None
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except RunFileError:
+                deadline = deadline or time.monotonic() + LIVE_RETRY_SECONDS
+                if time.monotonic() >= deadline or writer(self.path) is None:
+                    raise
+                time.sleep(LIVE_RETRY_PAUSE)
+
+    return retried
 
 
 def layer_rows(table: np.ndarray) -> list[dict]:

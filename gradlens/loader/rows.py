@@ -97,6 +97,7 @@ class TableReader:
             count = self._current_rows()  # the writer may have moved the tail's rows into the column meanwhile
             if self._packed(self.group[name], count) == packed:
                 return values
+            self.tails[name].refresh()  # its cached chunks hold what the writer has since overwritten
         raise RunFileError(f"{self.path}: {self.group[name].name} kept changing while read; try again")
 
     def _current_rows(self) -> int:

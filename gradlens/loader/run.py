@@ -17,7 +17,14 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from gradlens.loader.files import RunFileError, damaged, open_run_file, read_layers, stored_quantities
+from gradlens.loader.files import (
+    RunFileError,
+    damaged,
+    open_run_file,
+    read_layers,
+    retried_while_written,
+    stored_quantities,
+)
 from gradlens.loader.rows import TableReader
 from gradlens.loader.summary import BlockReader, Pieces, Summary, summarise, summary_block
 from gradlens.schema import (
@@ -33,6 +40,7 @@ from gradlens.schema import (
     SUMMARY,
     SUMMARY_BLOCKS,
     Quantity,
+    summarised,
 )
 
 Layers = Sequence[str | int] | None
@@ -91,6 +99,7 @@ class Run:
         probes: names of the recorded probes, in declaration order.
     """
 
+    @retried_while_written
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
         with self._open() as file:
@@ -156,12 +165,14 @@ class Run:
         return np.asarray(index, dtype=np.intp)
 
     @property
+    @retried_while_written
     def status(self) -> str:
         """``running`` while written (or after its writer was killed); ``finished``/``failed`` once closed."""
         with self._open() as file:
             return file[RUN_STATUS][()].decode()
 
     @property
+    @retried_while_written
     def last_flush(self) -> float | None:
         """Unix time of the last committed flush (None before the first); tells a live run from a dead one."""
         with self._open() as file:
@@ -172,12 +183,14 @@ class Run:
         """What ``probe`` records: quantity name -> Quantity (shape, axes, labels, dtype of one record)."""
         return dict(self._probe(probe))
 
+    @retried_while_written
     def n_records(self, probe: str) -> int:
         """The committed records of ``probe`` (one per firing): one counter read."""
         self._probe(probe)
         with self._open() as file:
             return int(file["probes"][probe][N_ROWS][()])
 
+    @retried_while_written
     def span(self, probe: str) -> tuple[int, int] | None:
         """The steps of the first and the last committed record of ``probe``; None before the first record."""
         self._probe(probe)
@@ -187,6 +200,7 @@ class Run:
                 return None
             return table.step_at(0), table.step_at(table.n_rows - 1)
 
+    @retried_while_written
     def steps(
         self, probe: str, start: int | None = None, stop: int | None = None, stride: int | None = None
     ) -> np.ndarray:
@@ -202,6 +216,7 @@ class Run:
             i0, i1 = table.bisect(start, 0), table.bisect(stop, table.n_rows)
             return table.read(STEP, i0, max(i0, i1), stride)
 
+    @retried_while_written
     def array(
         self,
         probe: str,
@@ -303,6 +318,7 @@ class Run:
             )
         return pd.concat(parts, ignore_index=True)
 
+    @retried_while_written
     def summary(
         self,
         probe: str,
@@ -335,8 +351,7 @@ class Run:
             i0, i1 = table.bisect(start, 0), table.bisect(stop, table.n_rows)
             i1 = max(i0, i1)
             block = summary_block((i0, i1), points)
-            blocks = group.get(f"{SUMMARY}/{SUMMARY_BLOCKS[0]}/{quantity}")
-            if block == 1 or blocks is None:
+            if block == 1 or SUMMARY not in group or not summarised(declared):
                 values = self._values(table, quantity, declared, i0, i1, 1, index)
                 return summarise(table.read(STEP, i0, i1), values, i0, block)
             shape = declared.shape if index is None else (len(index),)
@@ -353,14 +368,14 @@ class Run:
         width: int,
     ) -> BlockReader:
         """A :class:`BlockReader` over a probe's block tables for ``quantity`` (layers ``index``)."""
-        levels = [self._table(group[f"{SUMMARY}/{block}"]) for block in SUMMARY_BLOCKS]
+        levels = self._levels(group)
         chosen, order = (None, None) if index is None else np.unique(index, return_inverse=True)
 
         def records(i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
             return table.read(STEP, i0, i1), self._values(table, quantity, declared, i0, i1, 1, index)
 
         def stored(j: int, k0: int, k1: int) -> Pieces:
-            level = levels[j]
+            level = levels[SUMMARY_BLOCKS[j]]
             stats = level.read(quantity, k0, k1, select=chosen)
             if order is not None:
                 stats = stats[:, order]
@@ -368,10 +383,17 @@ class Run:
             return Pieces.blocks(first, last, SUMMARY_BLOCKS[j], stats.reshape(len(first), width, -1))
 
         def n_stored(j: int) -> int:
-            return min(levels[j].n_rows, table.n_rows // SUMMARY_BLOCKS[j])
+            level = levels.get(SUMMARY_BLOCKS[j])
+            return 0 if level is None else min(level.n_rows, table.n_rows // SUMMARY_BLOCKS[j])
 
         return BlockReader(width, records, stored, n_stored)
 
+    def _levels(self, table: h5py.Group) -> dict[int, TableReader]:
+        """Readers of the summary levels a table stores (attribute ``blocks``: 32 .. in version 3, 128 .. in 4)."""
+        summary = table[SUMMARY]
+        return {int(block): self._table(summary[str(int(block))]) for block in summary.attrs["blocks"]}
+
+    @retried_while_written
     def scalars(self) -> pd.DataFrame:
         """Tidy scalars (loss, accuracy, lr, ...): columns step, name, value, in logging order."""
         with self._open() as file:
@@ -380,6 +402,7 @@ class Run:
         names = np.array([name.decode() for name in names], dtype=object)
         return pd.DataFrame({"step": steps, "name": names, "value": values.astype(np.float64)})
 
+    @retried_while_written
     def scalar_names(self) -> list[str]:
         """The names of the logged scalars, in the order they were first logged."""
         with self._open() as file:
@@ -398,6 +421,7 @@ class Run:
             raise NotRecorded(f"{self.path} has no scalar {name!r}; logged scalars: {logged}")
         return rows, table.read(STEP)[rows]
 
+    @retried_while_written
     def scalar(
         self, name: str, start: int | None = None, stop: int | None = None, stride: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -415,6 +439,7 @@ class Run:
             chosen = rows[i0:i1:stride]
             return steps[i0:i1:stride], _rows_at(table, "value", chosen).astype(np.float64)
 
+    @retried_while_written
     def scalar_summary(
         self, name: str, points: int = 2000, start: int | None = None, stop: int | None = None
     ) -> Summary:
@@ -431,21 +456,24 @@ class Run:
 
             if block == 1 or SUMMARY not in file["scalars"]:
                 return summarise(*records(i0, i1), i0, block)
-            levels = [self._table(file[f"scalars/{SUMMARY}/{b}"]) for b in SUMMARY_BLOCKS]
-            mine = [np.flatnonzero(level.read("name") == name.encode()) for level in levels]
+            levels = self._levels(file["scalars"])
+            mine = {block: np.flatnonzero(level.read("name") == name.encode()) for block, level in levels.items()}
 
             def stored(j: int, k0: int, k1: int) -> Pieces:
-                chosen = mine[j][k0:k1]
-                first, last = _rows_at(levels[j], STEP, chosen), _rows_at(levels[j], LAST_STEP, chosen)
-                stats = _rows_at(levels[j], "value", chosen)
-                return Pieces.blocks(first, last, SUMMARY_BLOCKS[j], stats.reshape(len(chosen), 1, -1))
+                block = SUMMARY_BLOCKS[j]
+                chosen, level = mine[block][k0:k1], levels[block]
+                first, last = _rows_at(level, STEP, chosen), _rows_at(level, LAST_STEP, chosen)
+                stats = _rows_at(level, "value", chosen)
+                return Pieces.blocks(first, last, block, stats.reshape(len(chosen), 1, -1))
 
             def n_stored(j: int) -> int:
-                return min(len(mine[j]), len(rows) // SUMMARY_BLOCKS[j])
+                block = SUMMARY_BLOCKS[j]
+                return min(len(mine[block]), len(rows) // block) if block in mine else 0
 
             reader = BlockReader(1, records, stored, n_stored)
             return reader.summary(i0, i1, block).summary(block, (), np.dtype(np.float64))
 
+    @retried_while_written
     def events(self) -> pd.DataFrame:
         """What happened during the run besides records: columns step, kind, source, message, in order.
 

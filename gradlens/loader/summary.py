@@ -7,7 +7,12 @@ partial). Definitions (the recorder stores the same, :mod:`gradlens.recorder.sum
 - min = fmin over the block, max = fmax (NaN ignored: NaN only when every record is NaN; ±Inf counts),
 - mean = (1/count) Σ records in float64, then rounded to ``schema.summary_dtype`` (float32 for float32
   values): NaN or ±Inf as soon as one record is non-finite,
-- last = the block's last record.
+- last = the block's last record;
+
+blocks of more than one float32 record are given at display precision (``schema.display_precision``: 8
+significant bits, relative error <= 2**-8), whether stored or made here, so a summary does not depend on what
+the writer had stored when it was read. A block made from stored blocks has the mean of their rounded means
+(within 2**-8 of the mean of the records' absolute values).
 
 :class:`Pieces` is the arithmetic both sides share: consecutive pieces (single records or blocks) carrying
 count, min, max, sum and last, merged by groups. :class:`BlockReader` answers "the blocks ``k0 .. k1 - 1`` of
@@ -25,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gradlens.schema import SUMMARY_BLOCKS, summary_dtype
+from gradlens.schema import SUMMARY_BLOCKS, display_precision, summary_dtype
 
 
 class Summary(NamedTuple):
@@ -126,16 +131,20 @@ class Pieces:
             return array.reshape(m, *shape).astype(dtype)
 
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (self.sum / self.count.reshape(-1, 1)).astype(summary_dtype(dtype)).astype(np.float64)
+            mean = (self.sum / self.count.reshape(-1, 1)).astype(summary_dtype(dtype))
+        stats = [values(self.min), values(self.max), mean.reshape(m, *shape), values(self.last)]
+        if block > 1 and summary_dtype(dtype) == np.float32:  # blocks of float32 values: display precision
+            stats = [display_precision(stat).astype(stat.dtype) for stat in stats]
+        low, high, mean, last = stats
         return Summary(
             block,
             self.first.astype(np.int64),
             self.last_step.astype(np.int64),
             self.count.astype(np.int64),
-            values(self.min),
-            values(self.max),
-            mean.reshape(m, *shape),
-            values(self.last),
+            low,
+            high,
+            mean.astype(np.float64),
+            last,
         )
 
 
@@ -150,7 +159,7 @@ def summarise(steps: np.ndarray, values: np.ndarray, first_record: int, block: i
     which has record index ``first_record``; blocks of ``block`` records aligned to the record index."""
     values = np.asarray(values)
     n, shape = len(steps), values.shape[1:]
-    pieces = Pieces.records(steps, values.reshape(n, -1))
+    pieces = Pieces.records(steps, values.reshape(n, int(np.prod(shape))))  # -1 cannot be inferred when n = 0
     if n and block > 1:  # blocks of one record are the records
         pieces = pieces.reduce(aligned_starts(first_record, n, block))
     return pieces.summary(block, shape, values.dtype)

@@ -41,11 +41,12 @@ def fletcher32(data: bytes) -> int:
     return (f2 << 16) | f1
 
 
-def encode(chunk: np.ndarray) -> bytes:
-    """One whole chunk (C order, the dataset's dtype) as the bytes HDF5 stores with shuffle, deflate, fletcher32."""
+def encode(chunk: np.ndarray, level: int = DEFLATE_LEVEL) -> bytes:
+    """One whole chunk (C order, the dataset's dtype) as the bytes HDF5 stores with shuffle, deflate (``level``),
+    fletcher32."""
     chunk = np.ascontiguousarray(chunk)
     raw = chunk.view(np.uint8).reshape(-1)
     if chunk.itemsize > 1 and chunk.size > 1:  # HDF5 leaves one-byte types and one-element chunks unshuffled
         raw = raw.reshape(chunk.size, chunk.itemsize).T
-    body = zlib.compress(raw.tobytes(), DEFLATE_LEVEL)
+    body = zlib.compress(raw.tobytes(), level)
     return body + fletcher32(body).to_bytes(4, "little")

@@ -15,7 +15,7 @@ import numpy as np
 
 from gradlens.loader import TableReader, stored_quantities
 from gradlens.recorder.runfile import RunFile
-from gradlens.schema import EVENT_COLUMNS, EVENTS, RUN_STATUS, STATUS_RUNNING, STEP
+from gradlens.schema import EVENT_COLUMNS, EVENTS, N_ROWS, RUN_STATUS, STATUS_RUNNING, STEP
 
 SLAB_BYTES = 16 * 1024 * 1024
 
@@ -30,13 +30,20 @@ def _slabs(reader: TableReader, row_bytes: int, limit: int | None):
         yield steps[keep], keep, a, b
 
 
+def committed_rows(file: h5py.File) -> dict[str, int]:
+    """The committed rows of every table of a run file: ``scalars``, ``events``, ``probes/<name>``."""
+    tables = ["scalars", *([EVENTS] if EVENTS in file else []), *(f"probes/{p}" for p in file["probes"])]
+    return {table: int(file[table][N_ROWS][()]) for table in tables}
+
+
 def copy_records(old: h5py.File, path: str, new: RunFile, limit: int | None) -> None:
     """Append the committed records of ``old`` (at ``path``) with ``step <= limit`` (None: all) to ``new``: the
     layer table and probe tables (created in ``new`` with the stored quantities), scalars and events."""
     live = int(old.attrs["schema_version"]) >= 3 and old[RUN_STATUS][()].decode() == STATUS_RUNNING
     if "layers" in old:
         quantities = stored_quantities(old)
-        new.start(old["layers"][()], quantities)
+        records = {probe: int(old["probes"][probe][N_ROWS][()]) for probe in quantities}
+        new.start(old["layers"][()], quantities, records)
         for probe, declared in quantities.items():
             reader = TableReader(path, old["probes"][probe], live)
             row_bytes = sum(math.prod(q.shape) * np.dtype(q.dtype).itemsize for q in declared.values())

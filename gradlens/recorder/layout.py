@@ -24,8 +24,8 @@ from gradlens.schema import (
     SCHEMA_VERSION,
     STATUS_DTYPE,
     STATUS_RUNNING,
+    STORED_BLOCKS,
     SUMMARY,
-    SUMMARY_BLOCKS,
     SUMMARY_ROWS,
     SUMMARY_STATS,
     Quantity,
@@ -116,22 +116,27 @@ def layer_table(layers: list[dict]) -> np.ndarray:
     return table
 
 
-def create_blocks(group: h5py.Group, columns: dict) -> None:
-    """A ``summary`` group in ``group`` with one block table per block size (``schema.SUMMARY_BLOCKS``)."""
+def create_blocks(group: h5py.Group, columns: dict, compact: bool = False, records: int | None = None) -> None:
+    """A ``summary`` group in ``group`` with one block table per stored block size (``schema.STORED_BLOCKS``;
+    those of at most ``records`` records when the length of the run is known), listed in its ``blocks``
+    attribute."""
     summary = group.create_group(SUMMARY)
-    summary.attrs["blocks"] = list(SUMMARY_BLOCKS)
+    blocks = [block for block in STORED_BLOCKS if records is None or block <= records]
+    summary.attrs["blocks"] = blocks
     summary.attrs["stats"] = list(SUMMARY_STATS)
-    for block in SUMMARY_BLOCKS:
+    for block in blocks:
         create_table(
             summary.create_group(str(block)),
             {LAST_STEP: ((), (), np.dtype(np.int64)), **columns},
             tail=False,
             rows=SUMMARY_ROWS,
+            compact=compact,
         )
 
 
-def init_file(file: h5py.File, meta: dict) -> None:
-    """Root attributes, ``/run``, an empty ``/probes``, and the ``/scalars`` and ``/events`` tables."""
+def init_file(file: h5py.File, meta: dict, compact: bool = False, scalar_records: int | None = None) -> None:
+    """Root attributes, ``/run``, an empty ``/probes``, and the ``/scalars`` and ``/events`` tables (``compact``,
+    with at most ``scalar_records`` records per scalar: see :func:`create_table` and :func:`create_blocks`)."""
     file.attrs["format"] = FORMAT
     file.attrs["schema_version"] = SCHEMA_VERSION
     file.attrs["meta"] = json.dumps(meta)
@@ -140,17 +145,21 @@ def init_file(file: h5py.File, meta: dict) -> None:
     run.create_dataset("last_flush", data=np.float64(np.nan))
     file.create_group("probes", track_order=True)
     scalars = file.create_group("scalars")
-    create_table(scalars, {"name": ((), (), NAME_DTYPE), "value": ((), (), np.dtype(np.float64))})
-    create_table(scalars.create_group("names"), {"name": ((), (), NAME_DTYPE)})
-    create_blocks(scalars, SCALAR_SUMMARY)
-    create_table(file.create_group(EVENTS), {name: ((), (), dtype) for name, dtype in event_dtypes().items()})
+    create_table(scalars, {"name": ((), (), NAME_DTYPE), "value": ((), (), np.dtype(np.float64))}, compact=compact)
+    create_table(scalars.create_group("names"), {"name": ((), (), NAME_DTYPE)}, compact=compact)
+    create_blocks(scalars, SCALAR_SUMMARY, compact, scalar_records)
+    events = {name: ((), (), dtype) for name, dtype in event_dtypes().items()}
+    create_table(file.create_group(EVENTS), events, compact=compact)
 
 
-def create_probe(file: h5py.File, probe: str, quantities: dict[str, Quantity]) -> None:
-    """The table of one probe (a column per quantity, with axes and labels) and its summary block tables."""
+def create_probe(
+    file: h5py.File, probe: str, quantities: dict[str, Quantity], compact: bool = False, records: int | None = None
+) -> None:
+    """The table of one probe (a column per quantity, with axes and labels) and its summary block tables
+    (``compact``, ``records``: see :func:`create_table` and :func:`create_blocks`)."""
     group = file["probes"].create_group(probe)
     group.attrs["quantities"] = list(quantities)
-    create_table(group, {name: (q.shape, q.axes, np.dtype(q.dtype)) for name, q in quantities.items()})
+    create_table(group, {name: (q.shape, q.axes, np.dtype(q.dtype)) for name, q in quantities.items()}, compact=compact)
     for name, q in quantities.items():
         group[name].attrs["axes"] = ["step", *q.axes]
         for axis, labels in q.labels.items():
@@ -161,4 +170,4 @@ def create_probe(file: h5py.File, probe: str, quantities: dict[str, Quantity]) -
         if summarised(q)
     }
     if blocks:
-        create_blocks(group, blocks)
+        create_blocks(group, blocks, compact, records)

@@ -3,7 +3,8 @@
 A writer killed in SWMR mode leaves the file's superblock marked "open for write": ``gradlens.load`` reads it,
 but plain ``h5py.File(path)``, HDFView or h5dump refuse it ("file is already open for write"). :func:`repair`
 writes a clean copy holding exactly the committed rows (:mod:`gradlens.recorder.copy`; the rows still in a
-version 3 file's tails included), with every chunk in its column and ``/run/status`` = ``"interrupted"``,
+version 3 file's tails included), compacted (:mod:`gradlens.recorder.compact`), with ``/run/status`` =
+``"interrupted"``,
 checks that the copy opens without SWMR and holds the same row counts, and puts it in place atomically.
 """
 
@@ -19,9 +20,9 @@ import h5py
 
 from gradlens.loader import open_run_file, superblock
 from gradlens.lock import RunLock
-from gradlens.recorder.copy import copy_records
+from gradlens.recorder.copy import committed_rows, copy_records
 from gradlens.recorder.runfile import RunFile
-from gradlens.schema import EVENTS, N_ROWS, STATUS_INTERRUPTED, STATUS_RUNNING
+from gradlens.schema import STATUS_INTERRUPTED, STATUS_RUNNING
 
 
 class Repaired(NamedTuple):
@@ -31,11 +32,6 @@ class Repaired(NamedTuple):
     status: str  # /run/status of the file now
     rows: dict[str, int]  # committed rows kept per table ("scalars", "events", "probes/<name>")
     backup: Path | None  # the original, kept as <path>.bak
-
-
-def _committed_rows(file: h5py.File) -> dict[str, int]:
-    tables = ["scalars", *([EVENTS] if EVENTS in file else []), *(f"probes/{p}" for p in file["probes"])]
-    return {table: int(file[table][N_ROWS][()]) for table in tables}
 
 
 def repair(path: str | os.PathLike, *, backup: bool = True) -> Repaired:
@@ -60,7 +56,7 @@ def repair(path: str | os.PathLike, *, backup: bool = True) -> Repaired:
     try:
         with open_run_file(path) as old:
             status = old["run/status"][()].decode()
-            rows = _committed_rows(old)
+            rows = committed_rows(old)
         if superblock(path).flags == 0 and status != STATUS_RUNNING:
             return Repaired(False, status, rows, None)
         saved = path.with_name(path.name + ".bak")
@@ -69,14 +65,14 @@ def repair(path: str | os.PathLike, *, backup: bool = True) -> Repaired:
         if status == STATUS_RUNNING:
             status = STATUS_INTERRUPTED
         with open_run_file(path) as old:
-            new = RunFile.create(str(tmp), json.loads(old.attrs["meta"]))
+            new = RunFile.create(str(tmp), json.loads(old.attrs["meta"]), compact=True, scalar_records=rows["scalars"])
             try:
                 copy_records(old, str(path), new, None)
             finally:
                 new.close(status)
         with h5py.File(tmp, "r") as copy:  # plain HDF5, no SWMR: what every tool does
-            if _committed_rows(copy) != rows:
-                raise RuntimeError(f"the repaired copy of {path} lost rows ({_committed_rows(copy)} != {rows})")
+            if committed_rows(copy) != rows:
+                raise RuntimeError(f"the repaired copy of {path} lost rows ({committed_rows(copy)} != {rows})")
         if backup:
             try:
                 os.link(path, saved)

@@ -36,8 +36,9 @@ SCALAR = {"value": Quantity((), (), dtype="float64")}  # how one scalar's stream
 class RunFile:
     """The tables of an open run file, the unfinished chunks and summary blocks in memory, and the commit."""
 
-    def __init__(self, file: h5py.File) -> None:
+    def __init__(self, file: h5py.File, compact: bool = False) -> None:
         self.file = file
+        self.compact = compact  # a closed run rewritten (gradlens.recorder.compact): no tails, no SWMR
         self.quantities: dict[str, dict[str, Quantity]] = {}
         self._tables: dict[str, Table] = {}
         self._summaries: dict[str, Summary] = {}  # per probe
@@ -46,11 +47,15 @@ class RunFile:
         self._pending: dict[str, list[dict[str, np.ndarray]]] = {}  # table -> batches of rows to write
 
     @classmethod
-    def create(cls, path: str, meta: dict) -> RunFile:
-        """A new file at ``path`` (replacing one there) with the root attributes and the empty tables."""
+    def create(cls, path: str, meta: dict, compact: bool = False, scalar_records: int | None = None) -> RunFile:
+        """A new file at ``path`` (replacing one there) with the root attributes and the empty tables.
+
+        ``compact``: the rewrite of a closed run (:mod:`gradlens.recorder.compact`) of at most
+        ``scalar_records`` records per scalar.
+        """
         file = h5py.File(path, "w", libver=LIBVER)
-        init_file(file, meta)
-        return cls(file)
+        init_file(file, meta, compact, scalar_records)
+        return cls(file, compact)
 
     @property
     def filename(self) -> str:
@@ -62,11 +67,14 @@ class RunFile:
             self._tables[name] = Table(self.file[name])
         return self._tables[name]
 
-    def start(self, layers: np.ndarray, quantities: dict[str, dict[str, Quantity]]) -> None:
-        """Write the layer table and create every probe's table and summary."""
+    def start(
+        self, layers: np.ndarray, quantities: dict[str, dict[str, Quantity]], records: dict[str, int] | None = None
+    ) -> None:
+        """Write the layer table and create every probe's table and summary (``records``: the number of records
+        of each probe, when known, so that a compact file holds no summary level longer than its run)."""
         self.file.create_dataset("layers", data=layers)
         for probe, declared in quantities.items():
-            create_probe(self.file, probe, declared)
+            create_probe(self.file, probe, declared, self.compact, None if records is None else records[probe])
         self.declare(quantities)
 
     def declare(self, quantities: dict[str, dict[str, Quantity]]) -> None:
@@ -75,7 +83,11 @@ class RunFile:
         for probe, declared in quantities.items():
             kept = {name: q for name, q in declared.items() if summarised(q)}
             if kept:
-                self._summaries[probe] = Summary(kept)
+                self._summaries[probe] = Summary(kept, self._stored(f"probes/{probe}"))
+
+    def _stored(self, table: str) -> tuple[int, ...]:
+        """The block sizes of the summary levels stored for ``table`` (version 3 files being resumed: all)."""
+        return tuple(int(block) for block in self.file[f"{table}/{SUMMARY}"].attrs["blocks"])
 
     def _queue(self, table: str, rows: Mapping[str, np.ndarray]) -> None:
         self._pending.setdefault(table, []).append(dict(rows))
@@ -100,7 +112,9 @@ class RunFile:
             if name not in self._names:
                 self._names[name] = None
                 self._queue(NAMES, {STEP: steps[mine][:1], "name": np.asarray([name], dtype=NAME_DTYPE)})
-            summary = self._scalar_summaries.setdefault(name, Summary(SCALAR))
+            summary = self._scalar_summaries.get(name)
+            if summary is None:
+                summary = self._scalar_summaries[name] = Summary(SCALAR, self._stored("scalars"))
             for block, rows in summary.add(steps[mine], {"value": values[mine]}).items():
                 count = len(rows[STEP])
                 rows = {**rows, "name": np.full(count, name, dtype=NAME_DTYPE)}

@@ -1,13 +1,15 @@
 """The multi-resolution summary, kept as the run records: min / max / mean / last per block of records.
 
-For every block size b in ``schema.SUMMARY_BLOCKS`` (32, 128, 512, ... records) and every summarised quantity
-(``[layer]`` and ``[]`` ones), a block of the b consecutive records ``k b .. k b + b - 1`` holds
+For every block size b in ``schema.SUMMARY_BLOCKS`` (32, 128, 512, ... records; the file stores those of
+``schema.STORED_BLOCKS``) and every summarised quantity (``[layer]`` and ``[]`` ones), a block of the b
+consecutive records ``k b .. k b + b - 1`` holds
 
 - min = fmin over the block's records, max = fmax (NaN ignored: NaN only when every record is NaN),
 - mean = (1/b) Σ records, summed in float64 (NaN or ±Inf as soon as one record is non-finite),
 - last = the block's last record,
 
-stored as ``[..., 4]`` (``schema.SUMMARY_STATS``) in ``schema.summary_dtype`` of the quantity, with the steps of
+stored as ``[..., 4]`` (``schema.SUMMARY_STATS``) in ``schema.summary_dtype`` of the quantity (float32 ones at
+``schema.display_precision``: relative error <= 2**-8, the sums behind the means are kept exact), with the steps of
 its first and last record. A block of size 4b is made from four blocks of size b (min of mins, max of maxes,
 sum of sums, last of lasts), so each record is touched once and the state in memory is one unfinished block
 per level: nothing grows with the run. Only complete blocks are written; a reader computes the rest from
@@ -20,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradlens.loader.summary import Pieces
-from gradlens.schema import LAST_STEP, STEP, SUMMARY_BLOCKS, Quantity, summary_dtype
+from gradlens.schema import LAST_STEP, STEP, SUMMARY_BLOCKS, Quantity, display_precision, summary_dtype
 
 
 class Level:
@@ -57,10 +59,12 @@ class Summary:
 
     Args:
         quantities: the summarised quantities (name -> Quantity), flattened side by side into ``C`` columns.
+        stored: the block sizes whose complete blocks :meth:`add` returns (the file's stored levels).
     """
 
-    def __init__(self, quantities: dict[str, Quantity]) -> None:
+    def __init__(self, quantities: dict[str, Quantity], stored: tuple[int, ...]) -> None:
         self.quantities = quantities
+        self.stored = stored
         self.levels = [Level(SUMMARY_BLOCKS[0])] + [
             Level(block // finer) for finer, block in zip(SUMMARY_BLOCKS, SUMMARY_BLOCKS[1:], strict=False)
         ]
@@ -76,7 +80,8 @@ class Summary:
             pieces = level.add(pieces)
             if pieces is None:
                 break
-            out[block] = self.rows(pieces)
+            if block in self.stored:
+                out[block] = self.rows(pieces)
         return out
 
     def rows(self, blocks: Pieces) -> dict[str, np.ndarray]:
@@ -90,5 +95,6 @@ class Summary:
             column += width
             stats = [blocks.min[:, part], blocks.max[:, part], blocks.sum[:, part] / count, blocks.last[:, part]]
             stacked = np.stack(stats, axis=-1).reshape(len(blocks), *quantity.shape, len(stats))
-            rows[name] = stacked.astype(summary_dtype(quantity.dtype))
+            dtype = summary_dtype(quantity.dtype)
+            rows[name] = display_precision(stacked) if dtype == np.float32 else stacked.astype(dtype)
         return rows

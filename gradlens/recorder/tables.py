@@ -24,10 +24,10 @@ from collections.abc import Mapping
 
 import h5py
 import numpy as np
-from h5py import h5s
+from h5py import h5s, h5z
 
 from gradlens.recorder.chunks import DEFLATE_LEVEL, encode
-from gradlens.schema import N_ROWS, STEP, TAIL, chunk_shape, tail_chunk_rows
+from gradlens.schema import COMPACT_DEFLATE, N_ROWS, STEP, TAIL, chunk_shape, tail_chunk_rows
 
 ColumnSpec = tuple[tuple[int, ...], tuple[str, ...], np.dtype]  # record shape, axes, dtype
 
@@ -46,16 +46,23 @@ def write_scalar(dataset: h5py.Dataset, value: np.generic) -> None:
 
 
 def create_table(
-    group: h5py.Group, columns: Mapping[str, ColumnSpec], *, tail: bool = True, rows: int | None = None
+    group: h5py.Group,
+    columns: Mapping[str, ColumnSpec],
+    *,
+    tail: bool = True,
+    rows: int | None = None,
+    compact: bool = False,
 ) -> None:
     """Create the datasets of an empty table in ``group``: ``step``, every column, ``n_rows`` (and ``tail/``).
 
-    ``rows`` fixes the chunk length of every column (default: :func:`gradlens.schema.chunk_shape`).
+    ``rows`` fixes the chunk length of every column (default: :func:`gradlens.schema.chunk_shape`). A
+    ``compact`` table (a closed file rewritten, :mod:`gradlens.recorder.compact`) has no tail, one layer per
+    chunk and deflate level ``COMPACT_DEFLATE``.
     """
-    tails = group.create_group(TAIL) if tail else None
+    tails = group.create_group(TAIL) if tail and not compact else None
     group.create_dataset(N_ROWS, data=np.int64(0))
     for name, (shape, axes, dtype) in {STEP: ((), (), np.dtype(np.int64)), **columns}.items():
-        chunks = chunk_shape(shape, axes, dtype)
+        chunks = chunk_shape(shape, axes, dtype, compact)
         if rows is not None:
             chunks = (int(rows), *shape)
         group.create_dataset(
@@ -66,7 +73,7 @@ def create_table(
             chunks=chunks,
             shuffle=True,
             compression="gzip",
-            compression_opts=DEFLATE_LEVEL,
+            compression_opts=COMPACT_DEFLATE if compact else DEFLATE_LEVEL,
             fletcher32=True,
         )
         if tails is not None:
@@ -79,6 +86,11 @@ def create_table(
             )
 
 
+def deflate_level(dataset: h5py.Dataset) -> int:
+    """The deflate level of ``dataset``'s filter pipeline (chunks written directly must be encoded the same)."""
+    return int(dataset.id.get_create_plist().get_filter_by_id(h5z.FILTER_DEFLATE)[1][0])
+
+
 class Column:
     """One column of a table being written: its unfinished chunk in memory (and the tail), whole chunks in main."""
 
@@ -88,6 +100,7 @@ class Column:
         self.rows = main.chunks[0]
         self.group = main.chunks[1] if main.ndim > 1 else None  # records per chunk along the first record axis
         self.buffer = np.zeros((self.rows, *main.shape[1:]), dtype=main.dtype)
+        self.level = deflate_level(main)
         self.filled = 0  # rows of the unfinished chunk
         self.packed = 0  # rows in main
 
@@ -118,7 +131,7 @@ class Column:
         """Encode the buffered chunk (``count`` rows valid) and write it at row ``packed`` of main."""
         self.main.id.set_extent((self.packed + count, *self.main.shape[1:]))
         if self.group is None:
-            self.main.id.write_direct_chunk((self.packed,), encode(self.buffer))
+            self.main.id.write_direct_chunk((self.packed,), encode(self.buffer, self.level))
         else:
             width = self.buffer.shape[1]
             zeros = (0,) * (self.buffer.ndim - 2)
@@ -127,7 +140,7 @@ class Column:
                 if block.shape[1] < self.group:  # the last group of layers: padded with the fill value
                     padding = [(0, 0), (0, self.group - block.shape[1])] + [(0, 0)] * (self.buffer.ndim - 2)
                     block = np.pad(block, padding)
-                self.main.id.write_direct_chunk((self.packed, first, *zeros), encode(block))
+                self.main.id.write_direct_chunk((self.packed, first, *zeros), encode(block, self.level))
         self.packed += count
 
 

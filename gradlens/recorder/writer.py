@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import torch
 
 from gradlens.lock import RunLock
 from gradlens.recorder.buffers import Value, narrow, stack, to_host
+from gradlens.recorder.compact import compact
 from gradlens.recorder.layout import NAME_DTYPE, check_name, layer_table, normalise_quantity
 from gradlens.recorder.resume import Stored, check_resumed, copy_for_resume, now, versions
 from gradlens.recorder.runfile import RunFile, event_rows
@@ -396,9 +398,18 @@ class Recorder:
                 if self._replaces is not None:
                     os.replace(written, self._replaces)
                     self._replaces = None
+            self._compact()
         finally:
             self._closed = True
             self._lock.release()
+
+    def _compact(self) -> None:
+        """Rewrite the closed file without its dead space when that is a large share (small runs); a failure
+        leaves the closed file as it is and says so as a warning: nothing recorded is lost."""
+        try:
+            compact(self.path)
+        except (OSError, RuntimeError) as error:
+            warnings.warn(f"{self.path} is complete but was not compacted ({error})", RuntimeWarning, stacklevel=3)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gradlens.loader import Run
+from gradlens.loader import Run, Summary, summarise
+from gradlens.report.blocks import Stream, block_for
 
 # Probe classes whose per-layer records are statistics of parameter gradients (contract 4 of the plan).
 GRADIENT_CLASSES = ("GradStats",)
 RATIO_CLASSES = ("UpdateRatio",)  # records ratio = update_norm / weight_norm per parameter (contract 5)
 NO_GRADIENT = -1.0  # GradStats' nonfinite value of a parameter that had no .grad at a firing
+# Blocks per stream when searching the first non-finite value: a coarse look, then the records of one block.
+FIND_POINTS = 64
 
 # Long module-name words and their short forms (transformer names: encoder.layer.0.attention.self.query).
 ABBREVIATIONS = {
@@ -151,16 +154,22 @@ def chosen_steps(steps: Sequence[int], count: int = 4, include: Sequence[int] = 
 
 @dataclass
 class LayerArray:
-    """One per-layer quantity of one probe: ``values[step, layer]`` with what each cell means.
+    """One per-layer quantity of one probe: ``values[point, layer]`` with what each cell means.
+
+    A point is one record (``block`` 1) or a block of ``block`` consecutive records
+    (:mod:`gradlens.report.blocks`): then ``values`` is the block's mean, ``low``/``high`` its min and max.
 
     Attributes:
-        steps: recorded steps ``[N]``.
+        steps: the step of each point's first record ``[N]``.
         layers: layer (parameter) names ``[L]`` in forward order.
         values: ``[N, L]`` float64.
-        no_grad: ``[N, L]`` bool, True where the layer had no gradient at that firing (GradStats
-            ``nonfinite == -1``); those cells are NaN by design, not non-finite values.
-        undefined: ``[N, L]`` bool, True where a ratio has a zero denominator (UpdateRatio ``ratio`` with
-            ``weight_norm == 0``, e.g. a zero-initialised bias): ±Inf/NaN by definition, not a defect.
+        no_grad: ``[N, L]`` bool, True where the layer had no gradient at a record of the point (GradStats
+            ``nonfinite == -1``) and no record of it had NaN/Inf entries; its value is NaN by design.
+        undefined: ``[N, L]`` bool, True where a ratio has a zero denominator at a record of the point
+            (UpdateRatio ``ratio`` with ``weight_norm == 0``, e.g. a zero-initialised bias).
+        last_steps: the step of each point's last record ``[N]`` (``steps`` for single records).
+        low, high: ``[N, L]`` the points' min and max (``values`` for single records).
+        block: records per point (1: every record).
     """
 
     steps: np.ndarray
@@ -168,12 +177,22 @@ class LayerArray:
     values: np.ndarray
     no_grad: np.ndarray = field(default=None)  # type: ignore[assignment]
     undefined: np.ndarray = field(default=None)  # type: ignore[assignment]
+    last_steps: np.ndarray = field(default=None)  # type: ignore[assignment]
+    low: np.ndarray = field(default=None)  # type: ignore[assignment]
+    high: np.ndarray = field(default=None)  # type: ignore[assignment]
+    block: int = 1
 
     def __post_init__(self) -> None:
         if self.no_grad is None:
             self.no_grad = np.zeros(self.values.shape, dtype=bool)
         if self.undefined is None:
             self.undefined = np.zeros(self.values.shape, dtype=bool)
+        if self.last_steps is None:
+            self.last_steps = self.steps
+        if self.low is None:
+            self.low = self.values
+        if self.high is None:
+            self.high = self.values
 
     @property
     def missing(self) -> np.ndarray:
@@ -186,37 +205,63 @@ class LayerArray:
         return ~np.isfinite(self.values) & ~self.missing
 
 
-def layer_array(run: Run, probe: str, quantity: str) -> LayerArray:
-    """The ``("layer",)`` quantity ``quantity`` of ``probe`` as a :class:`LayerArray`.
+def _points(run: Run, probe: str, quantity: str, block: int, steps) -> Summary:
+    """``quantity``'s blocks of ``block`` records, or (``steps`` given) its records at those steps."""
+    if steps is None:
+        return Stream(run, probe, quantity).blocks(block)
+    parts = [run.array(probe, quantity, start=int(s), stop=int(s) + 1)[:2] for s in steps]
+    found = np.concatenate([p[0] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+    values = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0,) + run.quantities(probe)[quantity].shape)
+    return summarise(found, values, 0, 1)
 
-    Cells whose ``nonfinite`` is -1 are flagged ``no_grad``; UpdateRatio ratios over a zero weight norm are
-    flagged ``undefined``.
+
+def layer_array(run: Run, probe: str, quantity: str, block: int = 1, steps=None) -> LayerArray:
+    """The ``("layer",)`` quantity ``quantity`` of ``probe`` as a :class:`LayerArray`: every record (``block``
+    1), blocks of ``block`` records (:class:`gradlens.report.blocks.Stream`), or the records at ``steps``.
+
+    Cells where a record's ``nonfinite`` is -1 (and none is > 0) are flagged ``no_grad``; UpdateRatio ratios
+    where a record's weight norm is 0 are flagged ``undefined``.
     """
-    steps, values, axes, labels = run.array(probe, quantity)
+    _, _, axes, labels = run.array(probe, quantity, stop=-1)  # no record: axes and layer labels
     if axes != ("step", "layer"):
-        raise ValueError(f"{probe}/{quantity} has axes {axes}, not ('step', 'layer')")
-    layers = list(labels.get("layer", [str(i) for i in range(values.shape[1])]))
-    no_grad = np.zeros(values.shape, dtype=bool)
+        raise ValueError(f"{probe}/{quantity} has axes {axes[1:]}, not ('layer',)")
+    points = _points(run, probe, quantity, block, steps)
+    shape = points.mean.shape
+    layers = list(labels.get("layer", [str(i) for i in range(shape[1])]))
     quantities = run.quantities(probe)
-    if "nonfinite" in quantities and quantities["nonfinite"].axes == ("layer",):
-        flag_steps, flags, _, _ = run.array(probe, "nonfinite")
-        if len(flag_steps) == len(steps):
-            no_grad = np.asarray(flags, dtype=np.float64) == NO_GRADIENT
-    undefined = np.zeros(values.shape, dtype=bool)
+    no_grad = np.zeros(shape, dtype=bool)
+    if quantity != "nonfinite" and "nonfinite" in quantities and quantities["nonfinite"].axes == ("layer",):
+        flags = _points(run, probe, "nonfinite", block, steps)
+        if flags.mean.shape == shape:
+            no_grad = (np.asarray(flags.min, np.float64) == NO_GRADIENT) & (np.asarray(flags.max, np.float64) <= 0)
+    elif quantity == "nonfinite":
+        no_grad = (np.asarray(points.min, np.float64) == NO_GRADIENT) & (np.asarray(points.max, np.float64) <= 0)
+    undefined = np.zeros(shape, dtype=bool)
     if probe_class(run, probe) in RATIO_CLASSES and quantity == "ratio" and "weight_norm" in quantities:
-        norm_steps, norms, _, _ = run.array(probe, "weight_norm")
-        if len(norm_steps) == len(steps):
-            undefined = np.asarray(norms, dtype=np.float64) == 0
-    return LayerArray(np.asarray(steps, dtype=np.int64), layers, np.asarray(values, np.float64), no_grad, undefined)
+        norms = _points(run, probe, "weight_norm", block, steps)
+        if norms.mean.shape == shape:
+            undefined = np.asarray(norms.min, np.float64) == 0
+    return LayerArray(
+        points.first_step,
+        layers,
+        np.asarray(points.mean, np.float64),
+        no_grad,
+        undefined,
+        points.last_step,
+        np.asarray(points.min, np.float64),
+        np.asarray(points.max, np.float64),
+        block,
+    )
 
 
 def align(
-    arrays: Sequence[LayerArray], layers: Sequence[str] | None = None
+    arrays: Sequence[LayerArray], layers: Sequence[str] | None = None, what: str = "values"
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Stack runs' arrays aligned by layer name and step: ``(steps [N], layers [L], values [R, N, L])``.
 
     Layers are ``layers`` when given, else the union in the first run's forward order (layers only later
     runs have are appended); steps are those every run recorded. A layer a run lacks is NaN in that run.
+    ``what`` stacks another field of the arrays (``low``, ``high``).
     """
     layers = list(layers) if layers is not None else list(dict.fromkeys(n for a in arrays for n in a.layers))
     steps = sorted(set.intersection(*(set(array.steps.tolist()) for array in arrays)))
@@ -224,9 +269,10 @@ def align(
     for r, array in enumerate(arrays):
         rows = np.searchsorted(array.steps, steps) if steps else np.zeros(0, int)
         position = {name: i for i, name in enumerate(array.layers)}
+        values = getattr(array, what)
         for j, name in enumerate(layers):
             if name in position:
-                stacked[r, :, j] = array.values[rows, position[name]]
+                stacked[r, :, j] = values[rows, position[name]]
     return np.asarray(steps, dtype=np.int64), layers, stacked
 
 
@@ -258,32 +304,86 @@ class NonFinite:
         return f"step {self.step}, {self.where}, {self.quantity} = {self.value:g}"
 
 
+def _first_bad(array: LayerArray, counts: bool) -> tuple[int, int] | None:
+    """(point, layer) of the first bad cell: non-finite, or (``counts``) a positive NaN/Inf-entry count."""
+    bad = array.nonfinite | ((array.high > 0) if counts else False)
+    if not bad.any():
+        return None
+    n, layer = np.argwhere(bad)[0]
+    return int(n), int(layer)
+
+
+@dataclass(frozen=True)
+class FirstBad:
+    """The first bad cell of a per-layer quantity, found in a :class:`LayerArray` of blocks and located
+    exactly in the records of its block.
+
+    Attributes:
+        records: the records read (every record of the first bad block, or the array itself for records).
+        row, layer: the bad cell in ``records``.
+        before: the step of the record before it (None for the run's first record).
+    """
+
+    records: LayerArray
+    row: int
+    layer: int
+    before: int | None
+
+    @property
+    def step(self) -> int:
+        return int(self.records.steps[self.row])
+
+
+def first_bad(run: Run, probe: str, quantity: str, coarse: LayerArray, counts: bool = False) -> FirstBad | None:
+    """The first non-finite cell (with ``counts``: or positive count) of ``quantity`` whose points ``coarse``
+    holds: its block's records are read to find its exact step and layer."""
+    found = _first_bad(coarse, counts)
+    if found is None:
+        return None
+    k, layer = found
+    if coarse.block == 1:
+        return FirstBad(coarse, k, layer, int(coarse.steps[k - 1]) if k else None)
+    steps = run.steps(probe, start=int(coarse.steps[k]), stop=int(coarse.last_steps[k]) + 1)
+    records = layer_array(run, probe, quantity, steps=steps)
+    row, layer = _first_bad(records, counts) or (0, layer)
+    before = int(records.steps[row - 1]) if row else (int(coarse.last_steps[k - 1]) if k else None)
+    return FirstBad(records, row, layer, before)
+
+
 def first_nonfinite(run: Run) -> tuple[NonFinite | None, NonFinite | None]:
     """The first non-finite probe record and the first non-finite scalar (each None when there is none).
 
     A probe cell counts when its value is NaN/Inf without being a missing gradient, or when a probe's
     ``nonfinite`` count is positive (the gradient had NaN/Inf entries). Ties at one step go to the first
-    probe in declaration order, then the first layer in forward order.
+    probe in declaration order, then the first layer in forward order. The search reads at most
+    ``FIND_POINTS`` blocks per stream (:mod:`gradlens.report.blocks`), then the records of the first block that
+    holds a non-finite value.
     """
     best: NonFinite | None = None
     for probe in run.probes:
+        records = run.n_records(probe)
+        if not records:  # declared, nothing committed yet (a live run)
+            continue
+        block = block_for(records, FIND_POINTS)
         for name, quantity in run.quantities(probe).items():
             if quantity.axes != ("layer",):
                 continue
-            array = layer_array(run, probe, name)
-            bad = array.nonfinite | ((array.values > 0) if name == "nonfinite" else False)
-            if not bad.any():
-                continue
-            n, layer = np.argwhere(bad)[0]
-            found = NonFinite(int(array.steps[n]), array.layers[layer], f"{probe}/{name}", array.values[n, layer])
-            if best is None or found.step < best.step:
-                best = found
-    scalars = run.scalars()
-    bad = scalars[~np.isfinite(scalars["value"].to_numpy())]
+            bad = first_bad(run, probe, name, layer_array(run, probe, name, block), counts=name == "nonfinite")
+            if bad is not None and (best is None or bad.step < best.step):
+                value = float(bad.records.values[bad.row, bad.layer])
+                best = NonFinite(bad.step, bad.records.layers[bad.layer], f"{probe}/{name}", value)
     scalar = None
-    if len(bad):
-        row = bad.iloc[0]
-        scalar = NonFinite(int(row["step"]), str(row["name"]), "scalar", float(row["value"]))
+    for name in run.scalar_names():
+        stream = Stream(run, None, name)
+        summary = stream.blocks(block_for(stream.count(), FIND_POINTS))
+        bad = np.flatnonzero(~np.isfinite(summary.mean))
+        if not len(bad):
+            continue
+        k = int(bad[0])
+        steps, values = run.scalar(name, start=int(summary.first_step[k]), stop=int(summary.last_step[k]) + 1)
+        i = int(np.flatnonzero(~np.isfinite(values))[0])
+        if scalar is None or int(steps[i]) < scalar.step:
+            scalar = NonFinite(int(steps[i]), name, "scalar", float(values[i]))
     return best, scalar
 
 
@@ -296,17 +396,13 @@ def events(run: Run):
 
 
 def last_step(run: Run) -> int | None:
-    """The largest step of any probe record or logged scalar (None when nothing is recorded)."""
-    ends = []
-    for probe in run.probes:
-        quantities = run.quantities(probe)
-        if quantities:
-            steps = run.array(probe, next(iter(quantities)))[0]
-            if len(steps):
-                ends.append(int(np.max(steps)))
-    scalars = run.scalars()
-    if len(scalars):
-        ends.append(int(scalars["step"].max()))
+    """The largest step of any probe record or logged scalar (None when nothing is recorded): counters and
+    each scalar's last stored block only, whatever the run's length."""
+    ends = [span[1] for probe in run.probes if (span := run.span(probe)) is not None]
+    for name in run.scalar_names():
+        summary = run.scalar_summary(name, points=1)
+        if len(summary.last_step):
+            ends.append(int(summary.last_step[-1]))
     return max(ends) if ends else None
 
 

@@ -11,7 +11,7 @@ import io
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import matplotlib
 
@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from gradlens.loader import Run  # noqa: E402
 from gradlens.report.common import describe, probe_class, run_label  # noqa: E402
+from gradlens.report.diagnosis import Diagnosis, diagnose_run  # noqa: E402
 from gradlens.report.views import PAGE_WIDTH_PX, PNG_DPI, Section, probe_sections, scalar_sections  # noqa: E402
 from gradlens.report.views.findings import findings_html, missing_html  # noqa: E402
 
@@ -28,7 +29,8 @@ STYLE = f"""body{{font-family:sans-serif;max-width:{PAGE_WIDTH_PX}px;margin:2em 
 img{{max-width:100%}} table{{border-collapse:collapse;margin:0.5em 0}} td,th{{border:1px solid #ccc;padding:3px 8px}}
 .severe{{color:#b00;font-weight:bold}} .warning{{color:#a60;font-weight:bold}} .info{{color:#467}}
 .caption{{color:#444;font-size:0.92em;max-width:1100px}} li{{margin:0.2em 0}} .rule{{color:#666;font-size:0.9em}}
-.banner{{background:#fee;border:1px solid #c99;padding:0.5em 1em}}"""
+.banner{{background:#fee;border:1px solid #c99;padding:0.5em 1em}} .healthy{{color:#262;font-weight:bold}}
+.verdict{{border:1px solid #bbb;padding:0.2em 1em;margin:0.5em 0}}"""
 
 
 @dataclass
@@ -40,12 +42,14 @@ class Report:
         findings: run path -> the doctor's findings (:class:`gradlens.doctor.Finding`).
         sections: the pictures, in page order.
         undrawn: recorded quantities no view covers (named with their axes on the page).
+        verdicts: run path -> the doctor's verdict and how it was read (:class:`Diagnosis`), the page's lead.
     """
 
     groups: dict[str, list[Run]]
     findings: dict[str, list]
     sections: list[Section]
     undrawn: list[str]
+    verdicts: dict[str, Diagnosis] = field(default_factory=dict)
 
 
 def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
@@ -61,12 +65,11 @@ def build(runs: Sequence[Run]) -> Report:
     runs = list(runs)
     if not runs:
         raise ValueError("write_report needs at least one run")
-    from gradlens.doctor import diagnose  # the doctor reads runs through report.common: import it late
-
     groups = group_runs(runs)
+    verdicts = {run.path: diagnose_run(run) for run in runs}
     sections, undrawn = probe_sections(groups)
     sections += scalar_sections(groups)
-    return Report(groups, {run.path: diagnose(run) for run in runs}, sections, undrawn)
+    return Report(groups, {path: found.findings for path, found in verdicts.items()}, sections, undrawn, verdicts)
 
 
 def png_bytes(fig: plt.Figure) -> bytes:
@@ -85,10 +88,9 @@ def _summary_html(report: Report) -> str:
     rows = []
     for runs in report.groups.values():
         for run in runs:
-            scalars = run.scalars()
             last = {}
-            for name in dict.fromkeys(scalars["name"]):
-                value = scalars[scalars["name"] == name]["value"].iloc[-1]
+            for name in run.scalar_names():  # each scalar's last stored block: its last value
+                value = float(run.scalar_summary(name, points=1).last[-1])
                 last[name] = f"{value:.4g}" if np.isfinite(value) else f"{value} (non-finite)"
             shown = ", ".join(f"{k} {v}" for k, v in list(last.items())[:8]) or "—"
             probes = ", ".join(f"{p} ({probe_class(run, p)})" for p in run.probes) or "none"
@@ -116,9 +118,11 @@ def render(report: Report, title: str, refresh: float | None = None, banner: str
     head_refresh = f"<meta http-equiv='refresh' content='{refresh:g}'>" if refresh else ""
     made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     banner_html = f"<p class='banner'>{html.escape(banner)}</p>" if banner else ""
+    verdicts = "".join(report.verdicts[run.path].html() for runs in report.groups.values() for run in runs)
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8">{head_refresh}<title>{html.escape(title)}</title>
-<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{banner_html}
+<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>
+{verdicts}{banner_html}
 <p>Written {made}. Runs:</p><ul>{runs_list}</ul>
 {findings_html(report.groups, report.findings)}
 {missing_html(report.groups, report.undrawn)}

@@ -103,7 +103,8 @@ def test_cuda_estimate_is_kernels_times_tau_plus_flops_over_rate_until_measured(
     assert key == "thin_mlp_plain_3|1x8x8|float32"
     assert seconds == kernels * estimate.GPU_SECONDS_PER_KERNEL + 128 * per_sample / estimate.GPU_FLOPS
     cost = estimator.cost(params)
-    assert cost.cuda_seconds == cost.steps * seconds and cost.steps == 2 * -(-1437 // 128)
+    assert cost.steps == 2 * -(-1437 // 128)
+    assert cost.cuda_seconds == pytest.approx(cost.steps * seconds * (1 + cost.evaluation) + cost.load_seconds)
     # cached: a second estimator measures nothing and gives the same number
     monkeypatch.setattr(estimate, "_count_model", lambda *a: pytest.fail("counted again"))
     assert Estimator(tmp_path).cuda_seconds_per_step(params) == seconds
@@ -111,18 +112,18 @@ def test_cuda_estimate_is_kernels_times_tau_plus_flops_over_rate_until_measured(
 
 def test_on_a_machine_with_a_gpu_the_cuda_step_is_measured_there(tmp_path, monkeypatch):
     monkeypatch.setattr(estimate, "cuda_kind", lambda: "cuda Fake GPU")
-    monkeypatch.setattr(estimate, "_time_model_cuda", lambda *a: [0.002, 1e-5])
+    monkeypatch.setattr(estimate, "_time_model_cuda", lambda *a: 1e-5 * a[-1])  # a[-1]: the run's batch
     estimator = Estimator(tmp_path)
     assert estimator.cuda_basis == "measured on Fake GPU"
     params = {"model": "thin_mlp_plain_3", "dataset": "digits", "batch_size": 100}
-    assert estimator.cuda_seconds_per_step(params) == pytest.approx(0.002 + 100 * 1e-5)
+    assert estimator.cuda_seconds_per_step(params) == pytest.approx(100 * 1e-5)
     assert json.loads((tmp_path / "timings.json").read_text())["cuda Fake GPU"] == {
-        "thin_mlp_plain_3|1x8x8|float32": [0.002, 1e-5]}
+        "thin_mlp_plain_3|1x8x8|float32|b100": pytest.approx(1e-3)}
 
 
 def test_the_cpu_is_timed_with_the_threads_each_worker_will_have(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(estimate, "_time_model", lambda *a: seen.append(torch.get_num_threads()) or [0.001, 0.0])
+    monkeypatch.setattr(estimate, "_time_model", lambda *a: seen.append(torch.get_num_threads()) or 0.001)
     before = torch.get_num_threads()
     estimator = Estimator(tmp_path, threads=1)
     assert estimator.kind.endswith("(1 threads)")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gradlens.loader import Run
+from gradlens.report.blocks import resolution
 from gradlens.report.common import LayerArray, align
 from gradlens.report.views.drawing import (
     NO_GRAD_COLOUR,
@@ -19,6 +20,7 @@ from gradlens.report.views.drawing import (
     UNDEFINED_LABEL,
     ZERO_COLOUR,
     ZERO_LABEL,
+    band,
     quiet_mean,
 )
 
@@ -36,6 +38,9 @@ class Cells:
         nonfinite: ``[N, L]`` non-finite in some run (not explained by a missing value).
         no_grad: ``[N, L]`` no gradient in every run.
         undefined: ``[N, L]`` a ratio over a zero norm in every run.
+        last_steps: ``[N]`` the last step of each point (a block of ``block`` records; ``steps`` for records).
+        low, high: ``[N, L]`` the smallest minimum and the largest maximum over runs of each point.
+        block: records per point (1: every record).
     """
 
     runs: list[Run]
@@ -46,6 +51,14 @@ class Cells:
     nonfinite: np.ndarray
     no_grad: np.ndarray
     undefined: np.ndarray
+    last_steps: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    block: int = 1
+
+    def resolution(self, what: str = "point", stats: str = "min / mean / max") -> str:
+        """The caption's sentence on what one point stands for ("" for single records)."""
+        return resolution(self.block, self.steps, self.last_steps, what, stats)
 
     @property
     def zero(self) -> np.ndarray:
@@ -66,6 +79,9 @@ def group_cells(found: dict, order: Sequence[str]) -> dict[str, Cells]:
     out = {}
     for label, (runs, arrays) in found.items():
         steps, layers, stacked = align(arrays, order)
+        low, high = align(arrays, order, "low")[2], align(arrays, order, "high")[2]
+        first = arrays[0]
+        last_steps = first.last_steps[np.searchsorted(first.steps, steps)] if len(steps) else steps
         masks = {
             w: np.stack([aligned_mask(a, steps, layers, w) for a in arrays])
             for w in ("nonfinite", "no_grad", "undefined")
@@ -79,6 +95,10 @@ def group_cells(found: dict, order: Sequence[str]) -> dict[str, Cells]:
             masks["nonfinite"].any(axis=0),
             masks["no_grad"].all(axis=0),
             masks["undefined"].all(axis=0),
+            last_steps,
+            band(low)[0],
+            band(high)[1],
+            first.block,
         )
     return out
 

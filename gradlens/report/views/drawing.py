@@ -24,9 +24,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from gradlens.loader import Run  # noqa: E402
+from gradlens.report.blocks import block_for  # noqa: E402
 from gradlens.report.common import LayerArray, layer_array, probe_class, short_names  # noqa: E402
 
 MAX_LAYER_TICKS = 48  # more layers than this: every k-th layer is labelled
@@ -77,7 +78,19 @@ Groups = dict[str, list[Run]]
 
 
 def integer_steps(ax: plt.Axes, axis: str = "x") -> None:
-    (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
+    """Integer step ticks; from 10 000 on written in thousands ("36k"), so long runs' labels never touch."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(MaxNLocator(integer=True))
+    target.set_major_formatter(FuncFormatter(step_text))
+
+
+def step_text(value: float, _position=None) -> str:
+    """A step tick's label: "950", "12k", "1.25M" (thousands and millions from 10 000 on)."""
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:g}M"
+    if abs(value) >= 1e4:
+        return f"{value / 1e3:g}k"
+    return f"{value:g}"
 
 
 def layer_ticks(ax: plt.Axes, layers: Sequence[str], axis: str = "x", length: float | None = None) -> None:
@@ -133,13 +146,16 @@ def state_words(states: dict[str, str]) -> str:
     return ", ".join(f"{label} in {COLOUR_WORDS.get(colour, colour)}" for label, colour in states.items())
 
 
-def step_edges(steps: np.ndarray) -> np.ndarray:
-    """Cell edges around (possibly unevenly spaced) steps: midpoints, ±0.5 at the ends."""
+def step_edges(steps: np.ndarray, last_steps: np.ndarray | None = None) -> np.ndarray:
+    """Cell edges around (possibly unevenly spaced) steps: midpoints, ±0.5 at the ends. With ``last_steps``
+    (blocks of records from ``steps[k]`` to ``last_steps[k]``) a cell spans its block: the edges are midway
+    between one block's last step and the next block's first."""
     steps = np.asarray(steps, dtype=np.float64)
+    last = steps if last_steps is None else np.asarray(last_steps, dtype=np.float64)
     if len(steps) == 1:
-        return np.array([steps[0] - 0.5, steps[0] + 0.5])
-    middle = (steps[1:] + steps[:-1]) / 2
-    return np.concatenate([[steps[0] - 0.5], middle, [steps[-1] + 0.5]])
+        return np.array([steps[0] - 0.5, last[0] + 0.5])
+    middle = (steps[1:] + last[:-1]) / 2
+    return np.concatenate([[steps[0] - 0.5], middle, [last[-1] + 0.5]])
 
 
 def _spans(steps: np.ndarray, bad: np.ndarray) -> list[tuple[int, int]]:
@@ -230,16 +246,22 @@ def probe_keys(runs: Sequence[Run]) -> list[tuple[str, int | str]]:
 
 
 def group_arrays(groups: Groups, key, quantity: str) -> dict[str, tuple[list[Run], list[LayerArray]]]:
-    """Per group: the runs that recorded ``quantity`` under ``key`` and their LayerArrays."""
+    """Per group: the runs that recorded ``quantity`` under ``key`` and their LayerArrays, all in blocks of one
+    size (:func:`gradlens.report.blocks.block_for` of the longest run's records), so runs align by step."""
+    matched = {
+        label: [(run, probe) for run in runs if (probe := matched_probe(run, key)) is not None]
+        for label, runs in groups.items()
+    }
+    matched = {
+        label: [(run, probe) for run, probe in pairs if quantity in run.quantities(probe)]
+        for label, pairs in matched.items()
+    }
+    counts = {(id(run), probe): run.n_records(probe) for pairs in matched.values() for run, probe in pairs}
+    block = block_for(max(counts.values(), default=0))
     out = {}
-    for label, runs in groups.items():
-        found = []
-        for run in runs:
-            probe = matched_probe(run, key)
-            if probe is not None and quantity in run.quantities(probe):
-                array = layer_array(run, probe, quantity)
-                if len(array.steps):  # a live run may have declared the probe but committed no record yet
-                    found.append((run, array))
+    for label, pairs in matched.items():
+        # a live run may have declared the probe but committed no record yet
+        found = [(run, layer_array(run, probe, quantity, block)) for run, probe in pairs if counts[(id(run), probe)]]
         if found:
             out[label] = ([r for r, _ in found], [a for _, a in found])
     return out

@@ -6,7 +6,8 @@ from __future__ import annotations
 import html
 
 from gradlens.loader import Run
-from gradlens.report.common import first_nonfinite, frozen_parameters, layer_array, probe_class, run_label
+from gradlens.report.blocks import Stream, block_for, count_in_blocks
+from gradlens.report.common import NO_GRADIENT, first_nonfinite, frozen_parameters, probe_class, run_label
 
 Groups = dict[str, list[Run]]
 
@@ -54,15 +55,18 @@ def missing_lines(run: Run) -> list[str]:
         lines.append("frozen parameters: none")
     for probe in run.probes:
         quantities = run.quantities(probe)
-        if "nonfinite" not in quantities or quantities["nonfinite"].axes != ("layer",):
+        if "nonfinite" not in quantities or quantities["nonfinite"].axes != ("layer",) or not run.n_records(probe):
             continue
-        array = layer_array(run, probe, "nonfinite")
-        if not array.no_grad.any():
+        stream = Stream(run, probe, "nonfinite")
+        summary = stream.blocks(block_for(stream.count()))
+        counts, exact = count_in_blocks(summary, NO_GRADIENT)
+        if not counts.any():
             continue
-        counts = array.no_grad.sum(axis=0)
+        layers = run.array(probe, "nonfinite", stop=-1)[3]["layer"]
+        total = int(summary.count.sum())
         names = [
-            f"{name} ({int(c)} of {len(array.steps)} records)"
-            for name, c in zip(array.layers, counts, strict=True)
+            f"{name} ({'' if sure else '≥ '}{int(c)} of {total} records)"
+            for name, c, sure in zip(layers, counts.sum(axis=0), exact.all(axis=0), strict=True)
             if c
         ]
         lines.append(

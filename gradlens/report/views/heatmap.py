@@ -53,7 +53,7 @@ def heatmap_section(groups: Groups, key, quantity: str, title: str, label: str, 
     data = {}
     mesh = None
     for ax, (name, group) in zip(axes, cells.items(), strict=True):
-        x_edges = step_edges(group.steps)
+        x_edges = step_edges(group.steps, group.last_steps)
         y_edges = np.arange(len(group.layers) + 1) - 0.5
         shown = np.where(np.isfinite(group.mean) & ((group.mean > 0) if log else True), group.mean, np.nan)
         mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(shown.T), cmap=cmap, norm=norm)
@@ -87,6 +87,12 @@ def heatmap_section(groups: Groups, key, quantity: str, title: str, label: str, 
     )
     if states:
         caption += f" Cells: {state_words(states)}."
+    blocks = next(iter(cells.values()))
+    if blocks.block > 1:
+        caption += (
+            " " + blocks.resolution("column", "mean")
+            + " A cell is grey when a record of its block had no gradient, red when one was not finite."
+        )
     if notes:
         caption += " " + "; ".join(notes) + "."
     return Section(title, fig, caption, kind="heatmap", data=data)

@@ -1,6 +1,9 @@
 """Distribution views: per-layer box plots of ``[layer, sample]`` quantities and histograms over steps
 (ridges for a few steps, a step × bin heat-map for many).
 
+Histograms are drawn as recorded (counts are never averaged over steps): for long runs every k-th record
+(at most ``MAX_SAMPLED_ROWS`` rows), box plots read only the records of the steps they show.
+
 A histogram record whose counts are negative is a parameter without a gradient at that step (GradStats writes
 -1): drawn grey, never as negative counts, and left out of the "below/above the bins" totals.
 """
@@ -14,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap, LogNorm  # noqa: E402
 
+from gradlens.loader import Run  # noqa: E402
+from gradlens.report.blocks import Stream, block_for  # noqa: E402
 from gradlens.report.common import chosen_steps, edges_for, short_names  # noqa: E402
 from gradlens.report.views.drawing import (  # noqa: E402
     MAX_HIST_LAYERS,
@@ -33,6 +38,8 @@ from gradlens.report.views.drawing import (  # noqa: E402
     step_edges,
 )
 
+MAX_SAMPLED_ROWS = 256  # histogram rows read of a long run (every k-th record)
+
 
 def distribution_section(groups: Groups, key, quantity: str, title: str, ylabel: str) -> Section | None:
     """Per-layer distributions of a ``[layer, sample]`` quantity at chosen steps (box plots, samples pooled
@@ -42,8 +49,8 @@ def distribution_section(groups: Groups, key, quantity: str, title: str, ylabel:
         records = []
         for run in runs:
             probe = matched_probe(run, key)
-            if probe is not None and quantity in run.quantities(probe):
-                records.append(run.array(probe, quantity))
+            if probe is not None and quantity in run.quantities(probe) and run.n_records(probe):
+                records.append((run, probe, sampled_steps(run, probe)[0]))
         if records:
             panels[name] = (runs, records)
     if not panels:
@@ -53,17 +60,16 @@ def distribution_section(groups: Groups, key, quantity: str, title: str, ylabel:
     dropped_total = 0
     positive = True  # one axis type for every panel: log when every drawn sample of every group is > 0
     for ax, (name, (runs, records)) in zip(axes, panels.items(), strict=True):
-        steps_all = sorted(set.intersection(*(set(r[0].tolist()) for r in records)))
+        steps_all = sorted(set.intersection(*(set(steps.tolist()) for _, _, steps in records)))
         picked = chosen_steps(steps_all, count=3)
-        layers = list(records[0][3].get("layer", [str(i) for i in range(records[0][1].shape[1])]))
+        # the records at the picked steps only: [run][step] -> (steps, values, axes, labels)
+        read = [[run.array(probe, quantity, start=s, stop=s + 1) for s in picked] for run, probe, _ in records]
+        layers = list(read[0][0][3].get("layer", [str(i) for i in range(read[0][0][1].shape[1])]))
         width = 0.8 / max(len(picked), 1)
         colours = plt.cm.viridis(np.linspace(0, 0.9, len(picked)))
         panel = {}
         for k, (step, colour) in enumerate(zip(picked, colours, strict=True)):
-            pooled = []
-            for steps, values, _, _ in records:
-                row = values[int(np.searchsorted(steps, step))].reshape(len(layers), -1).astype(np.float64)
-                pooled.append(row)
+            pooled = [per_run[k][1][0].reshape(len(layers), -1).astype(np.float64) for per_run in read]
             samples = np.concatenate(pooled, axis=1)
             per_layer = [s[np.isfinite(s)] for s in samples]
             dropped_total += int(sum((~np.isfinite(s)).sum() for s in samples))
@@ -96,6 +102,29 @@ def distribution_section(groups: Groups, key, quantity: str, title: str, ylabel:
     return Section(title, fig, caption, kind="distribution", data=data)
 
 
+def sampled_steps(run: Run, probe: str, rows: int = MAX_SAMPLED_ROWS) -> tuple[np.ndarray, int]:
+    """At most about ``rows`` recorded steps of ``probe``, every ``stride``-th record from the first, and the
+    last record's step: ``(steps, stride)`` (every step while there are at most ``rows`` records)."""
+    stride = max(1, -(-run.n_records(probe) // rows))
+    steps = run.steps(probe, stride=stride)
+    span = run.span(probe)
+    if span is not None and (not len(steps) or steps[-1] != span[1]):
+        steps = np.append(steps, span[1])
+    return steps, stride
+
+
+def outside_total(run: Run, probe: str, quantity: str) -> str:
+    """The sum of a count of values outside a histogram's bins over every record (its -1s, records without a
+    gradient, left out), read from blocks: exact for single records and whole counts, "≈ N" otherwise."""
+    stream = Stream(run, probe, quantity)
+    summary = stream.blocks(block_for(stream.count()))
+    if summary.block == 1:
+        values = np.asarray(summary.mean, dtype=np.float64)
+        return str(int(np.nansum(np.where(values > 0, values, 0))))
+    means = np.asarray(summary.mean, dtype=np.float64) * summary.count.reshape((-1,) + (1,) * (summary.mean.ndim - 1))
+    return f"≈ {int(round(np.nansum(np.where(means > 0, means, 0))))}"
+
+
 def histogram_section(groups: Groups, key, quantity: str, title: str) -> Section | None:
     """Histograms over steps as TensorBoard shows them: ridges (≤ 12 steps) or a step × bin heat-map.
 
@@ -111,8 +140,9 @@ def histogram_section(groups: Groups, key, quantity: str, title: str) -> Section
     edges_name = edges_for(quantities, quantity)
     if quantity not in quantities or edges_name is None:
         return None
-    steps, counts, axes, labels = run.array(probe, quantity)
-    edge_steps, edges, _, _ = run.array(probe, edges_name)
+    stride = sampled_steps(run, probe)[1]
+    steps, counts, axes, labels = run.array(probe, quantity, stride=stride)
+    edges = run.array(probe, edges_name, stride=stride)[1]
     if len(steps) == 0:
         return None
     per_layer = axes == ("step", "layer", "bin")
@@ -192,8 +222,7 @@ def histogram_section(groups: Groups, key, quantity: str, title: str) -> Section
     for side in ("below", "above"):
         for candidate in (f"{quantity}_{side}", side):
             if candidate in quantities and quantities[candidate].axes in ((), ("layer",)):
-                total = np.asarray(run.array(probe, candidate)[1], dtype=np.float64)
-                extra.append(f"{int(np.nansum(np.where(total > 0, total, 0)))} values {side} the bins")
+                extra.append(f"{outside_total(run, probe, candidate)} values {side} the bins")
                 break
     caption = (
         f"Histogram {quantity} of {probe} "
@@ -208,4 +237,9 @@ def histogram_section(groups: Groups, key, quantity: str, title: str) -> Section
         + (f"; run {name}" if len(groups) > 1 else "")
         + "."
     )
+    if stride > 1:
+        caption += (
+            f" Rows: every {stride}-th record from the first ({len(steps)} of {run.n_records(probe)} records; "
+            "a histogram is drawn as recorded at its step, never averaged)."
+        )
     return Section(title, fig, caption, probe=probe, kind="histogram", data=data)

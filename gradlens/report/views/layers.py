@@ -20,8 +20,10 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from gradlens.report.common import LayerArray, align, chosen_steps  # noqa: E402
-from gradlens.report.views.cells import group_cells, layer_order, present_states, wants_log  # noqa: E402
+from gradlens.loader import Run  # noqa: E402
+from gradlens.report.blocks import resolution  # noqa: E402
+from gradlens.report.common import LayerArray, align, chosen_steps, first_bad, layer_array  # noqa: E402
+from gradlens.report.views.cells import Cells, group_cells, layer_order, present_states, wants_log  # noqa: E402
 from gradlens.report.views.drawing import (  # noqa: E402
     NO_GRAD_COLOUR,
     NO_GRAD_LABEL,
@@ -41,6 +43,7 @@ from gradlens.report.views.drawing import (  # noqa: E402
     layer_axis_inches,
     layer_ticks,
     mark_nonfinite_steps,
+    matched_probe,
     panel_grid,
     panel_title,
     quiet_mean,
@@ -85,9 +88,24 @@ def marks_words(states) -> str:
     return "; ".join(f"{state}: {GLYPHS[state]}" for state in states)
 
 
-def _first_bad_step(arrays: Sequence[LayerArray]) -> int | None:
-    steps = [int(a.steps[np.argwhere(a.nonfinite.any(axis=1))[0][0]]) for a in arrays if a.nonfinite.any()]
-    return min(steps) if steps else None
+def _bad_steps(runs: Sequence[Run], arrays: Sequence[LayerArray], key, quantity: str) -> list[int]:
+    """The first step with a non-finite value over a group's runs and the recorded step before it (exact, also
+    when ``arrays`` hold blocks); [] when every value is finite."""
+    found = [first_bad(run, matched_probe(run, key), quantity, array) for run, array in zip(runs, arrays, strict=True)]
+    found = [bad for bad in found if bad is not None]
+    if not found:
+        return []
+    first = min(found, key=lambda bad: bad.step)
+    return [first.step] + ([first.before] if first.before is not None else [])
+
+
+def group_cells_at(found: dict, key, quantity: str, picks: dict[str, list[int]], order: list[str]) -> dict[str, Cells]:
+    """Each group's records at its picked steps (read one by one), as Cells."""
+    exact = {
+        label: (runs, [layer_array(run, matched_probe(run, key), quantity, steps=picks[label]) for run in runs])
+        for label, (runs, _) in found.items()
+    }
+    return group_cells(exact, order)
 
 
 def profile_section(
@@ -104,16 +122,23 @@ def profile_section(
     order = layer_order(found)
     cells = group_cells(found, order)
     log = wants_log(c.stacked for c in cells.values()) if log is None else log
+    bad_steps = {label: _bad_steps(runs, arrays, key, quantity) for label, (runs, arrays) in found.items()}
+    picks = {
+        label: chosen_steps([*group.steps.tolist(), *group.last_steps[-1:].tolist()], include=bad_steps[label])
+        for label, group in cells.items()
+    }
+    block = next(iter(cells.values())).block
+    if block > 1:  # blocks: the profiles are the records at the picked steps, read one by one
+        cells = group_cells_at(found, key, quantity, picks, order)
     columns = 2 if len(order) <= 24 else 1  # long layer axes get the page's width
     length = layer_axis_inches(len(order), columns, beside=LEGEND_INCHES)
     fig, axes = panel_grid(len(cells), width=length + LEGEND_INCHES + 1.0, columns=columns)
     data: dict = {}
     notes = []
     for ax, (label, group) in zip(axes, cells.items(), strict=True):
-        bad_step = _first_bad_step(found[label][1])
+        bad_step = bad_steps[label][0] if bad_steps[label] else None
         steps = group.steps
-        include = [] if bad_step is None else [bad_step, *steps[steps < bad_step][-1:].tolist()]
-        picked = chosen_steps(steps, include=include)
+        picked = [step for step in picks[label] if step in set(steps.tolist())]
         colours = plt.cm.viridis(np.linspace(0, 0.9, len(picked)))
         x = np.arange(len(group.layers))
         panel = {}
@@ -153,6 +178,8 @@ def profile_section(
         f"{ylabel} per layer at log-spaced recorded steps (always the first and last; also the first step "
         "with a non-finite value and the step before it)."
     )
+    if block > 1:
+        caption += " Each line is the record at that step (not a block summary)."
     if states:
         caption += f" Marks (○ ◇ ▽ at the bottom of the layer, × at its top): {marks_words(states)}."
     if notes:
@@ -214,31 +241,44 @@ def overlay_section(groups: Groups, key, quantity: str, title: str, ylabel: str)
     )
     if marked:
         caption += f" Marks at the bottom of a layer, in that state at every record: {marks_words(marked)}."
+    first = next(iter(cells.values()))
+    if first.block > 1:
+        caption += (
+            f" Read from blocks of {first.block} records: each run's value is the mean of its finite block means."
+        )
     return Section(title, fig, caption, kind="overlay", data=data)
 
 
 def total_norm_section(groups: Groups, key, quantity: str = "norm") -> Section | None:
     """The global gradient norm √(Σ_ℓ ‖g_ℓ‖²) over steps (layers without a gradient add 0); red bands where
-    it is not finite; a log axis when it spans more than a decade."""
+    it is not finite; a log axis when it spans more than a decade.
+
+    From blocks of records (long runs) the line is √(Σ_ℓ m_ℓ²) with m_ℓ the block mean of ‖g_ℓ‖, and the band
+    runs from √(Σ_ℓ min_ℓ²) to √(Σ_ℓ max_ℓ²): every record's global norm of the block lies inside it.
+    """
     found = group_arrays(groups, key, quantity)
     if not found:
         return None
     fig, (ax,) = panel_grid(1, width=7.5, height=3.6)
     data = {}
     notes = []
+    block = 1
     for index, (name, (runs, arrays)) in enumerate(found.items()):
         steps, _, stacked = align(arrays)
-        with np.errstate(over="ignore", invalid="ignore"):
-            totals = np.sqrt(np.nansum(np.where(np.isfinite(stacked), stacked, 0) ** 2, axis=2))
-        bad = np.stack([a.nonfinite[np.searchsorted(a.steps, steps)].any(axis=1) for a in arrays]).any(axis=0)
+        block = arrays[0].block
+        totals, bad = _global_norms(arrays, steps, stacked)
         mean = np.where(bad, np.nan, totals.mean(axis=0))
         ax.plot(steps, mean, lw=1, color=f"C{index}", label=panel_title(name, runs))
-        if len(runs) > 1:
-            ax.fill_between(steps, totals.min(axis=0), totals.max(axis=0), color=f"C{index}", alpha=0.2, lw=0)
+        low, high = totals.min(axis=0), totals.max(axis=0)
+        if block > 1:
+            low = _global_norms(arrays, steps, align(arrays, what="low")[2])[0].min(axis=0)
+            high = _global_norms(arrays, steps, align(arrays, what="high")[2])[0].max(axis=0)
+        if block > 1 or len(runs) > 1:
+            ax.fill_between(steps, low, high, color=f"C{index}", alpha=0.2, lw=0)
         spans = mark_nonfinite_steps(ax, steps, bad)
         if spans:
             notes.append(f"{name}: not finite at steps {describe_spans(spans)} (red)")
-        data[name] = {"steps": steps, "values": mean}
+        data[name] = {"steps": steps, "values": mean, "low": low, "high": high}
     drawn = np.concatenate([d["values"][np.isfinite(d["values"])] for d in data.values()])
     log = bool(drawn.size and drawn.min() > 0 and drawn.max() / drawn.min() > 10)
     if log:
@@ -249,6 +289,22 @@ def total_norm_section(groups: Groups, key, quantity: str = "norm") -> Section |
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=TEXT_PT)
     caption = "Global gradient norm √(Σ_ℓ ‖g_ℓ‖²) over the recorded parameters at every recorded step."
+    if block > 1:
+        first = next(iter(found.values()))[1][0]
+        caption = (
+            "Global gradient norm over the recorded parameters: line √(Σ_ℓ m_ℓ²) with m_ℓ the block mean of ‖g_ℓ‖; "
+            "band from √(Σ_ℓ min_ℓ²) to √(Σ_ℓ max_ℓ²), which holds every record's √(Σ_ℓ ‖g_ℓ‖²) of the block "
+            "(and of every seed). " + resolution(block, first.steps, first.last_steps, "point", "")
+        )
     if notes:
         caption += " " + "; ".join(notes) + "."
     return Section("Global gradient norm", fig, caption, kind="series", data=data)
+
+
+def _global_norms(arrays: Sequence[LayerArray], steps: np.ndarray, stacked: np.ndarray):
+    """√(Σ_ℓ x_ℓ²) per run and point of ``stacked`` ``[R, N, L]`` (missing layers add 0), and where a run's
+    point is not finite ``[N]``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        totals = np.sqrt(np.nansum(np.where(np.isfinite(stacked), stacked, 0) ** 2, axis=2))
+    bad = np.stack([a.nonfinite[np.searchsorted(a.steps, steps)].any(axis=1) for a in arrays]).any(axis=0)
+    return totals, bad

@@ -7,8 +7,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gradlens.report.blocks import Stream, block_for
 from gradlens.report.common import GRADIENT_CLASSES, frozen_parameters
 from gradlens.report.views.drawing import Groups, Section, matched_probe, probe_keys
+from gradlens.report.views.exponents import exponent_section
 from gradlens.report.views.heatmap import heatmap_section
 from gradlens.report.views.histograms import distribution_section, histogram_section
 from gradlens.report.views.layers import overlay_section, profile_section, total_norm_section
@@ -47,6 +49,9 @@ def _gradient_views(groups: Groups, key, heading: str, quantities: dict) -> tupl
     if "norm" in quantities:
         sections.append(total_norm_section(groups, key))
         drawn.add("norm")
+    if "exp_hist" in quantities:
+        sections.append(exponent_section(groups, key, f"{heading}: exponent histograms of the gradient per layer"))
+        drawn |= {"exp_hist", "exp_zero", "exp_nonfinite"}
     frozen = sorted(
         {str(p.get("name")) for runs in groups.values() for run in runs for p in frozen_parameters(run) or []}
     )
@@ -134,12 +139,14 @@ def generic_views(groups: Groups, key, heading: str, quantities: dict, skip: set
 
 
 def _all_positive(groups: Groups, key, quantity: str) -> bool:
+    """Whether every finite value of ``quantity`` in every run is > 0 (read from blocks: their minima)."""
     for runs in groups.values():
         for run in runs:
             probe = matched_probe(run, key)
             if probe is not None and quantity in run.quantities(probe):
-                values = run.array(probe, quantity)[1]
-                finite = values[np.isfinite(values)]
+                stream = Stream(run, probe, quantity)
+                low = np.asarray(stream.blocks(block_for(stream.count())).min, dtype=np.float64)
+                finite = low[np.isfinite(low)]
                 if finite.size == 0 or (finite <= 0).any():
                     return False
     return True

@@ -1,0 +1,225 @@
+"""The doctor's verdict that every report, compare and ``watch`` page shows first (issue 21.8), read at a cost
+that does not grow with the run.
+
+:func:`diagnose_run` applies :func:`gradlens.doctor.diagnose` to the run itself while it has at most
+``DOCTOR_POINTS`` records per probe (exactly what ``gradlens doctor`` prints), and beyond that to a
+:class:`SummaryRun`: the same run seen through its stored summary, each probe quantity and logged scalar as
+blocks of ``b`` consecutive records (the smallest of ``schema.SUMMARY_BLOCKS`` giving at most
+``DOCTOR_POINTS`` blocks), each block standing at its first step. Either way the findings the live doctor
+wrote into the file while training (events of kind ``finding``) are part of the verdict (``diagnose`` adds
+them back).
+
+A block's value is its mean, except for values that mark a record as missing by design, which the rules
+must still see: ``nonfinite`` is the block's maximum when it holds NaN/Inf entries (> 0), else -1 when some
+record of the block had no gradient, else its mean (0); a ``weight_norm`` of 0 in some record (a ratio over
+a zero norm) makes the block's 0. A block whose mean is NaN/Inf holds a non-finite record (the summary's
+mean never hides one).
+
+For the page (and the live page of ``gradlens watch --port``): :func:`verdict_html` is the block a page opens
+with, :func:`verdict_dict` the same as plain data; both say at which step and of what kind of run the verdict
+is ("doctor verdict at step 12 345, run still being written").
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from gradlens.doctor import Finding, Verdict, diagnose, verdict
+from gradlens.loader import Run, Summary
+from gradlens.report.blocks import Stream
+from gradlens.report.common import last_step, run_label
+from gradlens.schema import SUMMARY_BLOCKS
+
+DOCTOR_POINTS = 16384  # records per probe the doctor reads whole; longer runs: blocks, at most this many
+NO_GRADIENT = -1.0  # GradStats' nonfinite of a parameter without .grad
+# How the verdict's heading names the run's state (/run/status).
+STATUS_WORDS = {
+    "running": ", run still being written",
+    "finished": " of a finished run",
+    "failed": " of a run that crashed (training raised; status failed)",
+    "stopped": " of a run stopped before its end (stop_on or the user; status stopped)",
+    "interrupted": " of an interrupted run (its writer was killed; the file was repaired)",
+}
+
+
+def doctor_block(n_records: int) -> int:
+    """1 (every record) up to ``DOCTOR_POINTS`` records, else the smallest stored block giving at most
+    ``DOCTOR_POINTS`` blocks."""
+    if n_records <= DOCTOR_POINTS:
+        return 1
+    return next((b for b in SUMMARY_BLOCKS if -(-n_records // b) <= DOCTOR_POINTS), SUMMARY_BLOCKS[-1])
+
+
+def block_values(quantity: str, summary: Summary) -> np.ndarray:
+    """What the doctor reads of each block (see the module docstring): ``[B, *shape]`` float64."""
+    mean = np.asarray(summary.mean, dtype=np.float64)
+    low, high = np.asarray(summary.min, np.float64), np.asarray(summary.max, np.float64)
+    if quantity == "nonfinite":
+        return np.where(high > 0, high, np.where(low == NO_GRADIENT, NO_GRADIENT, mean))
+    if quantity == "weight_norm":
+        return np.where(low == 0, 0.0, mean)
+    return mean
+
+
+class SummaryRun:
+    """A :class:`gradlens.loader.Run` whose ``[layer]`` and ``[]`` probe quantities and logged scalars read as
+    blocks of ``block`` records (:func:`block_values`, steps = each block's first step); every other attribute
+    is the run's own.
+
+    Args:
+        run: the run.
+        block: records per block (one of ``schema.SUMMARY_BLOCKS``).
+    """
+
+    def __init__(self, run: Run, block: int) -> None:
+        self._run = run
+        self.block = block
+
+    def __getattr__(self, name: str):
+        return getattr(self._run, name)
+
+    def array(self, probe: str, quantity: str, start=None, stop=None, stride=None, layers=None):
+        """Blocks of a ``[layer]`` or ``[]`` quantity read whole; anything else as :meth:`Run.array` reads it."""
+        declared = self._run.quantities(probe).get(quantity)
+        whole = start is None and stop is None and stride is None and layers is None
+        if declared is None or not whole or declared.axes not in ((), ("layer",)):
+            return self._run.array(probe, quantity, start, stop, stride, layers)
+        _, _, axes, labels = self._run.array(probe, quantity, stop=-1)  # no record: the axes and labels
+        summary = Stream(self._run, probe, quantity).blocks(self.block)
+        return summary.first_step, block_values(quantity, summary), axes, labels
+
+    def scalars(self) -> pd.DataFrame:
+        """Every logged scalar as its block means, at each block's first step (columns step, name, value)."""
+        parts = []
+        for name in self._run.scalar_names():
+            summary = Stream(self._run, None, name).blocks(self.block)
+            parts.append(pd.DataFrame({"step": summary.first_step, "name": name, "value": summary.mean}))
+        if not parts:
+            return self._run.scalars()
+        return pd.concat(parts, ignore_index=True).sort_values("step", kind="stable", ignore_index=True)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The doctor's findings on one run and how they were read.
+
+    Attributes:
+        path: the run file.
+        label: the run's label (config ``label`` or file name).
+        findings: most severe first (:func:`gradlens.doctor.diagnose`).
+        verdict: the one line (:func:`gradlens.doctor.verdict`).
+        status: the run's status when read (``running``, ``finished``, ...).
+        step: the last recorded step when read (None: nothing recorded yet).
+        block: 1 when the doctor read every record, else the records per block it read.
+        records: the most records of any probe or logged scalar when read.
+    """
+
+    path: str
+    label: str
+    findings: list[Finding]
+    verdict: Verdict
+    status: str
+    step: int | None
+    block: int
+    records: int
+
+    def heading(self) -> str:
+        """What the verdict is, in words: "doctor verdict at step 12 345, run still being written" or "doctor
+        verdict at step 40 of a finished run" (and, for a long run, that it was read from its summary)."""
+        where = "before the first recorded step" if self.step is None else f"at step {group_digits(self.step)}"
+        text = f"doctor verdict {where}{STATUS_WORDS.get(self.status, f' of a run with status {self.status!r}')}"
+        if self.block > 1:
+            text += f", from its summary (blocks of {self.block} records, each at its first step)"
+        return text
+
+    def as_dict(self) -> dict:
+        """The verdict block as plain JSON-ready data (the live page's, ``gradlens watch --port``).
+
+        Keys: ``path``, ``label``, ``status``, ``step``, ``heading`` (:meth:`heading`), ``level`` (``severe``,
+        ``warning``, ``running``, ``healthy``), ``text`` (the verdict line), ``exit_status``, ``read``
+        (``{"block": records per block read, "records": the most records of a probe or scalar}``), ``findings``
+        (every warning and severe finding, most severe first: ``rule``, ``severity``, ``summary``, ``step``,
+        ``layers``, ``fix`` — the first fix's action, or None) and ``not_checked`` (``what``, ``how``).
+        """
+        return {
+            "path": self.path,
+            "label": self.label,
+            "status": self.status,
+            "step": self.step,
+            "heading": self.heading(),
+            "level": self.verdict.level,
+            "text": self.verdict.text,
+            "exit_status": self.verdict.exit_status,
+            "read": {"block": self.block, "records": self.records},
+            "findings": [
+                {
+                    "rule": f.rule,
+                    "severity": f.severity,
+                    "summary": f.title,
+                    "step": f.step,
+                    "layers": list(f.layers),
+                    "fix": f.fixes[0].action if f.fixes else None,
+                }
+                for f in self.findings
+                if f.severity != "info"
+            ],
+            "not_checked": [{"what": f.title, "how": f.evidence} for f in self.findings if f.rule == "not_checked"],
+        }
+
+    def html(self) -> str:
+        """The verdict block as HTML: the heading, the verdict line in its level's colour (it names what was
+        not checked), each warning and severe finding's one line (where, first fix)."""
+        data = self.as_dict()
+        items = []
+        for f in data["findings"]:
+            where = [f"from step {group_digits(f['step'])}"] if f["step"] is not None else []
+            if f["layers"]:
+                more = f" and {len(f['layers']) - 4} more" if len(f["layers"]) > 4 else ""
+                where.append(f"in {', '.join(f['layers'][:4])}{more}")
+            fix = f"<br>fix: {html.escape(f['fix'])}" if f["fix"] else ""
+            items.append(
+                f"<li><span class='{f['severity']}'>{f['severity']}</span> {html.escape(f['summary'])}"
+                f"{html.escape(' (' + ' '.join(where) + ')') if where else ''}{fix}</li>"
+            )
+        level = {"running": "info", "healthy": "healthy"}.get(data["level"], data["level"])
+        return (
+            f"<div class='verdict'><p><b>{html.escape(data['label'])}: {html.escape(data['heading'])}</b></p>"
+            f"<p class='{level}'>{html.escape(data['text'])}</p>"
+            + (f"<ul>{''.join(items)}</ul>" if items else "")
+            + "</div>"
+        )
+
+
+def group_digits(number: int) -> str:
+    """12345 -> "12 345" (a space between groups of three digits)."""
+    return f"{int(number):,}".replace(",", " ")
+
+
+def diagnose_run(run: Run, now: float | None = None) -> Diagnosis:
+    """The doctor on ``run`` at a cost bounded by ``DOCTOR_POINTS`` blocks per quantity (module docstring).
+
+    Args:
+        run: the run (a file still being written is read as far as it is committed).
+        now: unix time the staleness of a running file is judged at (default: now).
+    """
+    status = run.status
+    counts = [run.n_records(probe) for probe in run.probes]
+    counts += [Stream(run, None, name).count() for name in run.scalar_names()]
+    records = max(counts, default=0)
+    block = doctor_block(records)
+    findings = diagnose(run if block == 1 else SummaryRun(run, block), now=now)
+    return Diagnosis(run.path, run_label(run), findings, verdict(findings), status, last_step(run), block, records)
+
+
+def verdict_dict(run: Run, now: float | None = None) -> dict:
+    """The doctor's verdict on ``run`` as plain data (:meth:`Diagnosis.as_dict`), for the live page."""
+    return diagnose_run(run, now=now).as_dict()
+
+
+def verdict_html(run: Run, now: float | None = None) -> str:
+    """The doctor's verdict on ``run`` as the HTML block every report page opens with (:meth:`Diagnosis.html`)."""
+    return diagnose_run(run, now=now).html()

@@ -12,20 +12,30 @@ Imports inside ``if TYPE_CHECKING:`` (``typing.TYPE_CHECKING`` too) do not count
 they only feed type checkers. They do count for the floors: ``gradlens`` imports nothing from ``analyses`` or
 ``figures``, and ``analyses`` nothing from ``figures``, not even for type hints.
 
-Run as a script (``python tests/test_imports.py``) to print the import picture: modules, edges, circles and the
-largest strongly connected set.
+Rooms and floors (docs/architecture.md): a room is a top-level module or package of ``gradlens`` (``gradlens.session``
+holds every ``gradlens.session.*`` module; the package ``gradlens`` itself, whose public names load lazily, is the room
+``gradlens``), or the whole of ``analyses`` or ``figures``. A room's floor is 0 when it imports no other room, else
+one more than the highest floor it imports. The table of docs/architecture.md must show every room with its real
+floor and the rooms it imports.
+
+Run as a script (``python tests/test_imports.py``) to print the import picture: modules, edges, circles, the
+largest strongly connected set, and the rooms with their floors and imports (the rows of the page's table).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("gradlens", "analyses", "figures")
 #: Which rooms each room may not import from (the floors of the house).
 FORBIDDEN = {"gradlens": ("analyses", "figures"), "analyses": ("figures",)}
+ARCHITECTURE = REPO / "docs" / "architecture.md"
 
 
 def module_files(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
@@ -175,6 +185,68 @@ def floor_breaches(graph: dict[str, set[str]]) -> list[str]:
     return breaches
 
 
+def room_of(module: str) -> str:
+    """The room of a module: ``gradlens.x`` for ``gradlens.x`` and everything below it, ``gradlens`` for the
+    package itself, the top package otherwise (``analyses``, ``figures``)."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "gradlens" else parts[0]
+
+
+def room_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Room -> the other rooms its modules import."""
+    rooms: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        room = room_of(module)
+        rooms.setdefault(room, set()).update(room_of(target) for target in targets)
+    return {room: targets - {room} for room, targets in rooms.items()}
+
+
+def floors(rooms: dict[str, set[str]]) -> dict[str, int]:
+    """Room -> its floor: 0 when it imports no room, else 1 + the highest floor it imports (rooms in a circle
+    have no floor: ``ValueError`` naming the circle)."""
+    found = circles(rooms)
+    if found:
+        raise ValueError("rooms in a circle have no floor: " + "; ".join(" -> ".join(c) for c in found))
+    floor: dict[str, int] = {}
+
+    def of(room: str) -> int:
+        if room not in floor:
+            floor[room] = 1 + max(map(of, rooms[room]), default=-1)
+        return floor[room]
+
+    for room in sorted(rooms):
+        of(room)
+    return floor
+
+
+def room_rows(rooms: dict[str, set[str]]) -> list[tuple[int, str, tuple[str, ...]]]:
+    """``(floor, room, rooms it imports)`` per room, by floor then name: the columns the page's table shows."""
+    floor = floors(rooms)
+    return sorted((floor[room], room, tuple(sorted(rooms[room]))) for room in rooms)
+
+
+def documented_rows(text: str) -> list[tuple[int, str, tuple[str, ...]]]:
+    """The rows of the rooms table of docs/architecture.md: ``| floor | `room` | imports | owns |`` (rooms
+    imported in backticks, ``-`` for none)."""
+    rows = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].isdigit() and re.fullmatch(r"`[\w.]+`", cells[1]):
+            rows.append((int(cells[0]), cells[1].strip("`"), tuple(sorted(re.findall(r"`([\w.]+)`", cells[2])))))
+    return sorted(rows)
+
+
+def documented_picture(text: str) -> dict[int, set[str]]:
+    """Floor -> rooms of the picture of docs/architecture.md: lines ``floor N │ name name ...``, a name being a
+    room without its ``gradlens.`` (``session``), or ``gradlens``, ``analyses``, ``figures``."""
+    picture: dict[int, set[str]] = {}
+    for floor, names in re.findall(r"^floor (\d+) │(.*)$", text, flags=re.M):
+        picture[int(floor)] = {
+            name if name in ("gradlens", "analyses", "figures") else f"gradlens.{name}" for name in names.split()
+        }
+    return picture
+
+
 # -- the walker itself, on a made-up house ---------------------------------------------------------------------
 
 
@@ -223,6 +295,49 @@ def test_floor_breaches_are_named():
     assert floor_breaches(graph) == ["analyses.b imports figures.c", "gradlens.a imports analyses.b"]
 
 
+def test_rooms_get_floors_from_their_imports():
+    graph = {
+        "gradlens": set(),
+        "gradlens.schema": set(),
+        "gradlens.loader.run": {"gradlens.schema", "gradlens.loader.rows"},
+        "gradlens.loader.rows": {"gradlens.schema"},
+        "gradlens.report.page": {"gradlens.loader.run", "gradlens"},
+        "analyses.a": {"gradlens.report.page", "analyses.b"},
+        "analyses.b": set(),
+        "figures.x": {"analyses.b"},
+    }
+    rooms = room_graph(graph)
+    assert rooms == {
+        "gradlens": set(),
+        "gradlens.schema": set(),
+        "gradlens.loader": {"gradlens.schema"},
+        "gradlens.report": {"gradlens.loader", "gradlens"},
+        "analyses": {"gradlens.report"},
+        "figures": {"analyses"},
+    }
+    assert floors(rooms) == {
+        "gradlens": 0, "gradlens.schema": 0, "gradlens.loader": 1, "gradlens.report": 2, "analyses": 3, "figures": 4
+    }
+    assert room_rows(rooms)[2:4] == [(1, "gradlens.loader", ("gradlens.schema",)), (2, "gradlens.report",
+                                                                                    ("gradlens", "gradlens.loader"))]
+    with pytest.raises(ValueError, match="rooms in a circle have no floor: a -> b -> a"):
+        floors({"a": {"b"}, "b": {"a"}})
+
+
+def test_the_page_table_is_read_row_by_row():
+    page = (
+        "| floor | room | imports | owns |\n|---|---|---|---|\n| 0 | `gradlens.schema` | - | the format |\n"
+        "| 2 | `gradlens.report` | `gradlens.loader`, `gradlens` | pages |\n| x | `no` | - | not a row |\n"
+    )
+    assert documented_picture("floor 1 │ loader  layers\nfloor 0 │ schema   gradlens\n") == {
+        1: {"gradlens.loader", "gradlens.layers"},
+        0: {"gradlens.schema", "gradlens"},
+    }
+    assert documented_rows(page) == [
+        (0, "gradlens.schema", ()), (2, "gradlens.report", ("gradlens", "gradlens.loader"))
+    ]
+
+
 # -- the house -------------------------------------------------------------------------------------------------
 
 
@@ -234,6 +349,22 @@ def test_no_import_circle():
 def test_the_floors_hold():
     breaches = floor_breaches(import_graph(type_checking=True))
     assert not breaches, "imports against the floors (gradlens < analyses < figures): " + "; ".join(breaches)
+
+
+def test_the_architecture_page_shows_every_room_on_its_real_floor():
+    real = room_rows(room_graph(import_graph()))
+    shown = documented_rows(ARCHITECTURE.read_text())
+    assert shown == real, (
+        "docs/architecture.md's table is not the house (update it from `python tests/test_imports.py`): "
+        f"not on the page: {sorted(set(real) - set(shown))}; on the page only: {sorted(set(shown) - set(real))}"
+    )
+
+
+def test_the_architecture_page_picture_shows_every_room_on_its_real_floor():
+    real: dict[int, set[str]] = {}
+    for room, floor in floors(room_graph(import_graph())).items():
+        real.setdefault(floor, set()).add(room)
+    assert documented_picture(ARCHITECTURE.read_text()) == real
 
 
 def picture(type_checking: bool) -> str:
@@ -248,7 +379,16 @@ def picture(type_checking: bool) -> str:
     )
 
 
+def rows_text() -> str:
+    """The rooms table's first three columns as the page writes them (``owns`` is the page's own prose)."""
+    return "\n".join(
+        f"| {floor} | `{room}` | {', '.join(f'`{t}`' for t in targets) or '-'} |"
+        for floor, room, targets in room_rows(room_graph(import_graph()))
+    )
+
+
 if __name__ == "__main__":
     print(picture(False))
     print(picture(True))
+    print(rows_text())
     sys.exit(0)

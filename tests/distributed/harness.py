@@ -36,7 +36,10 @@ PRELOAD = [
     "gradlens.distributed",
     "gradlens.probes",
 ]
-GROUP_TIMEOUT_S = 30.0
+# hang guards, not speed claims: on a loaded machine (load 40 on 2 cores) the writer rank computing the probes can
+# keep the other rank waiting in DDP's all-reduce for minutes, and a 30 s group timeout failed such runs
+GROUP_TIMEOUT_S = 300.0
+DEADLINE_S = 300.0
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -118,7 +121,11 @@ def _start_forkserver() -> None:
 
 
 def run_ranks(
-    target: Callable, world: int, *args: object, deadline: float = 60.0, group_timeout: float | None = GROUP_TIMEOUT_S
+    target: Callable,
+    world: int,
+    *args: object,
+    deadline: float = DEADLINE_S,
+    group_timeout: float | None = GROUP_TIMEOUT_S,
 ) -> list[Outcome]:
     """Run ``target(rank, world, *args)`` on ``world`` processes; kill any still running after ``deadline`` s.
 

@@ -47,19 +47,19 @@ def test_whole_gradients_are_counted_once():
 
 
 def test_a_silent_rank_times_out_with_a_clear_error():
-    rank0, rank1 = run_ranks(scenarios.reduce_with_silent_peer, 2, 1.0, deadline=30)
+    rank0, rank1 = run_ranks(scenarios.reduce_with_silent_peer, 2, 1.0, deadline=120)
     assert rank0.error == "RankFailure"
     assert "all-reduce of grad_stats sums failed on rank 0 of 2 (gloo)" in rank0.message
     assert "did not join within 1 s" in rank0.message
-    assert rank0.seconds < 10
+    assert rank0.seconds < 60  # gives up (~2 s idle, with the group's start): a hang guard, not a speed claim
 
 
 def test_a_dead_rank_stops_the_survivor_with_a_clear_error():
-    rank0, rank1 = run_ranks(scenarios.reduce_with_dead_peer, 2, deadline=30)
+    rank0, rank1 = run_ranks(scenarios.reduce_with_dead_peer, 2, deadline=120)
     assert rank1.exitcode == 3
     assert rank0.error == "RankFailure"
+    # at once, not after the reducer's timeout: that is 600 s, past the deadline (waiting would end in "Deadline")
     assert "another rank has probably died" in rank0.message
-    assert rank0.seconds < 10
 
 
 def test_single_process_reducer_is_the_identity():

@@ -223,23 +223,49 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temporary_directory(tmp_pa
     assert os.path.dirname(grad_reader._target("c++")).startswith(tempfile.gettempdir())
 
 
-def test_a_process_that_exits_during_the_build_still_leaves_the_library(tmp_path):
+# A stand-in for the C++ compiler: says it started, waits until the test says go, then writes the real library
+# where ``-o`` says.
+FAKE_COMPILER = """#!/bin/sh
+touch "$STARTED"
+while [ "$1" != "-o" ]; do shift; done
+while [ ! -e "$GO" ]; do sleep 0.1; done
+cp "$REAL_LIBRARY" "$2"
+"""
+
+
+def test_a_process_that_exits_during_the_build_still_leaves_the_library(reader, tmp_path):
     """The compiler and the rename run in one shell script: a short run (the build thread is a daemon) does not
-    waste its build, the next process loads it."""
-    cache = tmp_path / "cache"
-    # a short run: it exits 3 s after the build started, long before the compiler is done
-    script = "import time; from gradlens.probes import grad_reader; grad_reader.start(); time.sleep(3)"
-    subprocess.run([sys.executable, "-c", script], env={**os.environ, "GRADLENS_CACHE": str(cache)}, check=True,
-                   timeout=120)
+    waste its build, the next process loads it.
+
+    The compiler is a stand-in that finishes only when the test lets it (after the short run has exited), by
+    copying the library the real compiler built for this session: nothing here depends on how long a compile
+    takes (a real one at nice 10 took over 15 minutes on a machine at load 40)."""
+    real_library = grad_reader._target(grad_reader._compiler())
+    assert os.path.exists(real_library)
+    compiler, cache, go, started = (tmp_path / name for name in ("fake-c++", "cache", "go", "started"))
+    compiler.write_text(FAKE_COMPILER)
+    compiler.chmod(0o755)
+    environment = {**os.environ, "GRADLENS_CACHE": str(cache), "CXX": str(compiler), "GO": str(go),
+                   "STARTED": str(started), "REAL_LIBRARY": real_library}
+    # a short run: it exits once the build has started, while the build is still waiting for the go
+    script = (
+        "import os, time; from gradlens.probes import grad_reader; grad_reader.start()\n"
+        "while not os.path.exists(os.environ['STARTED']): time.sleep(0.05)"
+    )
+    subprocess.run([sys.executable, "-c", script], env=environment, check=True, timeout=600)  # a hang guard
     assert not any(name.endswith(".so") for name in os.listdir(cache))  # the build was still running
-    deadline = time.monotonic() + 900  # a hang guard: the compiler runs at nice 10, minutes on a busy machine
+    go.touch()
+    deadline = time.monotonic() + 600  # a hang guard: the script copies one file once it has the go
     while not any(name.endswith(".so") for name in os.listdir(cache)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    while any(name.startswith("gradlens-reader-") for name in os.listdir(cache)) and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.1)
+    # the script removes the build folder, then the build lock
+    while any(n.startswith("gradlens-reader-") or n.endswith(".building") for n in os.listdir(cache)) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
     libraries = [name for name in os.listdir(cache) if name.endswith(".so")]
-    assert len(libraries) == 1 and len(os.listdir(cache)) == 1  # the library, and no build folder left
+    assert len(libraries) == 1 and len(os.listdir(cache)) == 1  # the library, and no build folder or lock left
     loaded = "from gradlens.probes import grad_reader as r; r.start(wait=True); print(r.loaded() is not None)"
-    out = subprocess.run([sys.executable, "-c", loaded], env={**os.environ, "GRADLENS_CACHE": str(cache)},
-                         capture_output=True, text=True, check=True, timeout=120).stdout
+    out = subprocess.run([sys.executable, "-c", loaded], env=environment, capture_output=True, text=True,
+                         check=True, timeout=600).stdout
     assert out.strip() == "True"

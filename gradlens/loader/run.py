@@ -26,6 +26,7 @@ from gradlens.loader.files import (
     stored_quantities,
 )
 from gradlens.loader.rows import TableReader
+from gradlens.loader.select import check_points, check_stride, rows_at, scalar_range
 from gradlens.loader.summary import BlockReader, Pieces, Summary, summarise, summary_block
 from gradlens.schema import (
     EVENT_COLUMNS,
@@ -51,38 +52,6 @@ class NotRecorded(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
-
-
-def _check_points(points: int) -> int:
-    if int(points) < 1:
-        raise ValueError(f"points must be >= 1, got {points!r}")
-    return int(points)
-
-
-def _check_stride(stride: int | None) -> int:
-    if stride is None:
-        return 1
-    if int(stride) < 1:
-        raise ValueError(f"stride must be >= 1 (every stride-th record), got {stride!r}")
-    return int(stride)
-
-
-def _scalar_range(steps: np.ndarray, start: int | None, stop: int | None) -> tuple[int, int]:
-    """Records of one scalar from the first with ``step >= start`` to the last with ``step < stop``."""
-    inside = np.ones(len(steps), dtype=bool)
-    if start is not None:
-        inside &= steps >= int(start)
-    if stop is not None:
-        inside &= steps < int(stop)
-    found = np.flatnonzero(inside)
-    return (int(found[0]), int(found[-1]) + 1) if len(found) else (0, 0)
-
-
-def _rows_at(table: TableReader, name: str, rows: np.ndarray) -> np.ndarray:
-    """The rows ``rows`` (increasing) of a column: the span that holds them is read, then indexed."""
-    if not len(rows):
-        return table.read(name, 0, 0)
-    return table.read(name, int(rows[0]), int(rows[-1]) + 1)[rows - rows[0]]
 
 
 class Run:
@@ -210,7 +179,7 @@ class Run:
         records of that range (its first record always included).
         """
         self._probe(probe)
-        stride = _check_stride(stride)
+        stride = check_stride(stride)
         with self._open() as file:
             table = self._table(file["probes"][probe])
             i0, i1 = table.bisect(start, 0), table.bisect(stop, table.n_rows)
@@ -243,7 +212,7 @@ class Run:
         version 3 files), plus log2(records) chunk reads of ``step`` to find ``start`` and ``stop``.
         """
         declared = self._quantity(probe, quantity)
-        stride = _check_stride(stride)
+        stride = check_stride(stride)
         labels = self._labels(declared)
         index = None if layers is None else self._layer_index(declared, labels, layers)
         with self._open() as file:
@@ -344,7 +313,7 @@ class Run:
         declared = self._quantity(probe, quantity)
         labels = self._labels(declared)
         index = None if layers is None else self._layer_index(declared, labels, layers)
-        points = _check_points(points)
+        points = check_points(points)
         with self._open() as file:
             group = file["probes"][probe]
             table = self._table(group)
@@ -431,28 +400,28 @@ class Run:
         ``step >= start`` to the last with ``step < stop`` (steps of one name are expected to grow), every
         ``stride``-th.
         """
-        stride = _check_stride(stride)
+        stride = check_stride(stride)
         with self._open() as file:
             table = self._table(file["scalars"])
             rows, steps = self._scalar_rows(table, name)
-            i0, i1 = _scalar_range(steps, start, stop)
+            i0, i1 = scalar_range(steps, start, stop)
             chosen = rows[i0:i1:stride]
-            return steps[i0:i1:stride], _rows_at(table, "value", chosen).astype(np.float64)
+            return steps[i0:i1:stride], rows_at(table, "value", chosen).astype(np.float64)
 
     @retried_while_written
     def scalar_summary(
         self, name: str, points: int = 2000, start: int | None = None, stop: int | None = None
     ) -> Summary:
         """:meth:`summary` of one logged scalar (blocks of its records; arrays ``[B]``)."""
-        points = _check_points(points)
+        points = check_points(points)
         with self._open() as file:
             table = self._table(file["scalars"])
             rows, steps = self._scalar_rows(table, name)
-            i0, i1 = _scalar_range(steps, start, stop)
+            i0, i1 = scalar_range(steps, start, stop)
             block = summary_block((i0, i1), points)
 
             def records(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-                return steps[a:b], _rows_at(table, "value", rows[a:b]).astype(np.float64)
+                return steps[a:b], rows_at(table, "value", rows[a:b]).astype(np.float64)
 
             if block == 1 or SUMMARY not in file["scalars"]:
                 return summarise(*records(i0, i1), i0, block)
@@ -462,8 +431,8 @@ class Run:
             def stored(j: int, k0: int, k1: int) -> Pieces:
                 block = SUMMARY_BLOCKS[j]
                 chosen, level = mine[block][k0:k1], levels[block]
-                first, last = _rows_at(level, STEP, chosen), _rows_at(level, LAST_STEP, chosen)
-                stats = _rows_at(level, "value", chosen)
+                first, last = rows_at(level, STEP, chosen), rows_at(level, LAST_STEP, chosen)
+                stats = rows_at(level, "value", chosen)
                 return Pieces.blocks(first, last, block, stats.reshape(len(chosen), 1, -1))
 
             def n_stored(j: int) -> int:

@@ -62,10 +62,8 @@ class NormSpikes(Rule):
             spikes = np.flatnonzero((values > SPIKE_FACTOR * medians) & (values > SPIKE_OVER_MAX * maxima))
         if not len(spikes):
             return []
-        norm = ev.grads["norm"]
         first = index[spikes[0]]
-        row = np.where(np.isfinite(norm.values[first]) & ~norm.missing[first], norm.values[first], -1)
-        layer = norm.layers[int(np.argmax(row))]
+        layer = largest_layer(ev, first)
         shown = "; ".join(f"step {int(steps[index[k]])}: G = {fmt(values[k])} vs running median {fmt(medians[k])} "
                           f"({values[k] / medians[k]:.0f}×)" for k in spikes[:5])
         more = f"; and {len(spikes) - 5} more" if len(spikes) > 5 else ""
@@ -92,6 +90,13 @@ class NormSpikes(Rule):
         ]
 
 
+def largest_layer(ev: Evidence, record: int) -> str:
+    """The parameter with the largest finite gradient norm at ``record`` (of the GradStats norm table)."""
+    norm = ev.grads["norm"]
+    row = np.where(np.isfinite(norm.values[record]) & ~norm.missing[record], norm.values[record], -1)
+    return norm.layers[int(np.argmax(row))]
+
+
 class NormGrowth(Rule):
     id = "exploding_trend"
     reads = "GradStats norm: the global norm G(t)"
@@ -115,8 +120,6 @@ class NormGrowth(Rule):
             return []
         peak = index[int(np.argmax(total[index]))]
         at = index[over[0]]
-        norm = ev.grads["norm"]
-        row = np.where(np.isfinite(norm.values[at]) & ~norm.missing[at], norm.values[at], -1)
         return [
             Finding(
                 self.id,
@@ -127,7 +130,7 @@ class NormGrowth(Rule):
                 f"{int(steps[peak])}",
                 f"log10(G / median G of the first {SPIKE_MIN_HISTORY} records) ≥ {NORM_GROWTH_DECADES:g}",
                 step=int(steps[at]),
-                layers=(norm.layers[int(np.argmax(row))],),
+                layers=(largest_layer(ev, at),),
                 fixes=(
                     Fix("lower the learning rate 10×", "the gradients grow as the weights grow: a feedback loop",
                         {"kind": "lr", "factor": 0.1}),

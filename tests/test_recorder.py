@@ -20,7 +20,7 @@ import torch
 from gradlens.loader import load
 from gradlens.probes.base import Quantity
 from gradlens.recorder import Recorder
-from gradlens.schema import display_precision
+from gradlens.schema import SCHEMA_VERSION, display_precision
 
 LAYERS = [
     {"name": "fc1", "kind": "Linear", "shape": [4, 3], "params": 16, "residual": False},
@@ -104,7 +104,7 @@ def test_round_trip_is_exact_and_follows_the_documented_layout(tmp_path):
 
     # The same file read with plain h5py, as docs/schema.md describes it.
     with h5py.File(path, "r") as f:
-        assert f.attrs["format"] == "gradlens" and f.attrs["schema_version"] == 4
+        assert f.attrs["format"] == "gradlens" and f.attrs["schema_version"] == 5
         assert json.loads(f.attrs["meta"])["config"] == {"lr": 0.1}
         assert f["run/status"][()] == b"finished" and f["run/last_flush"][()] > 0
         assert f["layers"]["name"].tolist() == [b"fc1", b"fc2"] and f["layers"]["params"].tolist() == [16, 10]
@@ -393,7 +393,7 @@ def test_schema_version_1_files_stay_readable_with_no_events(tmp_path):
         recorder.start(LAYERS, QUANTITIES)
         recorder.log_event(3, "warning", "resumed", "now with events")
     run = load(path)
-    assert run.schema_version == 4 and run.events()["message"].tolist() == ["now with events"]
+    assert run.schema_version == SCHEMA_VERSION and run.events()["message"].tolist() == ["now with events"]
 
 
 def test_values_left_on_an_accelerator_cross_to_the_host_in_one_transfer_per_flush(tmp_path, monkeypatch):
@@ -689,7 +689,7 @@ def test_resuming_a_version_2_file_keeps_its_float64_statistics(tmp_path):
         recorder.record("grad_stats", 8, values)
     run = load(path)
     steps, norm, _, _ = run.array("grad_stats", "norm")
-    assert run.schema_version == 4 and steps.tolist() == list(range(9)) and norm.dtype == np.float64
+    assert run.schema_version == SCHEMA_VERSION and steps.tolist() == list(range(9)) and norm.dtype == np.float64
     np.testing.assert_array_equal(norm[:8], expected["grad_stats/norm/values"][:8])
     assert norm[8].tolist() == [0.5] * 4
     assert run.summary("grad_stats", "norm", points=1).max.tolist() == [norm.max(axis=0).tolist()]

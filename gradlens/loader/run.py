@@ -26,7 +26,8 @@ from gradlens.loader.files import (
     stored_quantities,
 )
 from gradlens.loader.rows import TableReader
-from gradlens.loader.select import check_points, check_stride, rows_at, scalar_range
+from gradlens.loader.scalars import ScalarRecords
+from gradlens.loader.select import check_points, check_stride, rows_at
 from gradlens.loader.summary import BlockReader, Pieces, Summary, summarise, summary_block
 from gradlens.schema import (
     EVENT_COLUMNS,
@@ -381,14 +382,12 @@ class Run:
                 names = self._table(file["scalars"]).read("name")
         return [name.decode() for name in dict.fromkeys(names.tolist())]
 
-    def _scalar_rows(self, table: TableReader, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of ``name`` in the scalars table and their steps (one pass over the name and step columns)."""
-        names = table.read("name")
-        rows = np.flatnonzero(names == name.encode())
-        if not len(rows):
-            logged = [logged.decode() for logged in dict.fromkeys(names.tolist())]
-            raise NotRecorded(f"{self.path} has no scalar {name!r}; logged scalars: {logged}")
-        return rows, table.read(STEP)[rows]
+    def _scalar_records(self, file: h5py.File, name: str) -> ScalarRecords:
+        """The records of ``name`` (:class:`ScalarRecords`), or :class:`NotRecorded` naming the logged ones."""
+        records = ScalarRecords.find(file, self._table, name)
+        if records is None:
+            raise NotRecorded(f"{self.path} has no scalar {name!r}; logged scalars: {self.scalar_names()}")
+        return records
 
     @retried_while_written
     def scalar(
@@ -398,15 +397,13 @@ class Run:
 
         ``start``/``stop``/``stride`` select as in :meth:`array`: the records of ``name`` from the first with
         ``step >= start`` to the last with ``step < stop`` (steps of one name are expected to grow), every
-        ``stride``-th.
+        ``stride``-th. A version 5 file reads only those records (the name's own table, bisected by step).
         """
         stride = check_stride(stride)
         with self._open() as file:
-            table = self._table(file["scalars"])
-            rows, steps = self._scalar_rows(table, name)
-            i0, i1 = scalar_range(steps, start, stop)
-            chosen = rows[i0:i1:stride]
-            return steps[i0:i1:stride], rows_at(table, "value", chosen).astype(np.float64)
+            records = self._scalar_records(file, name)
+            i0, i1 = records.span(start, stop)
+            return records.steps(i0, i1, stride), records.values(i0, i1, stride)
 
     @retried_while_written
     def scalar_summary(
@@ -415,31 +412,35 @@ class Run:
         """:meth:`summary` of one logged scalar (blocks of its records; arrays ``[B]``)."""
         points = check_points(points)
         with self._open() as file:
-            table = self._table(file["scalars"])
-            rows, steps = self._scalar_rows(table, name)
-            i0, i1 = scalar_range(steps, start, stop)
+            records = self._scalar_records(file, name)
+            i0, i1 = records.span(start, stop)
             block = summary_block((i0, i1), points)
 
-            def records(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-                return steps[a:b], rows_at(table, "value", rows[a:b]).astype(np.float64)
+            def read(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+                return records.steps(a, b), records.values(a, b)
 
             if block == 1 or SUMMARY not in file["scalars"]:
-                return summarise(*records(i0, i1), i0, block)
+                return summarise(*read(i0, i1), i0, block)
             levels = self._levels(file["scalars"])
-            mine = {block: np.flatnonzero(level.read("name") == name.encode()) for block, level in levels.items()}
+            mine: dict[int, np.ndarray] = {}  # per level read: the rows of this name's blocks
+
+            def chosen(block: int) -> np.ndarray:
+                if block not in mine:
+                    mine[block] = np.flatnonzero(levels[block].read("name") == name.encode())
+                return mine[block]
 
             def stored(j: int, k0: int, k1: int) -> Pieces:
                 block = SUMMARY_BLOCKS[j]
-                chosen, level = mine[block][k0:k1], levels[block]
-                first, last = rows_at(level, STEP, chosen), rows_at(level, LAST_STEP, chosen)
-                stats = rows_at(level, "value", chosen)
-                return Pieces.blocks(first, last, block, stats.reshape(len(chosen), 1, -1))
+                rows, level = chosen(block)[k0:k1], levels[block]
+                first, last = rows_at(level, STEP, rows), rows_at(level, LAST_STEP, rows)
+                stats = rows_at(level, "value", rows)
+                return Pieces.blocks(first, last, block, stats.reshape(len(rows), 1, -1))
 
             def n_stored(j: int) -> int:
                 block = SUMMARY_BLOCKS[j]
-                return min(len(mine[block]), len(rows) // block) if block in mine else 0
+                return min(len(chosen(block)), records.n // block) if block in levels else 0
 
-            reader = BlockReader(1, records, stored, n_stored)
+            reader = BlockReader(1, read, stored, n_stored)
             return reader.summary(i0, i1, block).summary(block, (), np.dtype(np.float64))
 
     @retried_while_written

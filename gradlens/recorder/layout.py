@@ -15,12 +15,14 @@ import numpy as np
 
 from gradlens.recorder.tables import create_table
 from gradlens.schema import (
+    BY_NAME,
     EVENTS,
     FORMAT,
     LAST_STEP,
     LAYER_FIELDS,
     NAME_BYTES,
     RESERVED_DATASETS,
+    SCALAR_SLOTS,
     SCHEMA_VERSION,
     STATUS_DTYPE,
     STATUS_RUNNING,
@@ -148,8 +150,16 @@ def init_file(file: h5py.File, meta: dict, compact: bool = False, scalar_records
     create_table(scalars, {"name": ((), (), NAME_DTYPE), "value": ((), (), np.dtype(np.float64))}, compact=compact)
     create_table(scalars.create_group("names"), {"name": ((), (), NAME_DTYPE)}, compact=compact)
     create_blocks(scalars, SCALAR_SUMMARY, compact, scalar_records)
+    file.create_group(BY_NAME)
+    for slot in range(0 if compact else SCALAR_SLOTS):  # a compact file (no SWMR) adds one per name it logs
+        create_slot(file, slot)
     events = {name: ((), (), dtype) for name, dtype in event_dtypes().items()}
     create_table(file.create_group(EVENTS), events, compact=compact)
+
+
+def create_slot(file: h5py.File, slot: int, compact: bool = False) -> None:
+    """The table ``/scalars/by_name/<slot>`` of the ``slot``-th logged scalar name: ``step`` and ``value``."""
+    create_table(file[BY_NAME].create_group(str(slot)), {"value": ((), (), np.dtype(np.float64))}, compact=compact)
 
 
 def create_probe(

@@ -16,10 +16,12 @@ from collections.abc import Mapping
 import h5py
 import numpy as np
 
-from gradlens.recorder.layout import NAME_DTYPE, create_probe, init_file
+from gradlens.recorder import layout
+from gradlens.recorder.layout import NAME_DTYPE, create_probe, create_slot, init_file
 from gradlens.recorder.summary import Summary
 from gradlens.recorder.tables import Table, write_scalar
 from gradlens.schema import (
+    BY_NAME,
     EVENTS,
     LIBVER,
     NAMES,
@@ -43,7 +45,7 @@ class RunFile:
         self._tables: dict[str, Table] = {}
         self._summaries: dict[str, Summary] = {}  # per probe
         self._scalar_summaries: dict[bytes, Summary] = {}  # per scalar name
-        self._names: dict[bytes, None] = {}  # scalar names already in /scalars/names
+        self._names: dict[bytes, str | None] = {}  # scalar names already in /scalars/names -> their own table
         self._pending: dict[str, list[dict[str, np.ndarray]]] = {}  # table -> batches of rows to write
 
     @classmethod
@@ -103,15 +105,19 @@ class RunFile:
                 self._queue(f"probes/{probe}/{SUMMARY}/{block}", rows)
 
     def add_scalars(self, steps: np.ndarray, names: np.ndarray, values: np.ndarray) -> None:
-        """Scalar rows (long format), new names for ``/scalars/names``, and each name's summary blocks."""
+        """Scalar rows (long format), new names for ``/scalars/names``, each name's rows in its own table while
+        there are slots (``/scalars/by_name/<k>``, version 5) and each name's summary blocks."""
         if not len(steps):
             return
         self._queue("scalars", {STEP: steps, "name": names, "value": values})
         for name in dict.fromkeys(names.tolist()):
             mine = names == name
             if name not in self._names:
-                self._names[name] = None
+                self._names[name] = self._slot(len(self._names))
                 self._queue(NAMES, {STEP: steps[mine][:1], "name": np.asarray([name], dtype=NAME_DTYPE)})
+            slot = self._names[name]
+            if slot is not None:
+                self._queue(slot, {STEP: steps[mine], "value": values[mine]})
             summary = self._scalar_summaries.get(name)
             if summary is None:
                 summary = self._scalar_summaries[name] = Summary(SCALAR, self._stored("scalars"))
@@ -119,6 +125,13 @@ class RunFile:
                 count = len(rows[STEP])
                 rows = {**rows, "name": np.full(count, name, dtype=NAME_DTYPE)}
                 self._queue(f"scalars/{SUMMARY}/{block}", rows)
+
+    def _slot(self, position: int) -> str | None:
+        """The table of the ``position``-th logged name, if it has one (a compact file creates it now)."""
+        table = f"{BY_NAME}/{position}"
+        if self.compact and position < layout.SCALAR_SLOTS and table not in self.file:
+            create_slot(self.file, position, compact=True)
+        return table if table in self.file else None
 
     def add_events(self, columns: Mapping[str, np.ndarray]) -> None:
         self._queue(EVENTS, columns)

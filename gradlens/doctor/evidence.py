@@ -328,14 +328,11 @@ def thinned(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _scalars(run) -> dict[str, Scalar]:
-    frame = run.scalars()
-    names = frame["name"].to_numpy()
-    steps, values = frame["step"].to_numpy(), frame["value"].to_numpy()
+    """Every logged scalar, each read alone (``run.scalar``: its own records, not every name's) and thinned."""
     out = {}
-    for name in dict.fromkeys(names):
-        chosen = names == name
-        kept = thinned(steps[chosen].astype(np.int64), values[chosen].astype(np.float64))
-        out[str(name)] = Scalar(*kept)
+    for name in run.scalar_names():
+        steps, values = run.scalar(name)
+        out[name] = Scalar(*thinned(np.asarray(steps, np.int64), np.asarray(values, np.float64)))
     return out
 
 

@@ -26,7 +26,6 @@ import html
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from gradlens.doctor import Finding, Verdict, diagnose, verdict
 from gradlens.loader import Run, Summary
@@ -92,15 +91,10 @@ class SummaryRun:
         summary = Stream(self._run, probe, quantity).blocks(self.block)
         return summary.first_step, block_values(quantity, summary), axes, labels
 
-    def scalars(self) -> pd.DataFrame:
-        """Every logged scalar as its block means, at each block's first step (columns step, name, value)."""
-        parts = []
-        for name in self._run.scalar_names():
-            summary = Stream(self._run, None, name).blocks(self.block)
-            parts.append(pd.DataFrame({"step": summary.first_step, "name": name, "value": summary.mean}))
-        if not parts:
-            return self._run.scalars()
-        return pd.concat(parts, ignore_index=True).sort_values("step", kind="stable", ignore_index=True)
+    def scalar(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A logged scalar as its block means, at each block's first step."""
+        summary = Stream(self._run, None, name).blocks(self.block)
+        return summary.first_step, np.asarray(summary.mean, dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -170,18 +170,20 @@ def draw(inputs: FigureInputs, out_dir: Path) -> FigureOutput:
         numbers[f"{name}: collapsed (variant, depth)"] = ", ".join(
             f"{LABELS[row.variant]} {row.depth}" for row in collapsed(t, chances[name]).itertuples()) or "none"
     first = config(mnist[0])
-    deepest = tables[dataset]["depth"].max()
-    drops = {v: numbers.get(f"{dataset} {v}: best acc at depth<=10 minus acc at {deepest}") for v in ("plain", "van")}
-    verdict = (
-        f"Loss of accuracy from the best depth ≤ 10 to depth {deepest}: plain {100 * drops['plain']:.1f} points, "
-        f"VAN {100 * drops['van']:.1f} points. "
-        if None not in drops.values()
-        else ""
-    )
+    drops = []
+    for name, t in tables.items():
+        deepest = t["depth"].max()
+        lost = [numbers.get(f"{name} {v}: best acc at depth<=10 minus acc at {deepest}") for v in ("plain", "van")]
+        if None not in lost:
+            drops.append(f"{name} {100 * lost[0]:.1f} / {100 * lost[1]:.1f} points (depth {deepest})")
+    verdict = f"Loss of accuracy from the best depth ≤ 10 to the deepest net, plain / VAN: {'; '.join(drops)}. "
+    verdict = verdict if drops else ""
     collapses = "".join(collapse_note(tables[name], chances[name], name) for name in tables)
     vans = [r for r in mnist if config(r)["variant"] in ("van", "van0")]
     caption = collapses + verdict + (
-        f"Final test accuracy after {first['epochs']} epochs vs number of hidden blocks, mean ± sd over seeds "
+        f"Final test accuracy after {first['epochs']} epochs"
+        + (f" (Fashion-MNIST: {config(fashion[0])['epochs']})" if fashion else "")
+        + " vs number of hidden blocks, mean ± sd over seeds "
         f"(error bars). SGD momentum {first['momentum']}, batch {first['batch_size']}, learning rate as recorded: "
         f"{schedule_text(first['train'], steps_per_epoch(mnist[0]))} (document: 0.001 for 50 epochs of the full "
         f"60 000-image set), α init 0, λ init {first['lambda_init']}, η′ = {first['lambda_lr_ratio']}·η. "

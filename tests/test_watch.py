@@ -106,3 +106,29 @@ def test_watch_timeout_on_a_missing_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "waiting for" in out and "stopped watching after 0.3 s" in out
     assert main(["watch", str(tmp_path / "x.h5"), "--every", "0"]) == 2
+
+
+def test_the_last_records_are_on_the_page_before_the_slow_final_report(tmp_path, monkeypatch):
+    """When the run has ended, the page shows its last records at once; the full report replaces it after."""
+    import gradlens.report
+
+    path, out = tmp_path / "done.h5", tmp_path / "done.html"
+    from gradlens.recorder import Recorder
+
+    recorder = Recorder(path, meta={}, flush_every=4)
+    recorder.start([{"name": "fc", "kind": "Linear", "shape": [1, 1], "params": 1}], {})
+    for step in range(9):
+        recorder.log_scalars(step, loss=1.0 / (step + 1))
+    recorder.close()
+    seen: list[str] = []
+
+    def report(runs, where, banner):
+        seen.append(out.read_text())  # what the page held while the report was being made
+        out.write_text(f"<p>{banner}</p>")
+
+    monkeypatch.setattr(gradlens.report, "write_report", report)
+    assert watch(path, out=out, every=0.1, timeout=60, say=lambda line: None) == 0
+    data = _inline(seen[0])
+    assert data["status"] == "finished" and data["step"] == 8
+    assert data["scalars"]["loss"]["last"][-1] == 8 and data["scalars"]["loss"]["mean"][-1] == 1 / 9
+    assert out.read_text() == "<p>run finished; final report</p>"

@@ -4,14 +4,16 @@ Every ``every`` seconds the watcher reads the run's status and last flush (two a
 loader's SWMR path). When a new flush was committed, or the background doctor finished a newer diagnosis, it
 rewrites the file atomically with the page of :mod:`gradlens.watch.page` and the run's data inline: the
 summaries of :mod:`gradlens.watch.data` (a bounded number of blocks whatever the run's length) and the verdict
-of :mod:`gradlens.watch.verdict`; the browser reloads it every ``every`` seconds. So the file lags a flush by
-at most ``every`` plus one such rewrite (``benchmarks/watch_latency.py`` measures it). The doctor runs in a
+of :mod:`gradlens.watch.verdict`; the browser reloads it every ``every`` seconds. The looks are ``every``
+seconds apart whatever a rewrite took, so the file lags a flush by at most ``every`` plus one such rewrite
+(``benchmarks/watch_latency.py`` measures it). The doctor runs in a
 thread of its own: a long diagnosis delays the verdict, never the curves, and the page names the step its
 verdict is from.
 
 It says when the run stopped flushing (``running`` but no flush for ``stale`` seconds: the writer is stuck or
 was killed), and stops with the full report (:func:`gradlens.report.write_report`) when the run is
-``finished`` or ``failed``, or after ``timeout`` seconds.
+``finished`` or ``failed`` (the page with the last records is written first: the full report of a long run
+takes seconds), or after ``timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def watch(
     shown_flush: float | None = None  # the last flush and diagnosis the page on disk shows
     shown_diagnosis: dict | None = None
     announced_wait = announced_stale = False
+    tick = time.monotonic()
     try:
         while True:
             run = open_run(path)
@@ -107,8 +110,10 @@ def watch(
                 if status in ENDED:
                     from gradlens.report import write_report
 
+                    data = answer(run, None, doctor.latest(), stale)  # the last records at once, then the report
+                    write_atomically(out, page_html(run_label(run), every, data))
                     write_report([run], out, banner=f"run {status}; final report")
-                    step = answer(run, None, None, stale)["step"]
+                    step = data["step"]
                     say(f"run {status} at step {step}; final report: {os.path.abspath(out)}")
                     return 0 if status == "finished" else 1
                 if flushed != shown_flush:
@@ -133,7 +138,8 @@ def watch(
             if timeout is not None and time.monotonic() - started >= timeout:
                 say(f"stopped watching after {timeout:g} s (--timeout); page: {os.path.abspath(out)}")
                 return 1 if announced_stale or not os.path.exists(path) else 0
-            time.sleep(every)
+            tick = max(tick + every, time.monotonic())  # looks every ``every`` s, the rewrite's time included
+            time.sleep(tick - time.monotonic())
     finally:
         doctor.stop()
 

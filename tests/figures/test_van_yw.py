@@ -83,6 +83,14 @@ def test_van_fig1_plots_mean_final_accuracy(outputs, smoke_figures):
     if fashion:  # Fashion-MNIST found (Debian's dataset-fashion-mnist): the right panel plots it the same way
         assert all(c["dataset"] == "fashion_mnist" for c, _ in fashion)
         _assert_mean_final_accuracy(outputs["van-fig1"].figure.axes[-1], fashion)
+        numbers, caption = outputs["van-fig1"].numbers, outputs["van-fig1"].caption
+        panels = [key.split(":")[0] for key in numbers if key.endswith(": collapsed (variant, depth)")]
+        assert len(panels) == 2 and panels[1] == "fashion_mnist"
+        for dataset in panels:  # the caption gives each panel's plain / VAN loss of accuracy
+            prefix = f"{dataset} plain: best acc at depth<=10 minus acc at "
+            deepest = next(key for key in numbers if key.startswith(prefix))[len(prefix):]
+            lost = [numbers[f"{dataset} {v}: best acc at depth<=10 minus acc at {deepest}"] for v in ("plain", "van")]
+            assert f"{dataset} {100 * lost[0]:.1f} / {100 * lost[1]:.1f} points (depth {deepest})" in caption
     else:  # no Fashion-MNIST here: the right panel says so instead of plotting
         texts = " ".join(t.get_text() for ax in outputs["van-fig1"].figure.axes[1:] for t in ax.texts)
         assert "not run" in texts

@@ -14,6 +14,8 @@ seconds (user + sys, from ``os.wait4``), wall seconds and peak resident set size
 - ``load + frame``: ``gradlens.load(path).frame("grad_stats")`` (every record as a tidy frame);
 - ``info``, ``report``, ``doctor``, ``compare`` (the run and a hard link of it), ``export --csv``,
   ``--parquet``, ``--tensorboard``: the CLI commands as they are on this tree;
+- ``render``: the report's HTML drawn by headless Chromium (``--screenshot``, 1400 × 3000), wall seconds, when
+  ``chromium`` is installed; printed under the tables with the HTML's size;
 - ``one parameter``: ``gradlens.load(path).array("grad_stats", q, layers=[the middle parameter])`` for every
   statistic q: its full history, CPU seconds measured inside the child (the child's total, imports included,
   is in the wall table);
@@ -175,6 +177,10 @@ def measure(path: Path, steps: int, only: set[str] | None, tb_steps: int, work: 
         "load_frame": python("import sys, gradlens; gradlens.load(sys.argv[1]).frame('grad_stats')", str(path)),
         "info": cli("info", str(path)),
         "report": cli("report", str(path), "--out", str(work / "report.html"), "--force"),
+        "render": [  # the report just written, drawn by headless Chromium as a user's browser draws it (wall s)
+            shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+            f"--screenshot={work / 'report.png'}", "--window-size=1400,3000", (work / "report.html").as_uri(),
+        ],
         "doctor": cli("doctor", str(path)),
         "compare": cli("compare", str(path), str(twin), "--out", str(work / "compare.html"), "--force"),
         "csv": cli("export", str(path), "--csv", str(work / "csv")),
@@ -194,12 +200,16 @@ def measure(path: Path, steps: int, only: set[str] | None, tb_steps: int, work: 
     for name, command in commands.items():
         if only and name not in only:
             continue
+        if name == "render" and not (shutil.which("chromium") and (work / "report.html").exists()):
+            continue  # no browser here, or no report measured
         for folder in ("csv", "parquet", "tb", "tb_own"):
             shutil.rmtree(work / folder, ignore_errors=True)
         result = run_child(command, cwd=str(ROOT))
         if result["status"] not in (0, 1):  # doctor exits 1 on a severe finding
             result["failed"] = result["err"].strip().splitlines()[-1:] or ["?"]
         results[name] = result
+        if name == "report" and result["status"] == 0:
+            result["html_mb"] = (work / "report.html").stat().st_size / 1e6
     return results
 
 
@@ -276,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\nWall seconds (same runs)\n")
     print(table(rows, "wall", args.tb_steps))
     for label, _, _, results, _ in rows:
+        report, render = results.get("report", {}), results.get("render")
+        if "html_mb" in report:
+            drawn = "" if render is None else f", drawn by headless Chromium (1400 × 3000) in {render['wall']:.2f} s"
+            print(f"\n{label}: the report's HTML is {report['html_mb']:.2f} MB{drawn}")
         rate = results.get("tb_rate")
         if rate is not None and "failed" not in rate:
             count, seconds = (float(v) for v in rate["out"].split()[-2:])

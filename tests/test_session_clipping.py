@@ -20,6 +20,7 @@ import gradlens
 from gradlens.probes import GradStats
 from gradlens.session.clipping import INNER, PUBLIC, ClipWatch
 from gradlens.session.core import ParameterGroupWarning
+from tests.tiny_models import lightning_classifier
 
 ORIGINAL = getattr(clip_module, INNER)
 
@@ -226,18 +227,6 @@ def test_lightning_gradient_clip_val_is_recorded_through_torch_nn_utils(tmp_path
     pl = pytest.importorskip("lightning.pytorch")
     from gradlens.integrations.lightning import GradlensCallback
 
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = _net()
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     x = torch.cat([_batch(step)[0] for step in range(3)])
     y = torch.cat([_batch(step)[1] for step in range(3)])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
@@ -253,7 +242,7 @@ def test_lightning_gradient_clip_val_is_recorded_through_torch_nn_utils(tmp_path
         enable_model_summary=False,
         callbacks=[callback],
     )
-    trainer.fit(Module(), loader)
+    trainer.fit(lightning_classifier(_net()), loader)
     run = gradlens.load(tmp_path / "run.h5")
     steps, preclip = _scalars(run, "clip/preclip_norm")
     assert steps == [0, 1, 2] and _scalars(run, "clip/max_norm") == ([0, 1, 2], [1e-3] * 3)

@@ -19,6 +19,7 @@ from torch import nn
 import gradlens
 from gradlens.probes import ActivationStats, GradStats
 from gradlens.session import CallbackFailureWarning, FindingWarning, TrainingStopped
+from tests.tiny_models import lightning_classifier
 
 
 @dataclass(frozen=True)
@@ -354,18 +355,6 @@ def test_stop_on_ends_a_lightning_fit_through_trainer_should_stop(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
     from gradlens.integrations.lightning import GradlensCallback
 
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = _net()
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     x = torch.cat([_batch(step)[0] for step in range(20)])
     y = torch.cat([_batch(step)[1] for step in range(20)])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
@@ -382,7 +371,7 @@ def test_stop_on_ends_a_lightning_fit_through_trainer_should_stop(tmp_path):
         callbacks=[callback],
     )
     with pytest.warns(FindingWarning):
-        trainer.fit(Module(), loader)  # no exception reaches the caller
+        trainer.fit(lightning_classifier(_net()), loader)  # no exception reaches the caller
     assert trainer.global_step == 5  # the fit stopped after the step whose check found it
     run = gradlens.load(tmp_path / "run.h5")
     assert run.status == "stopped"

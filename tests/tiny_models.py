@@ -27,3 +27,23 @@ def tiny_bert(*, dropout: float = 0.1, attention: str | None = None, seed: int =
     )
     torch.manual_seed(seed)
     return transformers.BertForSequenceClassification(config)
+
+
+def lightning_classifier(net: nn.Module, lr: float = 0.1):
+    """A Lightning module that trains ``net`` on ``(x, y)`` batches by cross-entropy with SGD at ``lr`` (the caller
+    has checked that Lightning is installed)."""
+    import lightning.pytorch as pl
+
+    class Classifier(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=lr)
+
+    return Classifier()

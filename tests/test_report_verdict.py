@@ -14,7 +14,7 @@ import gradlens
 from gradlens.doctor import diagnose, verdict
 from gradlens.recorder import Recorder
 from gradlens.report import verdict_dict, verdict_html, write_report
-from gradlens.report.diagnosis import diagnose_run, doctor_block, group_digits
+from gradlens.report.diagnosis import diagnose_run, group_digits
 
 
 def nonfinite_run(path):
@@ -103,17 +103,21 @@ def test_report_and_compare_lead_with_the_verdict(tmp_path):
     assert body.index("broken") < body.index("fine")  # the runs in the page's order
 
 
-def test_long_run_is_diagnosed_from_its_summary(tmp_path, monkeypatch):
-    import gradlens.report.diagnosis as diagnosis
+def test_long_run_is_diagnosed_from_its_summary_as_gradlens_doctor_reads_it(tmp_path, monkeypatch):
+    """The report's verdict on a long run is the doctor's own (one route): the same findings as ``diagnose``, and the
+    heading names the block the doctor read."""
+    import gradlens.doctor.evidence as evidence
 
-    monkeypatch.setattr(diagnosis, "DOCTOR_POINTS", 16)  # 40 records > 16: blocks of 32 stored records
-    assert diagnosis.doctor_block(40) == 32 and doctor_block(10) == 1
+    monkeypatch.setattr(evidence, "FULL_RECORDS", 16)  # 40 records > 16: read as summary blocks ...
+    monkeypatch.setattr(evidence, "SUMMARY_POINTS", 2)  # ... of 32 records (the coarsest giving >= 2 blocks)
     run = nonfinite_run(tmp_path / "nan.h5")
     found = diagnose_run(run)
     assert found.block == 32
     assert "from its summary (blocks of 32 records" in found.heading()
-    assert found.verdict.level == "severe"  # the NaN block is still seen
-    assert any(f.rule == "nonfinite" for f in found.findings)
+    assert found.verdict.level == "severe"  # the NaN block is still seen, at its exact first step
+    assert found.findings == diagnose(run)
+    first = next(f for f in found.findings if f.rule == "nonfinite")
+    assert first.step == 20 and first.layers[0] == "fc3.weight"  # exact: the NaN block read again record by record
 
 
 def test_report_of_a_live_run_whose_probe_has_no_record_yet(tmp_path):

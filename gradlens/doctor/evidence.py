@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gradlens.loader.summary import summary_block
 from gradlens.schema import SUMMARY_BLOCKS
 
 GRADIENT_CLASSES = ("GradStats",)
@@ -132,6 +133,7 @@ class Evidence:
         num_classes: the class count the user stated (None: from meta or the last layer).
         live: True while training (the live engine): rules about the finished run are not applied.
         memo: per-step values a rule may keep between live checks (a record never changes once observed).
+        block: records per row of the longest probe read (1: every record; a long run: its summary block).
     """
 
     path: str = ""
@@ -156,6 +158,7 @@ class Evidence:
     num_classes: int | None = None
     live: bool = False
     memo: dict = field(default_factory=dict, repr=False)
+    block: int = 1
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -286,6 +289,12 @@ def _exact_blocks(run, probe: str, read: dict, missing: np.ndarray | None, excus
     return out
 
 
+def read_block(records: int) -> int:
+    """Records per row the doctor reads of a probe of ``records`` records: 1 up to ``FULL_RECORDS``, else the
+    block of its summary (:func:`_summarised`)."""
+    return 1 if records <= FULL_RECORDS else summary_block((0, records), SUMMARY_POINTS)
+
+
 def _series(run, probe: str, names: tuple[str, ...], missing_from=None, excused: set[int] = frozenset()
             ) -> dict[str, LayerSeries]:
     out: dict[str, LayerSeries] = {}
@@ -315,25 +324,32 @@ def _zero_weight(read: dict) -> np.ndarray | None:
     return None if got is None else got[1] == 0
 
 
-def thinned(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A scalar of more than ``FULL_RECORDS`` values as every k-th value (k = ⌈n / FULL_RECORDS⌉: single values
-    keep their noise, so the loss rules' medians and standard errors stay what they estimate), its last value,
-    and its first ``EXACT_BLOCKS`` non-finite values at their own steps (the first NaN stays exact)."""
-    if len(values) <= FULL_RECORDS:
-        return steps, values
-    stride = -(-len(values) // FULL_RECORDS)
-    keep = np.union1d(np.arange(0, len(values), stride), np.flatnonzero(~np.isfinite(values))[:EXACT_BLOCKS])
-    keep = np.union1d(keep, [len(values) - 1])
-    return steps[keep], values[keep]
+def _scalar(run, name: str) -> Scalar:
+    """One logged scalar as the loss rules read it: every value up to ``FULL_RECORDS`` of them; beyond, every k-th
+    value (k = ⌈n / ``FULL_RECORDS``⌉: single values keep their noise, so the rules' medians and standard errors
+    stay what they estimate), its last value, and the values of its first ``EXACT_BLOCKS`` summary blocks that
+    hold a non-finite one, each at its own step (the first NaN stays exact). Costs at most ``FULL_RECORDS``
+    values plus those blocks, whatever the run's length."""
+    summary = run.scalar_summary(name, points=SUMMARY_POINTS)
+    count = int(summary.count.sum())
+    if count <= FULL_RECORDS:
+        steps, values = run.scalar(name)
+        return Scalar(np.asarray(steps, np.int64), np.asarray(values, np.float64))
+    parts = [run.scalar(name, stride=-(-count // FULL_RECORDS))]
+    parts.append((summary.last_step[-1:], summary.last[-1:]))
+    for block in np.flatnonzero(~np.isfinite(summary.mean))[:EXACT_BLOCKS].tolist():
+        steps, values = run.scalar(name, start=int(summary.first_step[block]), stop=int(summary.last_step[block]) + 1)
+        bad = ~np.isfinite(values)
+        parts.append((steps[bad], values[bad]))
+    steps = np.concatenate([np.asarray(p[0], np.int64) for p in parts])
+    values = np.concatenate([np.asarray(p[1], np.float64) for p in parts])
+    steps, first = np.unique(steps, return_index=True)  # a value read twice is one value
+    return Scalar(steps, values[first])
 
 
 def _scalars(run) -> dict[str, Scalar]:
-    """Every logged scalar, each read alone (``run.scalar``: its own records, not every name's) and thinned."""
-    out = {}
-    for name in run.scalar_names():
-        steps, values = run.scalar(name)
-        out[name] = Scalar(*thinned(np.asarray(steps, np.int64), np.asarray(values, np.float64)))
-    return out
+    """Every logged scalar, each read alone (its own records, not every name's: :func:`_scalar`)."""
+    return {name: _scalar(run, name) for name in run.scalar_names()}
 
 
 def _events(run) -> list[Event] | None:
@@ -391,6 +407,7 @@ def from_run(run, *, loss: str | None = None, num_classes: int | None = None, no
             if (cls, quantity) not in evidence.science and quantity in quantities:
                 evidence.science[(cls, quantity)] = _series(run, probe, (quantity,)).get(quantity)
     evidence.science = {k: v for k, v in evidence.science.items() if v is not None}
+    evidence.block = max(map(read_block, map(run.n_records, run.probes)), default=1)
     evidence.scalars = _scalars(run)
     evidence.status = run.status
     evidence.last_flush = run.last_flush

@@ -1,19 +1,11 @@
 """The doctor's verdict that every report, compare and ``watch`` page shows first (issue 21.8), read at a cost
 that does not grow with the run.
 
-:func:`diagnose_run` applies :func:`gradlens.doctor.diagnose` to the run itself while it has at most
-``DOCTOR_POINTS`` records per probe (exactly what ``gradlens doctor`` prints), and beyond that to a
-:class:`SummaryRun`: the same run seen through its stored summary, each probe quantity and logged scalar as
-blocks of ``b`` consecutive records (the smallest of ``schema.SUMMARY_BLOCKS`` giving at most
-``DOCTOR_POINTS`` blocks), each block standing at its first step. Either way the findings the live doctor
-wrote into the file while training (events of kind ``finding``) are part of the verdict (``diagnose`` adds
-them back).
-
-A block's value is its mean, except for values that mark a record as missing by design, which the rules
-must still see: ``nonfinite`` is the block's maximum when it holds NaN/Inf entries (> 0), else -1 when some
-record of the block had no gradient, else its mean (0); a ``weight_norm`` of 0 in some record (a ratio over
-a zero norm) makes the block's 0. A block whose mean is NaN/Inf holds a non-finite record (the summary's
-mean never hides one).
+:func:`diagnose_run` is :func:`gradlens.doctor.diagnose` on the run, read as ``gradlens doctor`` reads it (one
+route, one answer): a probe of more than ``FULL_RECORDS`` records as its stored summary blocks, with the first
+blocks holding a non-finite value read again record by record, and long scalars thinned
+(:mod:`gradlens.doctor.evidence`). The findings the live doctor wrote into the file while training (events of
+kind ``finding``) are part of the verdict (``diagnose`` adds them back). The verdict names the block it read.
 
 For the page (and the live page of ``gradlens watch --port``): :func:`verdict_html` is the block a page opens
 with, :func:`verdict_dict` the same as plain data; both say at which step and of what kind of run the verdict
@@ -25,16 +17,11 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-import numpy as np
-
-from gradlens.doctor import Finding, Verdict, diagnose, verdict
-from gradlens.loader import Run, Summary
+from gradlens.doctor import Finding, Verdict, diagnose_evidence, from_run, verdict
+from gradlens.loader import Run
 from gradlens.report.blocks import Stream
 from gradlens.report.common import last_step, run_label
-from gradlens.schema import SUMMARY_BLOCKS
 
-DOCTOR_POINTS = 16384  # records per probe the doctor reads whole; longer runs: blocks, at most this many
-NO_GRADIENT = -1.0  # GradStats' nonfinite of a parameter without .grad
 # How the verdict's heading names the run's state (/run/status).
 STATUS_WORDS = {
     "running": ", run still being written",
@@ -43,58 +30,6 @@ STATUS_WORDS = {
     "stopped": " of a run stopped before its end (stop_on or the user; status stopped)",
     "interrupted": " of an interrupted run (its writer was killed; the file was repaired)",
 }
-
-
-def doctor_block(n_records: int) -> int:
-    """1 (every record) up to ``DOCTOR_POINTS`` records, else the smallest stored block giving at most
-    ``DOCTOR_POINTS`` blocks."""
-    if n_records <= DOCTOR_POINTS:
-        return 1
-    return next((b for b in SUMMARY_BLOCKS if -(-n_records // b) <= DOCTOR_POINTS), SUMMARY_BLOCKS[-1])
-
-
-def block_values(quantity: str, summary: Summary) -> np.ndarray:
-    """What the doctor reads of each block (see the module docstring): ``[B, *shape]`` float64."""
-    mean = np.asarray(summary.mean, dtype=np.float64)
-    low, high = np.asarray(summary.min, np.float64), np.asarray(summary.max, np.float64)
-    if quantity == "nonfinite":
-        return np.where(high > 0, high, np.where(low == NO_GRADIENT, NO_GRADIENT, mean))
-    if quantity == "weight_norm":
-        return np.where(low == 0, 0.0, mean)
-    return mean
-
-
-class SummaryRun:
-    """A :class:`gradlens.loader.Run` whose ``[layer]`` and ``[]`` probe quantities and logged scalars read as
-    blocks of ``block`` records (:func:`block_values`, steps = each block's first step); every other attribute
-    is the run's own.
-
-    Args:
-        run: the run.
-        block: records per block (one of ``schema.SUMMARY_BLOCKS``).
-    """
-
-    def __init__(self, run: Run, block: int) -> None:
-        self._run = run
-        self.block = block
-
-    def __getattr__(self, name: str):
-        return getattr(self._run, name)
-
-    def array(self, probe: str, quantity: str, start=None, stop=None, stride=None, layers=None):
-        """Blocks of a ``[layer]`` or ``[]`` quantity read whole; anything else as :meth:`Run.array` reads it."""
-        declared = self._run.quantities(probe).get(quantity)
-        whole = start is None and stop is None and stride is None and layers is None
-        if declared is None or not whole or declared.axes not in ((), ("layer",)):
-            return self._run.array(probe, quantity, start, stop, stride, layers)
-        _, _, axes, labels = self._run.array(probe, quantity, stop=-1)  # no record: the axes and labels
-        summary = Stream(self._run, probe, quantity).blocks(self.block)
-        return summary.first_step, block_values(quantity, summary), axes, labels
-
-    def scalar(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """A logged scalar as its block means, at each block's first step."""
-        summary = Stream(self._run, None, name).blocks(self.block)
-        return summary.first_step, np.asarray(summary.mean, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -194,7 +129,7 @@ def group_digits(number: int) -> str:
 
 
 def diagnose_run(run: Run, now: float | None = None) -> Diagnosis:
-    """The doctor on ``run`` at a cost bounded by ``DOCTOR_POINTS`` blocks per quantity (module docstring).
+    """The doctor on ``run`` as ``gradlens doctor`` reads it (module docstring).
 
     Args:
         run: the run (a file still being written is read as far as it is committed).
@@ -203,10 +138,10 @@ def diagnose_run(run: Run, now: float | None = None) -> Diagnosis:
     status = run.status
     counts = [run.n_records(probe) for probe in run.probes]
     counts += [Stream(run, None, name).count() for name in run.scalar_names()]
-    records = max(counts, default=0)
-    block = doctor_block(records)
-    findings = diagnose(run if block == 1 else SummaryRun(run, block), now=now)
-    return Diagnosis(run.path, run_label(run), findings, verdict(findings), status, last_step(run), block, records)
+    evidence = from_run(run, now=now)
+    findings = diagnose_evidence(evidence)
+    step, records = last_step(run), max(counts, default=0)
+    return Diagnosis(run.path, run_label(run), findings, verdict(findings), status, step, evidence.block, records)
 
 
 def verdict_dict(run: Run, now: float | None = None) -> dict:

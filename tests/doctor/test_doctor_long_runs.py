@@ -93,15 +93,34 @@ def test_a_dead_layer_is_found_within_one_block(tmp_path, monkeypatch):
     assert rules(full)["dead_layer"].layers == rules(short)["dead_layer"].layers
 
 
-def test_a_long_scalar_is_thinned_by_stride_and_keeps_its_first_nan():
+def test_a_long_scalar_is_thinned_by_stride_and_keeps_its_first_nan(tmp_path, monkeypatch):
+    from gradlens.loader import Run
+    from gradlens.recorder import Recorder
+
     steps = np.arange(50_000)
     values = 2.3 * np.exp(-steps / 1e4)
     values[31_337:] = np.nan
-    kept_steps, kept = evidence.thinned(steps, values)
+    path = tmp_path / "long-loss.h5"
+    with Recorder(path, meta={}) as recorder:
+        recorder.start([{"name": "fc", "kind": "Linear", "shape": [1, 1], "params": 1}], {})
+        for step, value in zip(steps.tolist(), values.tolist(), strict=True):
+            recorder.log_scalars(step, loss=value)
+    reads = []
+    scalar = Run.scalar
+
+    def spy(self, name, start=None, stop=None, stride=None):
+        reads.append((start, stop, stride))
+        return scalar(self, name, start, stop, stride)
+
+    monkeypatch.setattr(Run, "scalar", spy)
+    read = evidence._scalar(load(path), "loss")
+    kept_steps, kept = read.steps, read.values
     stride = -(-len(values) // evidence.FULL_RECORDS)
-    assert stride == 7 and kept_steps[0] == 0 and kept_steps[-1] == 49_999
+    assert stride == 7 and reads[0] == (None, None, 7)  # never every record of the scalar
+    assert kept_steps[0] == 0 and kept_steps[-1] == 49_999
     assert 31_337 in kept_steps.tolist() and 31_336 not in kept_steps.tolist()
     assert np.isnan(kept[kept_steps.tolist().index(31_337)])
     finite = kept_steps[np.isfinite(kept)]
     assert np.all(np.diff(finite) == stride) and np.array_equal(kept, values[kept_steps], equal_nan=True)
-    assert len(kept) <= evidence.FULL_RECORDS + evidence.EXACT_BLOCKS + 1
+    block = 128  # the summary's blocks at SUMMARY_POINTS = 250: the NaN blocks read again, record by record
+    assert len(kept) <= evidence.FULL_RECORDS + 1 + evidence.EXACT_BLOCKS * block

@@ -65,6 +65,7 @@ def check_reads(run, reads) -> None:
     """Every way of reading one scalar gives the brute-force values and never reads the long-format table."""
     for name in ("loss", "accuracy", "lr"):
         reads.clear()
+        assert run.n_scalar_records(name) == len(expected(name)[0])
         steps, values = run.scalar(name)
         np.testing.assert_array_equal(steps, expected(name)[0])
         np.testing.assert_array_equal(values, expected(name)[1])
@@ -123,6 +124,7 @@ def test_names_past_the_slots_and_files_without_slots_are_found_by_scanning(tmp_
     old = load(path)
     for name in ("loss", "accuracy", "lr"):
         np.testing.assert_array_equal(old.scalar(name, start=50)[1], expected(name, 50, 300)[1])
+        assert old.n_scalar_records(name) == run.n_scalar_records(name) == len(expected(name, 0, 300)[0])
         np.testing.assert_array_equal(old.scalar_summary(name, points=3).last, run.scalar_summary(name, points=3).last)
     with pytest.raises(KeyError, match="no scalar 'nope'; logged scalars: \\['loss', 'accuracy', 'lr', 'extra0'"):
         old.scalar("nope")

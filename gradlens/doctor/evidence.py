@@ -330,11 +330,11 @@ def _scalar(run, name: str) -> Scalar:
     stay what they estimate), its last value, and the values of its first ``EXACT_BLOCKS`` summary blocks that
     hold a non-finite one, each at its own step (the first NaN stays exact). Costs at most ``FULL_RECORDS``
     values plus those blocks, whatever the run's length."""
-    summary = run.scalar_summary(name, points=SUMMARY_POINTS)
-    count = int(summary.count.sum())
+    count = run.n_scalar_records(name)
     if count <= FULL_RECORDS:
         steps, values = run.scalar(name)
         return Scalar(np.asarray(steps, np.int64), np.asarray(values, np.float64))
+    summary = run.scalar_summary(name, points=SUMMARY_POINTS)
     parts = [run.scalar(name, stride=-(-count // FULL_RECORDS))]
     parts.append((summary.last_step[-1:], summary.last[-1:]))
     for block in np.flatnonzero(~np.isfinite(summary.mean))[:EXACT_BLOCKS].tolist():

@@ -390,6 +390,12 @@ class Run:
         return records
 
     @retried_while_written
+    def n_scalar_records(self, name: str) -> int:
+        """Committed records of the logged scalar ``name`` (a version 5 file: one counter read)."""
+        with self._open() as file:
+            return self._scalar_records(file, name).n
+
+    @retried_while_written
     def scalar(
         self, name: str, start: int | None = None, stop: int | None = None, stride: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -122,13 +122,14 @@ class Stream:
 
 
 def scalar_count(run: Run, name: str) -> int:
-    """Records of the logged scalar ``name``, remembered for the file's state (path, last flush, status): a
-    page asks for it once per view, and each ask reads the scalars' name column (``Run.scalar_summary``)."""
+    """Records of the logged scalar ``name`` (``Run.n_scalar_records``), remembered for the file's state (path,
+    last flush, status): a page asks for it once per view, and in files older than version 5 each ask scans the
+    scalars' name column."""
     key = (str(run.path), run.last_flush, run.status, name)
     if key not in _SCALAR_COUNTS:
         if len(_SCALAR_COUNTS) >= COUNTS_KEPT:
             _SCALAR_COUNTS.pop(next(iter(_SCALAR_COUNTS)))  # the oldest
-        _SCALAR_COUNTS[key] = int(run.scalar_summary(name, points=1).count.sum())
+        _SCALAR_COUNTS[key] = run.n_scalar_records(name)
     return _SCALAR_COUNTS[key]
 
 

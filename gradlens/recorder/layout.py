@@ -141,7 +141,7 @@ def init_file(file: h5py.File, meta: dict, compact: bool = False, scalar_records
     with at most ``scalar_records`` records per scalar: see :func:`create_table` and :func:`create_blocks`)."""
     file.attrs["format"] = FORMAT
     file.attrs["schema_version"] = SCHEMA_VERSION
-    file.attrs["meta"] = json.dumps(meta)
+    file.attrs["meta"] = json.dumps(meta, separators=(",", ":"))  # attributes are not compressed: no blanks
     run = file.create_group("run")
     run.create_dataset("status", data=np.bytes_(STATUS_RUNNING.encode()), dtype=STATUS_DTYPE)
     run.create_dataset("last_flush", data=np.float64(np.nan))

@@ -152,6 +152,8 @@ def test_served_page_follows_a_training_subprocess_in_chromium(tmp_path):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+            if process is not None and process.stdout is not None:
+                process.stdout.close()
 
 
 def test_busy_or_invalid_port_is_a_one_line_error(tmp_path, capsys):

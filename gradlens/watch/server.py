@@ -35,7 +35,11 @@ class WatchServer(ThreadingHTTPServer):
     """The HTTP server of one watched run: ``path``, the page's poll interval ``every``, ``stale`` seconds,
     and the background doctor."""
 
-    daemon_threads = True
+    # Requests run in threads the server joins when it closes: a thread still inside HDF5 while the interpreter
+    # exits can crash it (seen: SIGSEGV at Ctrl-C under load). A connection that sends nothing (a browser's
+    # preconnect) ends after the handler's ``timeout``, so closing waits at most that long.
+    daemon_threads = False
+    block_on_close = True
 
     def __init__(self, address: tuple[str, int], path: str, every: float, stale: float) -> None:
         super().__init__(address, WatchHandler)
@@ -64,6 +68,7 @@ class WatchHandler(BaseHTTPRequestHandler):
     """``/`` (the page) and ``/data?since=STEP`` (JSON); anything else is 404."""
 
     server: WatchServer
+    timeout = 2  # seconds a connection may stay silent (socket timeout), so that closing never waits longer
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
         url = urlsplit(self.path)

@@ -87,10 +87,11 @@ class DoctorThread:
         return self.latest()
 
     def stop(self) -> None:
-        """End the thread (after the diagnosis under way, if any)."""
+        """End the thread after the diagnosis under way, if any (its cost is bounded at any run length): a thread
+        still inside HDF5 while the interpreter exits can crash it."""
         self._stop.set()
         self._wanted.set()
-        self._thread.join(timeout=2)  # a diagnosis under way ends with the process (daemon)
+        self._thread.join()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

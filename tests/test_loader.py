@@ -424,3 +424,48 @@ def test_a_run_with_no_records_yet_has_empty_summaries(tmp_path):
             summary = run.summary("grad", "mean_abs", points=points, stop=0)
             assert summary.block == 1 and summary.count.tolist() == [] and summary.max.shape == (0, 2)
         assert run.summary("grad", "loss_probe").mean.shape == (0,)
+
+
+def test_the_one_call_into_libhdf5_outside_h5py_holds_h5pys_lock(tmp_path, monkeypatch):
+    """HDF5 is built without thread safety and ctypes releases the GIL: the SWMR open's call to
+    ``H5Pset_metadata_read_attempts`` (the one gradlens makes outside h5py) holds h5py's lock, so another thread's
+    h5py call waits for it. Without the lock, ``watch``'s doctor thread opening the live file while the main thread
+    read it crashed the process (SIGSEGV in HDF5)."""
+    import threading
+
+    from h5py._objects import phil
+
+    from gradlens.loader import files
+
+    library = files._hdf5_library()
+    if library is None:
+        pytest.skip("no libhdf5 with H5Pset_metadata_read_attempts found: SWMR files open through h5py alone")
+    path = tmp_path / "live.h5"
+    recorder = Recorder(path, meta={}, flush_every=1)
+    recorder.start(LAYERS, QUANTITIES)
+    recorder.log_scalars(0, loss=1.0)
+    recorder.flush()
+    free_elsewhere: list[bool] = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(library, name)
+
+        def H5Pset_metadata_read_attempts(self, fapl, attempts):  # noqa: N802 (HDF5's name)
+            def try_lock() -> None:
+                got = phil.acquire(False)
+                free_elsewhere.append(bool(got))
+                if got:
+                    phil.release()
+
+            other = threading.Thread(target=try_lock)
+            other.start()
+            other.join()
+            return library.H5Pset_metadata_read_attempts(fapl, attempts)
+
+    monkeypatch.setattr(files, "_hdf5_library", lambda: Spy())
+    try:
+        assert load(path).scalar("loss")[1].tolist() == [1.0]
+    finally:
+        recorder.close()
+    assert free_elsewhere and not any(free_elsewhere)  # every call ran while no other thread could enter h5py

@@ -23,6 +23,7 @@ from typing import NamedTuple, TypeVar
 
 import h5py
 import numpy as np
+from h5py._objects import phil  # h5py's global lock around every HDF5 call
 
 from gradlens.lock import writer
 from gradlens.schema import (
@@ -130,7 +131,8 @@ def _hdf5_library() -> ctypes.CDLL | None:
         try:
             library = ctypes.CDLL(candidate, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
             version = (ctypes.c_uint(), ctypes.c_uint(), ctypes.c_uint())
-            library.H5get_libversion(*(ctypes.byref(v) for v in version))
+            with phil:  # see _swmr_file
+                library.H5get_libversion(*(ctypes.byref(v) for v in version))
             if tuple(v.value for v in version) != h5py.version.hdf5_version_tuple[:3]:
                 continue
             setter = library.H5Pset_metadata_read_attempts
@@ -148,7 +150,9 @@ def _swmr_file(path: Path) -> h5py.File:
     if library is None:
         return h5py.File(path, "r", swmr=True)
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    if library.H5Pset_metadata_read_attempts(fapl.id, SWMR_READ_ATTEMPTS) < 0:
+    with phil:  # HDF5 is not thread-safe and ctypes releases the GIL: hold h5py's lock, as every h5py call does
+        failed = library.H5Pset_metadata_read_attempts(fapl.id, SWMR_READ_ATTEMPTS) < 0
+    if failed:
         return h5py.File(path, "r", swmr=True)
     flags = h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ
     return h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=fapl))

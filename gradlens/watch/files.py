@@ -139,7 +139,7 @@ def watch(
                 say(f"stopped watching after {timeout:g} s (--timeout); page: {os.path.abspath(out)}")
                 return 1 if announced_stale or not os.path.exists(path) else 0
             tick = max(tick + every, time.monotonic())  # looks every ``every`` s, the rewrite's time included
-            time.sleep(tick - time.monotonic())
+            time.sleep(max(0.0, tick - time.monotonic()))
     finally:
         doctor.stop()
 

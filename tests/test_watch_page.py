@@ -52,7 +52,10 @@ TRAINER = textwrap.dedent(
     """
 )
 
-SERVE = "import sys; from gradlens.cli import main; sys.exit(main(sys.argv[1:]))"
+# The server as started from a terminal: Ctrl-C raises KeyboardInterrupt. (A background job of a non-interactive
+# shell, such as a CI script's `... &`, starts with SIGINT ignored, and a child keeps what it inherits.)
+SERVE = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+         "from gradlens.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def _browser():

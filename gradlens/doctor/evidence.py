@@ -133,7 +133,8 @@ class Evidence:
         num_classes: the class count the user stated (None: from meta or the last layer).
         live: True while training (the live engine): rules about the finished run are not applied.
         memo: per-step values a rule may keep between live checks (a record never changes once observed).
-        block: records per row of the longest probe read (1: every record; a long run: its summary block).
+        block: records per row of the probe read in the coarsest blocks (1: every record; a long run: its
+            summary block).
     """
 
     path: str = ""
@@ -300,7 +301,7 @@ def _series(run, probe: str, names: tuple[str, ...], missing_from=None, excused:
     out: dict[str, LayerSeries] = {}
     span = run.span(probe)  # every quantity up to the same step: a file still being written grows meanwhile
     stop = None if span is None else int(span[1]) + 1
-    if run.n_records(probe) > FULL_RECORDS:
+    if read_block(run.n_records(probe)) > 1:
         read = {name: _summarised(run, probe, name, stop) for name in names}
         read = _exact_blocks(run, probe, read, None if missing_from is None else missing_from(read), excused)
     else:
@@ -392,22 +393,27 @@ def from_run(run, *, loss: str | None = None, num_classes: int | None = None, no
         now=time.time() if now is None else now,
     )
     evidence.events = _events(run)
+
+    def series(probe: str, *args) -> dict[str, LayerSeries]:
+        """:func:`_series`, noting in ``evidence.block`` the coarsest block read."""
+        evidence.block = max(evidence.block, read_block(run.n_records(probe)))
+        return _series(run, probe, *args)
+
     for probe in run.probes:
         cls, quantities = evidence.probes[probe], run.quantities(probe)
         if evidence.grad_probe is None and cls in GRADIENT_CLASSES and {"mean_abs", "norm"} & set(quantities):
             evidence.grad_probe = probe
-            evidence.grads = _series(run, probe, GRADIENT_QUANTITIES, _no_gradient, evidence.skipped_steps())
+            evidence.grads = series(probe, GRADIENT_QUANTITIES, _no_gradient, evidence.skipped_steps())
         elif evidence.ratio_probe is None and cls in RATIO_CLASSES and "ratio" in quantities:
             evidence.ratio_probe = probe
-            evidence.ratios = _series(run, probe, RATIO_QUANTITIES, _zero_weight)
+            evidence.ratios = series(probe, RATIO_QUANTITIES, _zero_weight)
         elif evidence.activation_probe is None and "dead_fraction" in quantities:
             evidence.activation_probe = probe
-            evidence.activations = _series(run, probe, ACTIVATION_QUANTITIES)
+            evidence.activations = series(probe, ACTIVATION_QUANTITIES)
         for quantity in SCIENCE.get(cls, ()):
             if (cls, quantity) not in evidence.science and quantity in quantities:
-                evidence.science[(cls, quantity)] = _series(run, probe, (quantity,)).get(quantity)
+                evidence.science[(cls, quantity)] = series(probe, (quantity,)).get(quantity)
     evidence.science = {k: v for k, v in evidence.science.items() if v is not None}
-    evidence.block = max(map(read_block, map(run.n_records, run.probes)), default=1)
     evidence.scalars = _scalars(run)
     evidence.status = run.status
     evidence.last_flush = run.last_flush

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from gradlens.doctor import Finding, Verdict, diagnose_evidence, from_run, verdict
 from gradlens.loader import Run
-from gradlens.report.blocks import Stream
 from gradlens.report.common import last_step, run_label
 
 # How the verdict's heading names the run's state (/run/status).
@@ -137,7 +136,7 @@ def diagnose_run(run: Run, now: float | None = None) -> Diagnosis:
     """
     status = run.status
     counts = [run.n_records(probe) for probe in run.probes]
-    counts += [Stream(run, None, name).count() for name in run.scalar_names()]
+    counts += [run.n_scalar_records(name) for name in run.scalar_names()]
     evidence = from_run(run, now=now)
     findings = diagnose_evidence(evidence)
     step, records = last_step(run), max(counts, default=0)
